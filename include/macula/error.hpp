@@ -1,0 +1,45 @@
+// libmacula error codes.
+//
+// Every failure the library reports is a std::error_code in the `macula` category (the
+// async path never throws). The enumerators are stable: the C ABI maps them one to one.
+#pragma once
+
+#include <string>
+#include <system_error>
+
+namespace macula {
+
+enum class errc : int {
+  ok = 0,
+  // Names (topics, patterns, procedures, realms).
+  name_empty = 1,          ///< the name is empty (after trimming, for realms)
+  name_too_long,           ///< the name is longer than kMaxNameLength bytes
+  name_empty_segment,      ///< leading, trailing or doubled '.'
+  name_invalid_character,  ///< a character outside A-Z a-z 0-9 _ - (and '*' '#' inside patterns)
+  name_wildcard_not_allowed,  ///< a whole-segment wildcard in a topic, procedure or realm
+  // Node ids.
+  node_id_bad_length,      ///< hex text is not exactly 64 characters
+  node_id_bad_hex,         ///< hex text has a non-hex character
+  // Bounded containers.
+  queue_full,              ///< a bounded queue with the reject policy is full
+  queue_closed,            ///< the queue was closed; no more pushes or waits
+  too_many_waiters,        ///< a bounded queue's waiter list is full
+  registry_full,           ///< a sharded registry reached its maximum entry count
+  not_found,               ///< no entry for that key
+  no_provider,             ///< every provider is excluded or none is registered
+  metrics_series_limit,    ///< the metrics registry reached its series cap
+  metrics_name_invalid,    ///< a metric or label name breaks the Prometheus grammar
+  metrics_type_conflict,   ///< a family was registered again with another type or help
+};
+
+/// The `macula` error category; messages say what is wrong in words a user can act on.
+const std::error_category& error_category() noexcept;
+
+inline std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
+}  // namespace macula
+
+template <>
+struct std::is_error_code_enum<macula::errc> : std::true_type {};

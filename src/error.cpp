@@ -1,0 +1,46 @@
+#include "macula/error.hpp"
+
+namespace macula {
+namespace {
+
+class MaculaCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "macula"; }
+
+  std::string message(int ev) const override {
+    switch (static_cast<errc>(ev)) {
+      case errc::ok: return "success";
+      case errc::name_empty: return "name is empty";
+      case errc::name_too_long: return "name is longer than 256 bytes";
+      case errc::name_empty_segment:
+        return "name has an empty segment (leading, trailing or doubled '.')";
+      case errc::name_invalid_character:
+        return "name has a character outside A-Z a-z 0-9 _ - (patterns also allow * and #)";
+      case errc::name_wildcard_not_allowed:
+        return "a whole-segment wildcard (*, #, **) is allowed only in subscription patterns";
+      case errc::node_id_bad_length: return "node id hex must be exactly 64 characters";
+      case errc::node_id_bad_hex: return "node id hex has a character outside 0-9 a-f A-F";
+      case errc::queue_full: return "queue is full (reject policy)";
+      case errc::queue_closed: return "queue is closed";
+      case errc::too_many_waiters: return "too many waiters on a bounded queue";
+      case errc::registry_full: return "registry reached its maximum number of entries";
+      case errc::not_found: return "no entry for that key";
+      case errc::no_provider: return "no provider left to select (none registered or all excluded)";
+      case errc::metrics_series_limit: return "metrics registry reached its series limit";
+      case errc::metrics_name_invalid:
+        return "metric or label name must match [a-zA-Z_:][a-zA-Z0-9_:]* (labels: no ':')";
+      case errc::metrics_type_conflict:
+        return "metric family already registered with another type or help text";
+    }
+    return "unknown macula error";
+  }
+};
+
+}  // namespace
+
+const std::error_category& error_category() noexcept {
+  static const MaculaCategory category;
+  return category;
+}
+
+}  // namespace macula
