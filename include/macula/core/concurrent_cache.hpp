@@ -4,8 +4,11 @@
 // lookup at 1,000 entries). Here a get is one hash, one shard lock and one hash-table probe.
 //
 // - Sharding: keys are spread over a power-of-two number of shards by hash; each shard is a
-//   mutex around a hash map plus a CLOCK ring. The capacity bound is per shard
+//   ReaderBiasedLock around a hash map plus a CLOCK ring. The capacity bound is per shard
 //   (capacity / shards each), so a shard never needs to look at another.
+// - Hits take the shard lock shared and write no shared cache line (the reference bit is
+//   written only when not yet set; hit/miss counts go to per-thread counter cells), so reads
+//   scale across cores. put/update/erase/sweep take it exclusively.
 // - Eviction: CLOCK (second chance). A hit only sets a reference bit — no list splicing under
 //   the lock as an LRU would need — and the hand evicts the first unreferenced entry. It
 //   approximates LRU and keeps frequently read entries, unlike random eviction.
@@ -15,7 +18,8 @@
 // - Stats: hits, misses, evictions, expirations, size.
 //
 // Thread-safety: every member function may be called from any thread concurrently. Callbacks
-// given to visit()/update() run under the shard's lock: keep them short and do not call back
+// given to visit() run under the shard's shared lock (possibly concurrently with other
+// readers of the same entry), those given to update() under its exclusive lock: keep them short and do not call back
 // into the same cache from them (that would deadlock).
 // Values are copied out by get(); for large values store a std::shared_ptr<const T>.
 #pragma once
@@ -28,12 +32,16 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <optional>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "macula/core/clock.hpp"
+#include "macula/core/detail/hashed_key.hpp"
+#include "macula/core/detail/reader_biased_lock.hpp"
+#include "macula/core/metrics.hpp"
 
 namespace macula::core {
 
@@ -66,7 +74,10 @@ class ConcurrentCache {
     shard_mask_ = shards - 1;
     const std::size_t per_shard = (capacity + shards - 1) / shards;
     shards_ = std::make_unique<Shard[]>(shards);
-    for (std::size_t i = 0; i < shards; ++i) shards_[i].init(per_shard);
+    for (std::size_t i = 0; i < shards; ++i) {
+      shards_[i].owner = this;
+      shards_[i].init(per_shard);
+    }
     shard_count_ = shards;
   }
 
@@ -80,43 +91,54 @@ class ConcurrentCache {
     return out;
   }
 
-  /// Calls `f(const V&)` under the shard lock when the key is live; returns whether it did.
+  /// Calls `f(const V&)` under the shard's shared lock when the key is live; returns
+  /// whether it did.
   template <class F>
   bool visit(const K& key, F&& f) {
-    const std::size_t h = hash_(key);
-    Shard& s = shard(h);
-    std::lock_guard lock(s.mutex);
-    auto it = s.map.find(key);
-    if (it == s.map.end()) {
-      ++s.stats.misses;
-      return false;
+    const Ref ref{hash_(key), key};
+    Shard& s = shard(ref.hash);
+    bool saw_expired = false;
+    {
+      std::shared_lock lock(s.mutex);
+      auto it = s.map.find(ref);
+      if (it != s.map.end()) {
+        Entry& e = it->second;
+        if (e.expires_ns == 0 || e.expires_ns > now_ns<Clock>()) {
+          std::atomic_ref<bool> referenced(e.referenced);
+          if (!referenced.load(std::memory_order_relaxed)) referenced.store(true, std::memory_order_relaxed);
+          hits_.inc();
+          f(static_cast<const V&>(e.value));
+          return true;
+        }
+        saw_expired = true;
+      }
     }
-    Entry& e = it->second;
-    if (e.expires_ns != 0 && e.expires_ns <= now_ns<Clock>()) {
-      s.remove(it);
-      ++s.stats.expirations;
-      ++s.stats.misses;
-      return false;
+    misses_.inc();
+    if (saw_expired) {
+      std::unique_lock lock(s.mutex);
+      auto it = s.map.find(ref);
+      if (it != s.map.end() && expired(it->second)) {
+        s.remove(it);
+        expirations_.inc();
+      }
     }
-    e.referenced = true;
-    ++s.stats.hits;
-    f(static_cast<const V&>(e.value));
-    return true;
+    return false;
   }
 
   /// Inserts or replaces. `ttl` <= 0 uses the cache's default TTL (0 there: never expires).
   void put(const K& key, V value, std::chrono::nanoseconds ttl = std::chrono::nanoseconds{0}) {
     const std::int64_t expires = deadline_ns<Clock>(ttl.count() > 0 ? ttl : default_ttl_);
-    Shard& s = shard(hash_(key));
-    std::lock_guard lock(s.mutex);
-    auto it = s.map.find(key);
+    const Ref ref{hash_(key), key};
+    Shard& s = shard(ref.hash);
+    std::unique_lock lock(s.mutex);
+    auto it = s.map.find(ref);
     if (it != s.map.end()) {
       it->second.value = std::move(value);
       it->second.expires_ns = expires;
       it->second.referenced = true;
       return;
     }
-    s.insert(key, std::move(value), expires);
+    s.insert(ref, std::move(value), expires);
   }
 
   /// Atomic read-modify-write: `f(std::optional<V>&)` sees the current live value (or
@@ -124,12 +146,13 @@ class ConcurrentCache {
   /// changed entry gets `ttl` (or the default TTL) from now.
   template <class F>
   void update(const K& key, F&& f, std::chrono::nanoseconds ttl = std::chrono::nanoseconds{0}) {
-    Shard& s = shard(hash_(key));
-    std::lock_guard lock(s.mutex);
-    auto it = s.map.find(key);
-    if (it != s.map.end() && it->second.expires_ns != 0 && it->second.expires_ns <= now_ns<Clock>()) {
+    const Ref ref{hash_(key), key};
+    Shard& s = shard(ref.hash);
+    std::unique_lock lock(s.mutex);
+    auto it = s.map.find(ref);
+    if (it != s.map.end() && expired(it->second)) {
       s.remove(it);
-      ++s.stats.expirations;
+      expirations_.inc();
       it = s.map.end();
     }
     std::optional<V> current;
@@ -145,18 +168,20 @@ class ConcurrentCache {
         s.remove(it);
       }
     } else if (current) {
-      s.insert(key, std::move(*current), expires);
+      s.insert(ref, std::move(*current), expires);
     }
   }
 
   /// Removes the key; returns whether a live entry was removed.
   bool erase(const K& key) {
-    Shard& s = shard(hash_(key));
-    std::lock_guard lock(s.mutex);
-    auto it = s.map.find(key);
+    const Ref ref{hash_(key), key};
+    Shard& s = shard(ref.hash);
+    std::unique_lock lock(s.mutex);
+    auto it = s.map.find(ref);
     if (it == s.map.end()) return false;
+    const bool live = !expired(it->second);
     s.remove(it);
-    return true;
+    return live;
   }
 
   /// Removes expired entries, examining at most `max_slots` slots in total (bounded work per
@@ -168,7 +193,7 @@ class ConcurrentCache {
     while (max_slots > 0) {
       Shard& s = shards_[sweep_shard_.fetch_add(1, std::memory_order_relaxed) & shard_mask_];
       const std::size_t budget = std::min(per_shard, max_slots);
-      std::lock_guard lock(s.mutex);
+      std::unique_lock lock(s.mutex);
       removed += s.sweep(budget, now);
       max_slots -= budget;
     }
@@ -177,19 +202,23 @@ class ConcurrentCache {
 
   CacheStats stats() const {
     CacheStats total;
-    for (std::size_t i = 0; i < shard_count_; ++i) {
-      const Shard& s = shards_[i];
-      std::lock_guard lock(s.mutex);
-      total.hits += s.stats.hits;
-      total.misses += s.stats.misses;
-      total.evictions += s.stats.evictions;
-      total.expirations += s.stats.expirations;
-      total.size += s.map.size();
-    }
+    total.hits = hits_.value();
+    total.misses = misses_.value();
+    total.evictions = evictions_.value();
+    total.expirations = expirations_.value();
+    total.size = size();
     return total;
   }
 
-  std::size_t size() const { return stats().size; }
+  /// Stored entries, including expired ones not yet removed.
+  std::size_t size() const {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < shard_count_; ++i) {
+      std::shared_lock lock(shards_[i].mutex);
+      n += shards_[i].map.size();
+    }
+    return n;
+  }
   std::size_t capacity() const noexcept { return shard_count_ * shards_[0].ring.size(); }
   std::size_t shard_count() const noexcept { return shard_count_; }
 
@@ -200,18 +229,22 @@ class ConcurrentCache {
     std::uint32_t slot;
     bool referenced;
   };
-  using Map = std::unordered_map<K, Entry, Hash, KeyEqual>;
+  using Stored = detail::HashedKey<K>;
+  using Ref = detail::HashedKeyRef<K>;
+  using Map = std::unordered_map<Stored, Entry, detail::HashedKeyHash, detail::HashedKeyEqual<KeyEqual>>;
   using Node = typename Map::value_type;
 
+  static bool expired(const Entry& e) noexcept { return e.expires_ns != 0 && e.expires_ns <= now_ns<Clock>(); }
+
   struct alignas(64) Shard {
-    mutable std::mutex mutex;
+    mutable detail::ReaderBiasedLock mutex;
+    ConcurrentCache* owner = nullptr;
     Map map;
     // CLOCK ring over map nodes (references into an unordered_map stay valid across rehash).
     std::vector<Node*> ring;
     std::vector<std::uint32_t> free_slots;
     std::size_t hand = 0;
     std::size_t sweep_cursor = 0;
-    CacheStats stats;
 
     void init(std::size_t capacity) {
       ring.assign(capacity, nullptr);
@@ -220,11 +253,11 @@ class ConcurrentCache {
       map.reserve(capacity);
     }
 
-    void insert(const K& key, V&& value, std::int64_t expires) {
+    void insert(const Ref& ref, V&& value, std::int64_t expires) {
       if (free_slots.empty()) evict_one();
       const std::uint32_t slot = free_slots.back();
       free_slots.pop_back();
-      auto [it, ok] = map.emplace(key, Entry{std::move(value), expires, slot, false});
+      auto [it, ok] = map.emplace(Stored{ref.hash, ref.key}, Entry{std::move(value), expires, slot, false});
       (void)ok;
       ring[slot] = &*it;
     }
@@ -242,12 +275,12 @@ class ConcurrentCache {
         Node* n = ring[hand];
         hand = hand + 1 == ring.size() ? 0 : hand + 1;
         if (n == nullptr) continue;
-        if (n->second.referenced) {
+        if (n->second.referenced) {  // exclusive lock: no reader can race this write
           n->second.referenced = false;
           continue;
         }
         remove(map.find(n->first));
-        ++stats.evictions;
+        owner->evictions_.inc();
         return;
       }
     }
@@ -259,7 +292,7 @@ class ConcurrentCache {
         sweep_cursor = sweep_cursor + 1 == ring.size() ? 0 : sweep_cursor + 1;
         if (n != nullptr && n->second.expires_ns != 0 && n->second.expires_ns <= now) {
           remove(map.find(n->first));
-          ++stats.expirations;
+          owner->expirations_.inc();
           ++removed;
         }
       }
@@ -267,10 +300,7 @@ class ConcurrentCache {
     }
   };
 
-  Shard& shard(std::size_t h) noexcept {
-    // Mix the high bits in: std::hash of integers is the identity.
-    return shards_[(h ^ (h >> 29) ^ (h >> 47)) & shard_mask_];
-  }
+  Shard& shard(std::size_t h) noexcept { return shards_[detail::mix_hash(h) & shard_mask_]; }
 
   Hash hash_{};
   std::chrono::nanoseconds default_ttl_;
@@ -278,6 +308,7 @@ class ConcurrentCache {
   std::size_t shard_count_ = 1;
   std::size_t shard_mask_ = 0;
   std::atomic<std::size_t> sweep_shard_{0};
+  Counter hits_, misses_, evictions_, expirations_;
 };
 
 }  // namespace macula::core

@@ -12,8 +12,9 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
-#include <thread>
 #include <vector>
+
+#include "macula/core/detail/thread_slot.hpp"
 
 namespace macula::core {
 
@@ -30,13 +31,10 @@ class Counter {
 
  private:
   static constexpr std::size_t kCells = 8;
-  struct alignas(64) Cell {
+  struct alignas(128) Cell {  // 128: the adjacent-line prefetcher pairs 64-byte lines
     std::atomic<std::uint64_t> v{0};
   };
-  static std::size_t cell_index() noexcept {
-    thread_local const std::size_t idx = std::hash<std::thread::id>{}(std::this_thread::get_id()) % kCells;
-    return idx;
-  }
+  static std::size_t cell_index() noexcept { return detail::thread_slot() % kCells; }
   std::array<Cell, kCells> cells_{};
 };
 

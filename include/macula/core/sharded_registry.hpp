@@ -2,9 +2,9 @@
 // and DHT records.
 //
 // Replaces the old system's single registry process that serialized every lookup (seed
-// finding 7, ~1K queries/s). N shards (default 16) keyed by hash, each a reader-writer lock
-// around a hash map, so lookups on different shards never contend and lookups on the same
-// shard share the lock.
+// finding 7, ~1K queries/s). N shards (default 16) keyed by hash, each a ReaderBiasedLock
+// around a hash map: lookups take it shared and write no cache line another core reads, so
+// they scale with cores; inserts, updates and the reaper take it exclusively.
 //
 // - Bounded: at most `max_entries` keys in total; inserting a new key past it fails with
 //   errc::registry_full (never grows). Replacing an existing key always works.
@@ -31,6 +31,8 @@
 #include <vector>
 
 #include "macula/core/clock.hpp"
+#include "macula/core/detail/hashed_key.hpp"
+#include "macula/core/detail/reader_biased_lock.hpp"
 #include "macula/error.hpp"
 
 namespace macula::core {
@@ -57,16 +59,17 @@ class ShardedRegistry {
   std::error_code insert_or_assign(const K& key, V value,
                                    std::chrono::nanoseconds ttl = std::chrono::nanoseconds{0}) {
     const std::int64_t expires = deadline_ns<Clock>(ttl);
-    Shard& s = shard(key);
+    const Ref ref{hash_(key), key};
+    Shard& s = shard(ref.hash);
     std::unique_lock lock(s.mutex);
-    auto it = s.map.find(key);
+    auto it = s.map.find(ref);
     if (it != s.map.end()) {
       it->second.value = std::move(value);
       it->second.expires_ns = expires;
       return {};
     }
     if (!reserve_slot()) return errc::registry_full;
-    s.map.emplace(key, Entry{std::move(value), expires});
+    s.map.emplace(Stored{ref.hash, key}, Entry{std::move(value), expires});
     return {};
   }
 
@@ -80,9 +83,10 @@ class ShardedRegistry {
   /// Calls `f(const V&)` under a shared lock when the key is live.
   template <class F>
   bool visit(const K& key, F&& f) const {
-    const Shard& s = shard(key);
+    const Ref ref{hash_(key), key};
+    const Shard& s = shard(ref.hash);
     std::shared_lock lock(s.mutex);
-    auto it = s.map.find(key);
+    auto it = s.map.find(ref);
     if (it == s.map.end() || expired(it->second)) return false;
     f(static_cast<const V&>(it->second.value));
     return true;
@@ -95,9 +99,10 @@ class ShardedRegistry {
   template <class F>
   std::error_code update(const K& key, F&& f,
                          std::chrono::nanoseconds ttl = std::chrono::nanoseconds{0}) {
-    Shard& s = shard(key);
+    const Ref ref{hash_(key), key};
+    Shard& s = shard(ref.hash);
     std::unique_lock lock(s.mutex);
-    auto it = s.map.find(key);
+    auto it = s.map.find(ref);
     std::optional<V> current;
     if (it != s.map.end() && !expired(it->second)) current.emplace(std::move(it->second.value));
     f(current);
@@ -114,15 +119,16 @@ class ShardedRegistry {
     }
     if (!current) return {};
     if (!reserve_slot()) return errc::registry_full;
-    s.map.emplace(key, Entry{std::move(*current), expires});
+    s.map.emplace(Stored{ref.hash, key}, Entry{std::move(*current), expires});
     return {};
   }
 
   /// Removes the key; returns whether a live entry was removed.
   bool erase(const K& key) {
-    Shard& s = shard(key);
+    const Ref ref{hash_(key), key};
+    Shard& s = shard(ref.hash);
     std::unique_lock lock(s.mutex);
-    auto it = s.map.find(key);
+    auto it = s.map.find(ref);
     if (it == s.map.end()) return false;
     const bool live = !expired(it->second);
     s.map.erase(it);
@@ -141,7 +147,7 @@ class ShardedRegistry {
       Shard& s = shards_[reap_shard_.load(std::memory_order_relaxed) % shard_count_];
       std::unique_lock lock(s.mutex);
       const std::size_t buckets = s.map.bucket_count();
-      std::vector<K> dead;
+      std::vector<Stored> dead;
       while (budget > 0 && s.reap_bucket < buckets) {
         for (auto it = s.map.begin(s.reap_bucket); it != s.map.end(s.reap_bucket) && budget > 0; ++it) {
           --budget;
@@ -149,7 +155,7 @@ class ShardedRegistry {
         }
         ++s.reap_bucket;
       }
-      for (const K& k : dead) s.map.erase(k);
+      for (const Stored& k : dead) s.map.erase(k);
       count_.fetch_sub(dead.size(), std::memory_order_relaxed);
       removed += dead.size();
       if (s.reap_bucket >= buckets) {
@@ -168,7 +174,7 @@ class ShardedRegistry {
       const Shard& s = shards_[i];
       std::shared_lock lock(s.mutex);
       for (const auto& [k, e] : s.map)
-        if (!expired(e)) f(k, static_cast<const V&>(e.value));
+        if (!expired(e)) f(static_cast<const K&>(k.key), static_cast<const V&>(e.value));
     }
   }
 
@@ -182,9 +188,11 @@ class ShardedRegistry {
     V value;
     std::int64_t expires_ns;
   };
+  using Stored = detail::HashedKey<K>;
+  using Ref = detail::HashedKeyRef<K>;
   struct alignas(64) Shard {
-    mutable std::shared_mutex mutex;
-    std::unordered_map<K, Entry, Hash, KeyEqual> map;
+    mutable detail::ReaderBiasedLock mutex;
+    std::unordered_map<Stored, Entry, detail::HashedKeyHash, detail::HashedKeyEqual<KeyEqual>> map;
     std::size_t reap_bucket = 0;
   };
 
@@ -200,16 +208,8 @@ class ShardedRegistry {
     return true;
   }
 
-  template <class Self>
-  static auto& shard_of(Self& self, const K& key) {
-    std::size_t h = self.hash_(key);
-    h ^= h >> 29;
-    h *= 0xbf58476d1ce4e5b9ULL;
-    h ^= h >> 32;
-    return self.shards_[h % self.shard_count_];
-  }
-  Shard& shard(const K& key) { return shard_of(*this, key); }
-  const Shard& shard(const K& key) const { return shard_of(*this, key); }
+  Shard& shard(std::size_t h) noexcept { return shards_[detail::mix_hash(h) % shard_count_]; }
+  const Shard& shard(std::size_t h) const noexcept { return shards_[detail::mix_hash(h) % shard_count_]; }
 
   Hash hash_{};
   std::size_t shard_count_;
