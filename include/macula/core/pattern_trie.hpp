@@ -30,6 +30,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "macula/core/detail/hashed_key.hpp"
 #include "macula/core/detail/reader_biased_lock.hpp"
 #include "macula/names.hpp"
 
@@ -44,8 +45,11 @@ struct StringHash {
   std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
 };
 
+// Children are keyed by (hash, segment): the hash of each topic segment is computed once per
+// match and reused at every node, and bucket walks never re-hash stored keys.
 struct TrieNode {
-  std::unordered_map<std::string, std::unique_ptr<TrieNode>, StringHash, std::equal_to<>> children;
+  std::unordered_map<HashedKey<std::string>, std::unique_ptr<TrieNode>, HashedKeyHash, HashedKeyEqual<std::equal_to<>>>
+      children;
   std::unique_ptr<TrieNode> star;   // `*` child
   std::unique_ptr<TrieNode> multi;  // `#` / `**` child
   std::vector<SubscriberId> subscribers;  // sorted, unique: patterns that end at this node
@@ -114,12 +118,17 @@ class PatternTrie {
   void match(std::string_view topic, std::vector<SubscriberId>& out) const {
     if (validate_topic(topic)) return;
     Segments segs;
+    std::array<std::size_t, kMaxSegments> hashes;
     std::size_t n = 0;
-    for_each_segment(topic, [&](std::string_view s) { segs[n++] = s; });
+    for_each_segment(topic, [&](std::string_view s) {
+      hashes[n] = detail::StringHash{}(s);
+      segs[n++] = s;
+    });
     const std::size_t first = out.size();
-    MatchContext ctx{std::span<const std::string_view>(segs.data(), n), out, {}};
+    MatchContext ctx{std::span<const std::string_view>(segs.data(), n), std::span<const std::size_t>(hashes.data(), n),
+                     out, {}, 0};
     {
-      const Shard& shard = shards_[literal_shard_index(segs[0])];
+      const Shard& shard = shards_[hashes[0] % literal_shard_count()];
       std::shared_lock lock(shard.mutex);
       walk(&shard.root, 0, ctx);
     }
@@ -161,10 +170,27 @@ class PatternTrie {
 
   struct MatchContext {
     std::span<const std::string_view> segs;
+    std::span<const std::size_t> hashes;
     std::vector<SubscriberId>& out;
     // (multi node, position) states already expanded: bounds work when a pattern holds
-    // several `#` that could absorb the same segments in many ways.
-    std::vector<std::pair<const detail::TrieNode*, std::size_t>> multi_seen;
+    // several `#` that could absorb the same segments in many ways. Inline for the common
+    // case, so a match allocates nothing but its output.
+    std::array<std::pair<const detail::TrieNode*, std::size_t>, 32> multi_seen_inline;
+    std::size_t multi_seen_count;
+    std::vector<std::pair<const detail::TrieNode*, std::size_t>> multi_seen_overflow{};
+
+    bool mark_multi(const detail::TrieNode* node, std::size_t pos) {
+      const auto state = std::make_pair(node, pos);
+      const std::size_t inline_n = std::min(multi_seen_count, multi_seen_inline.size());
+      for (std::size_t i = 0; i < inline_n; ++i)
+        if (multi_seen_inline[i] == state) return false;
+      for (const auto& s : multi_seen_overflow)
+        if (s == state) return false;
+      if (multi_seen_count < multi_seen_inline.size()) multi_seen_inline[multi_seen_count] = state;
+      else multi_seen_overflow.push_back(state);
+      ++multi_seen_count;
+      return true;
+    }
   };
 
   // Splits a validated pattern; `**` becomes `#` and consecutive multi-wildcards collapse
@@ -181,14 +207,11 @@ class PatternTrie {
     return n;
   }
 
-  std::size_t literal_shard_index(std::string_view first) const noexcept {
-    const std::size_t literal = shards_.size() == 1 ? 1 : shards_.size() - 1;
-    return detail::StringHash{}(first) % literal;
-  }
+  std::size_t literal_shard_count() const noexcept { return shards_.size() == 1 ? 1 : shards_.size() - 1; }
 
   Shard& shard_for_pattern(std::string_view first) {
     if (shards_.size() > 1 && (first == "*" || first == "#")) return shards_.back();
-    return shards_[literal_shard_index(first)];
+    return shards_[detail::StringHash{}(first) % literal_shard_count()];
   }
 
   static detail::TrieNode* child_for_insert(detail::TrieNode& node, std::string_view seg) {
@@ -198,8 +221,10 @@ class PatternTrie {
     } else if (seg == "#") {
       slot = &node.multi;
     } else {
-      auto it = node.children.find(seg);
-      if (it == node.children.end()) it = node.children.emplace(std::string(seg), nullptr).first;
+      const std::size_t h = detail::StringHash{}(seg);
+      auto it = node.children.find(detail::HashedKeyRef<std::string_view>{h, seg});
+      if (it == node.children.end())
+        it = node.children.emplace(detail::HashedKey<std::string>{h, std::string(seg)}, nullptr).first;
       slot = &it->second;
     }
     if (!*slot) *slot = std::make_unique<detail::TrieNode>();
@@ -209,7 +234,7 @@ class PatternTrie {
   static detail::TrieNode* child_for_lookup(detail::TrieNode& node, std::string_view seg) {
     if (seg == "*") return node.star.get();
     if (seg == "#") return node.multi.get();
-    auto it = node.children.find(seg);
+    auto it = node.children.find(detail::HashedKeyRef<std::string_view>{detail::StringHash{}(seg), seg});
     return it == node.children.end() ? nullptr : it->second.get();
   }
 
@@ -218,7 +243,8 @@ class PatternTrie {
       node.star.reset();
     } else if (seg == "#") {
       node.multi.reset();
-    } else if (auto it = node.children.find(seg); it != node.children.end()) {
+    } else if (auto it = node.children.find(detail::HashedKeyRef<std::string_view>{detail::StringHash{}(seg), seg});
+               it != node.children.end()) {
       node.children.erase(it);
     }
   }
@@ -231,7 +257,7 @@ class PatternTrie {
       return;
     }
     if (!node->children.empty()) {
-      auto it = node->children.find(ctx.segs[pos]);
+      auto it = node->children.find(detail::HashedKeyRef<std::string_view>{ctx.hashes[pos], ctx.segs[pos]});
       if (it != node->children.end()) walk(it->second.get(), pos + 1, ctx);
     }
     if (node->star) walk(node->star.get(), pos + 1, ctx);
@@ -241,17 +267,8 @@ class PatternTrie {
   // `multi` is a `#` node entered at `pos`: it may absorb any number of further segments.
   static void enter_multi(const detail::TrieNode* multi, std::size_t pos, MatchContext& ctx) {
     for (std::size_t p = pos; p <= ctx.segs.size(); ++p) {
-      const auto state = std::make_pair(multi, p);
-      bool seen = false;
-      for (const auto& s : ctx.multi_seen) {
-        if (s == state) {
-          seen = true;
-          break;
-        }
-      }
       // Once (multi, p) was expanded, every later p was expanded by that same loop.
-      if (seen) return;
-      ctx.multi_seen.push_back(state);
+      if (!ctx.mark_multi(multi, p)) return;
       walk(multi, p, ctx);
     }
   }
