@@ -31,6 +31,12 @@ class MaculaCategory final : public std::error_category {
         return "metric or label name must match [a-zA-Z_:][a-zA-Z0-9_:]* (labels: no ':')";
       case errc::metrics_type_conflict:
         return "metric family already registered with another type or help text";
+      case errc::frame_truncated: return "protocol error: frame truncated (length runs past the data)";
+      case errc::frame_too_large: return "protocol error: frame larger than the maximum frame size";
+      case errc::frame_unknown_version: return "protocol error: unknown frame version";
+      case errc::frame_unknown_type: return "protocol error: unknown frame type";
+      case errc::frame_malformed:
+        return "protocol error: malformed frame (field out of range, invalid name or trailing bytes)";
     }
     return "unknown macula error";
   }

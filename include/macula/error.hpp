@@ -30,6 +30,12 @@ enum class errc : int {
   metrics_series_limit,    ///< the metrics registry reached its series cap
   metrics_name_invalid,    ///< a metric or label name breaks the Prometheus grammar
   metrics_type_conflict,   ///< a family was registered again with another type or help
+  // Wire frames (protocol errors: the stream or connection carrying them is closed).
+  frame_truncated,         ///< a frame's declared length runs past the bytes it came with
+  frame_too_large,         ///< a frame is larger than the receiver's maximum frame size
+  frame_unknown_version,   ///< a frame carries a protocol version this node does not speak
+  frame_unknown_type,      ///< a frame type this version does not define
+  frame_malformed,         ///< a field is out of range, a name invalid, or bytes are left over
 };
 
 /// The `macula` error category; messages say what is wrong in words a user can act on.
