@@ -37,6 +37,19 @@ class MaculaCategory final : public std::error_category {
       case errc::frame_unknown_type: return "protocol error: unknown frame type";
       case errc::frame_malformed:
         return "protocol error: malformed frame (field out of range, invalid name or trailing bytes)";
+      case errc::identity_invalid: return "node key or certificate is invalid, unreadable or mismatched";
+      case errc::peer_identity_mismatch:
+        return "peer certificate does not hash to the node id it claims or was dialed as";
+      case errc::transport_error: return "QUIC/TLS transport error";
+      case errc::handshake_timeout: return "connection not established within the connect timeout";
+      case errc::connection_closed: return "connection closed";
+      case errc::connection_refused: return "connection refused by the peer";
+      case errc::endpoint_closed: return "endpoint is closed or shutting down";
+      case errc::address_invalid: return "address is not a valid host:port";
+      case errc::timed_out: return "operation timed out";
+      case errc::stream_reset: return "stream reset by the peer";
+      case errc::too_many_pending: return "too many requests queued on this connection";
+      case errc::body_too_large: return "body exceeds the configured maximum size";
     }
     return "unknown macula error";
   }

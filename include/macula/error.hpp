@@ -36,6 +36,19 @@ enum class errc : int {
   frame_unknown_version,   ///< a frame carries a protocol version this node does not speak
   frame_unknown_type,      ///< a frame type this version does not define
   frame_malformed,         ///< a field is out of range, a name invalid, or bytes are left over
+  // Identity and transport.
+  identity_invalid,        ///< a key or certificate could not be made, read or matched
+  peer_identity_mismatch,  ///< the peer's certificate does not hash to the node id expected
+  transport_error,         ///< the QUIC/TLS stack failed (details in the log)
+  handshake_timeout,       ///< the connection was not established within the connect timeout
+  connection_closed,       ///< the connection closed before the operation completed
+  connection_refused,      ///< the peer refused the connection (e.g. max_clients reached)
+  endpoint_closed,         ///< the endpoint is shutting down or closed
+  address_invalid,         ///< a host:port could not be parsed or resolved
+  timed_out,               ///< the operation's deadline passed
+  stream_reset,            ///< the peer reset the stream before the response was complete
+  too_many_pending,        ///< a per-connection bound on queued requests was reached
+  body_too_large,          ///< a request or response body exceeds the configured maximum
 };
 
 /// The `macula` error category; messages say what is wrong in words a user can act on.

@@ -1,0 +1,1317 @@
+// QUIC endpoint on Asio UDP (ngtcp2 0.12 + GnuTLS) with HTTP/3 (nghttp3 0.8).
+// Design notes: docs/ARCHITECTURE.md "Transport"; pitfalls: quic-stack-notes.md.
+#include "transport/endpoint.hpp"
+
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <nghttp3/nghttp3.h>
+#include <ngtcp2/ngtcp2.h>
+#include <ngtcp2/ngtcp2_crypto.h>
+#include <ngtcp2/ngtcp2_crypto_gnutls.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <map>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/strand.hpp>
+
+#include "macula/error.hpp"
+#include "transport/quic_names.hpp"
+
+namespace macula::transport {
+
+namespace asio = boost::asio;
+using udp = asio::ip::udp;
+
+namespace {
+
+constexpr std::size_t kCidLen = 18;
+constexpr std::size_t kMaxUdpPayload = 1452;
+constexpr std::size_t kRecvBatch = 64;
+constexpr std::size_t kRecvBufSize = 2048;
+constexpr std::size_t kSendBatch = 64;
+constexpr std::size_t kStreamWindow = 1 << 20;     // per-stream receive window
+constexpr std::size_t kConnWindow = 16 << 20;      // per-connection receive window
+constexpr const char* kPriority =
+    "%DISABLE_TLS13_COMPAT_MODE:NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
+    "+CHACHA20-POLY1305:+AES-128-CCM:-GROUP-ALL:+GROUP-SECP256R1:+GROUP-X25519:+GROUP-SECP384R1:+GROUP-SECP521R1";
+
+std::uint64_t now_ns() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
+std::string cid_key(const std::uint8_t* data, std::size_t len) {
+  return std::string(reinterpret_cast<const char*>(data), len);
+}
+std::string cid_key(const ngtcp2_cid& cid) { return cid_key(cid.data, cid.datalen); }
+
+void random_bytes(std::uint8_t* dest, std::size_t len) {
+  if (RAND_bytes(dest, static_cast<int>(len)) != 1) {
+    // RAND_bytes only fails when the OS entropy source is gone; GnuTLS' generator is the
+    // fallback so that connection ids are never predictable.
+    gnutls_rnd(GNUTLS_RND_RANDOM, dest, len);
+  }
+}
+
+void rand_cb(std::uint8_t* dest, std::size_t destlen, const ngtcp2_rand_ctx*) { random_bytes(dest, destlen); }
+
+std::string_view rcbuf_view(nghttp3_rcbuf* b) {
+  const nghttp3_vec v = nghttp3_rcbuf_get_buf(b);
+  return {reinterpret_cast<const char*>(v.base), v.len};
+}
+
+nghttp3_nv make_nv(const std::string& name, const std::string& value) {
+  // nghttp3 0.8 takes non-const pointers but only reads through them.
+  return nghttp3_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
+                    reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
+                    NGHTTP3_NV_FLAG_NONE};
+}
+
+}  // namespace
+
+// ============================================================================ Impl types
+
+class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
+ public:
+  struct Stream {
+    std::int64_t id = -1;
+    // Receiving side: request (server) or response (client).
+    std::string method, path, authority;
+    int status = 0;
+    std::vector<Header> headers;
+    std::size_t header_bytes = 0;
+    bool header_overflow = false;
+    std::vector<std::uint8_t> body;
+    bool body_overflow = false;
+    bool responded = false;
+    // Sending side: stable until the stream closes, as nghttp3 and ngtcp2 keep pointers into
+    // it until the peer acknowledges the bytes.
+    std::vector<std::string> nv_strings;
+    std::vector<std::uint8_t> send_body;
+    std::size_t send_offset = 0;
+    // Client requests.
+    ResponseHandler on_response;
+    std::unique_ptr<asio::steady_timer> deadline;
+  };
+
+  Impl(std::shared_ptr<Endpoint::Impl> ep, bool server, udp::endpoint remote);
+  ~Impl();
+
+  bool init_client(const std::optional<NodeId>& expected);
+  bool init_server(const ngtcp2_pkt_hd& hd, const udp::endpoint& local);
+
+  void on_datagram(const std::uint8_t* data, std::size_t len);
+  void write();
+  void close_with_app_error(std::uint64_t code, const std::string& reason);
+  void fail(std::error_code ec);  // tears down without a CONNECTION_CLOSE (peer gone or fatal)
+
+  void send_request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler);
+  void submit_response(std::int64_t stream_id, Response response);
+
+  // ngtcp2 callbacks (static trampolines below call these)
+  int on_handshake_completed();
+  int on_recv_stream_data(std::uint32_t flags, std::int64_t stream_id, const std::uint8_t* data, std::size_t len);
+  int on_acked_stream_data(std::int64_t stream_id, std::uint64_t len);
+  int on_stream_close(std::uint32_t flags, std::int64_t stream_id, std::uint64_t app_error_code);
+  int on_stream_reset(std::int64_t stream_id);
+  int on_extend_max_stream_data(std::int64_t stream_id);
+  int on_get_new_cid(ngtcp2_cid* cid, std::uint8_t* token, std::size_t cidlen);
+  int on_remove_cid(const ngtcp2_cid* cid);
+  int on_extend_max_local_streams_bidi();
+  int verify_peer(gnutls_session_t session);
+
+  // nghttp3 callbacks
+  int h3_begin_headers(std::int64_t stream_id);
+  int h3_recv_header(std::int64_t stream_id, nghttp3_rcbuf* name, nghttp3_rcbuf* value);
+  int h3_recv_data(std::int64_t stream_id, const std::uint8_t* data, std::size_t len);
+  int h3_end_stream(std::int64_t stream_id);
+  int h3_stream_close(std::int64_t stream_id, std::uint64_t app_error_code);
+  nghttp3_ssize h3_read_data(std::int64_t stream_id, nghttp3_vec* vec, std::size_t veccnt, std::uint32_t* pflags);
+
+  std::weak_ptr<Endpoint::Impl> endpoint;
+  std::shared_ptr<Endpoint::Impl> ep() const { return endpoint.lock(); }
+  const bool is_server;
+  udp::endpoint remote;
+  sockaddr_storage local_sa{}, remote_sa{};
+  socklen_t local_salen = 0, remote_salen = 0;
+  ngtcp2_conn* conn = nullptr;
+  gnutls_session_t tls = nullptr;
+  ngtcp2_crypto_conn_ref conn_ref{};
+  nghttp3_conn* h3 = nullptr;
+  asio::steady_timer timer;
+  asio::steady_timer connect_timer;
+  std::optional<NodeId> expected_peer;
+  std::optional<NodeId> peer;
+  std::error_code verify_error;
+  bool established = false;
+  bool closing = false;  // closing/draining: only waits for removal
+  bool is_client_peer = false;  // server side: the peer presented no node certificate
+  bool counted_as_client = false;
+  bool refuse_requests = false;  // over max_clients: answer 503, then close
+  Endpoint::ConnectHandler on_connected;
+  std::unordered_map<std::int64_t, std::unique_ptr<Stream>> streams;
+  std::deque<std::pair<Request, std::pair<std::chrono::nanoseconds, ResponseHandler>>> pending;
+  std::vector<std::string> cids;  // keys registered in the endpoint's routing table
+  std::shared_ptr<Connection> handle;  // the public handle given to users
+
+ private:
+  bool setup_h3();
+  void arm_timer();
+  void on_timer();
+  void enter_closing(std::uint64_t linger_ns);
+  void complete_request(Stream& s, std::error_code ec);
+  void fail_all_requests(std::error_code ec);
+  bool start_request(Request& request, std::chrono::nanoseconds timeout, ResponseHandler& handler);
+  std::uint64_t timer_generation_ = 0;
+};
+
+class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
+ public:
+  Impl(asio::io_context& io, EndpointOptions opts)
+      : strand(asio::make_strand(io)), socket(strand), options(std::move(opts)) {}
+  ~Impl() {
+    if (cred) gnutls_certificate_free_credentials(cred);
+  }
+
+  std::error_code open(const udp::endpoint& local);
+  void start_receive();
+  void on_readable();
+  void handle_datagram(const udp::endpoint& from, const std::uint8_t* data, std::size_t len);
+  void accept(const udp::endpoint& from, const std::uint8_t* data, std::size_t len);
+
+  // Send path: packets are queued, then written with sendmmsg; on EAGAIN the unsent tail is
+  // kept and flushed when the socket is writable — never dropped.
+  std::uint8_t* packet_buffer();  // null when the queue is full (caller stops writing)
+  void queue_packet(const udp::endpoint& to, std::size_t len);
+  void flush();
+  void register_cid(const std::string& key, const std::shared_ptr<Connection::Impl>& c);
+  void unregister_cid(const std::string& key) { by_cid.erase(key); }
+  void remove(const std::shared_ptr<Connection::Impl>& c);
+  void touch(const std::shared_ptr<Connection::Impl>& c) { touched.insert(c); }
+  const RequestHandler* find_route(const std::string& method, const std::string& path) const;
+  void do_close();
+
+  asio::strand<asio::io_context::executor_type> strand;
+  udp::socket socket;
+  EndpointOptions options;
+  gnutls_certificate_credentials_t cred = nullptr;
+  std::array<std::uint8_t, 32> static_secret{};
+  bool closed = false;
+  std::unordered_map<std::string, std::shared_ptr<Connection::Impl>> by_cid;
+  std::unordered_set<std::shared_ptr<Connection::Impl>> connections;
+  std::unordered_set<std::shared_ptr<Connection::Impl>> touched;
+  std::unordered_set<std::shared_ptr<Connection::Impl>> blocked;  // waiting for send space
+  std::size_t clients = 0;
+  std::map<std::pair<std::string, std::string>, RequestHandler> routes;
+  EndpointStats stats;
+
+  struct OutPacket {
+    sockaddr_storage to;
+    socklen_t tolen;
+    std::size_t len;
+  };
+  std::array<std::array<std::uint8_t, kMaxUdpPayload>, kSendBatch> send_bufs{};
+  std::array<OutPacket, kSendBatch> send_meta{};
+  std::size_t send_head = 0;  // first unsent packet
+  std::size_t send_count = 0;
+  bool waiting_writable = false;
+
+  std::array<std::array<std::uint8_t, kRecvBufSize>, kRecvBatch> recv_bufs{};
+};
+
+// ============================================================================ trampolines
+
+namespace {
+
+Connection::Impl* self_of(void* user_data) { return static_cast<Connection::Impl*>(user_data); }
+
+ngtcp2_conn* get_conn_from_ref(ngtcp2_crypto_conn_ref* ref) { return static_cast<Connection::Impl*>(ref->user_data)->conn; }
+
+int cb_handshake_completed(ngtcp2_conn*, void* u) { return self_of(u)->on_handshake_completed(); }
+int cb_recv_stream_data(ngtcp2_conn*, std::uint32_t flags, std::int64_t sid, std::uint64_t, const std::uint8_t* data,
+                        std::size_t len, void* u, void*) {
+  return self_of(u)->on_recv_stream_data(flags, sid, data, len);
+}
+int cb_acked_stream_data_offset(ngtcp2_conn*, std::int64_t sid, std::uint64_t, std::uint64_t len, void* u, void*) {
+  return self_of(u)->on_acked_stream_data(sid, len);
+}
+int cb_stream_close(ngtcp2_conn*, std::uint32_t flags, std::int64_t sid, std::uint64_t code, void* u, void*) {
+  return self_of(u)->on_stream_close(flags, sid, code);
+}
+int cb_stream_reset(ngtcp2_conn*, std::int64_t sid, std::uint64_t, std::uint64_t, void* u, void*) {
+  return self_of(u)->on_stream_reset(sid);
+}
+int cb_stream_stop_sending(ngtcp2_conn*, std::int64_t sid, std::uint64_t, void* u, void*) {
+  return self_of(u)->on_stream_reset(sid);
+}
+int cb_extend_max_stream_data(ngtcp2_conn*, std::int64_t sid, std::uint64_t, void* u, void*) {
+  return self_of(u)->on_extend_max_stream_data(sid);
+}
+int cb_get_new_connection_id(ngtcp2_conn*, ngtcp2_cid* cid, std::uint8_t* token, std::size_t cidlen, void* u) {
+  return self_of(u)->on_get_new_cid(cid, token, cidlen);
+}
+int cb_remove_connection_id(ngtcp2_conn*, const ngtcp2_cid* cid, void* u) { return self_of(u)->on_remove_cid(cid); }
+int cb_extend_max_local_streams_bidi(ngtcp2_conn*, std::uint64_t, void* u) {
+  return self_of(u)->on_extend_max_local_streams_bidi();
+}
+int cb_extend_max_remote_streams_bidi(ngtcp2_conn*, std::uint64_t max_streams, void* u) {
+  auto* c = self_of(u);
+  if (c->h3) nghttp3_conn_set_max_client_streams_bidi(c->h3, max_streams);
+  return 0;
+}
+
+int verify_peer_cb(gnutls_session_t session) {
+  auto* ref = static_cast<ngtcp2_crypto_conn_ref*>(gnutls_session_get_ptr(session));
+  return static_cast<Connection::Impl*>(ref->user_data)->verify_peer(session);
+}
+
+// nghttp3
+int h3_acked_stream_data(nghttp3_conn*, std::int64_t, std::uint64_t, void*, void*) { return 0; }
+int h3_stream_close(nghttp3_conn*, std::int64_t sid, std::uint64_t code, void* u, void*) {
+  return self_of(u)->h3_stream_close(sid, code);
+}
+int h3_recv_data(nghttp3_conn*, std::int64_t sid, const std::uint8_t* data, std::size_t len, void* u, void*) {
+  return self_of(u)->h3_recv_data(sid, data, len);
+}
+int h3_deferred_consume(nghttp3_conn*, std::int64_t sid, std::size_t consumed, void* u, void*) {
+  auto* c = self_of(u);
+  ngtcp2_conn_extend_max_stream_offset(c->conn, sid, consumed);
+  ngtcp2_conn_extend_max_offset(c->conn, consumed);
+  return 0;
+}
+int h3_begin_headers(nghttp3_conn*, std::int64_t sid, void* u, void*) { return self_of(u)->h3_begin_headers(sid); }
+int h3_recv_header(nghttp3_conn*, std::int64_t sid, std::int32_t, nghttp3_rcbuf* name, nghttp3_rcbuf* value,
+                   std::uint8_t, void* u, void*) {
+  return self_of(u)->h3_recv_header(sid, name, value);
+}
+int h3_end_headers(nghttp3_conn*, std::int64_t, int, void*, void*) { return 0; }
+int h3_end_stream(nghttp3_conn*, std::int64_t sid, void* u, void*) { return self_of(u)->h3_end_stream(sid); }
+int h3_stop_sending(nghttp3_conn*, std::int64_t sid, std::uint64_t code, void* u, void*) {
+  ngtcp2_conn_shutdown_stream_write(self_of(u)->conn, sid, code);
+  return 0;
+}
+int h3_reset_stream(nghttp3_conn*, std::int64_t sid, std::uint64_t code, void* u, void*) {
+  ngtcp2_conn_shutdown_stream_read(self_of(u)->conn, sid, code);
+  return 0;
+}
+nghttp3_ssize h3_read_data(nghttp3_conn*, std::int64_t sid, nghttp3_vec* vec, std::size_t veccnt,
+                           std::uint32_t* pflags, void* u, void*) {
+  return self_of(u)->h3_read_data(sid, vec, veccnt, pflags);
+}
+
+}  // namespace
+
+// ============================================================================ Connection::Impl
+
+Connection::Impl::Impl(std::shared_ptr<Endpoint::Impl> ep, bool server, udp::endpoint r)
+    : endpoint(ep), is_server(server), remote(std::move(r)), timer(ep->strand), connect_timer(ep->strand) {
+  const auto local = ep->socket.local_endpoint();
+  std::memcpy(&local_sa, local.data(), local.size());
+  local_salen = static_cast<socklen_t>(local.size());
+  std::memcpy(&remote_sa, remote.data(), remote.size());
+  remote_salen = static_cast<socklen_t>(remote.size());
+  conn_ref.get_conn = get_conn_from_ref;
+  conn_ref.user_data = this;
+}
+
+Connection::Impl::~Impl() {
+  if (h3) nghttp3_conn_del(h3);
+  if (conn) ngtcp2_conn_del(conn);
+  if (tls) gnutls_deinit(tls);
+}
+
+namespace {
+
+void fill_callbacks(ngtcp2_callbacks& cb, bool server) {
+  std::memset(&cb, 0, sizeof cb);
+  if (server) {
+    cb.recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
+  } else {
+    cb.client_initial = ngtcp2_crypto_client_initial_cb;
+    cb.recv_retry = ngtcp2_crypto_recv_retry_cb;
+  }
+  cb.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
+  cb.encrypt = ngtcp2_crypto_encrypt_cb;
+  cb.decrypt = ngtcp2_crypto_decrypt_cb;
+  cb.hp_mask = ngtcp2_crypto_hp_mask_cb;
+  cb.update_key = ngtcp2_crypto_update_key_cb;
+  cb.delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb;
+  cb.delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
+  cb.get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
+  cb.version_negotiation = ngtcp2_crypto_version_negotiation_cb;
+  cb.rand = rand_cb;
+  cb.handshake_completed = cb_handshake_completed;
+  cb.recv_stream_data = cb_recv_stream_data;
+  cb.acked_stream_data_offset = cb_acked_stream_data_offset;
+  cb.stream_close = cb_stream_close;
+  cb.stream_reset = cb_stream_reset;
+  cb.stream_stop_sending = cb_stream_stop_sending;
+  cb.extend_max_stream_data = cb_extend_max_stream_data;
+  cb.get_new_connection_id = cb_get_new_connection_id;
+  cb.remove_connection_id = cb_remove_connection_id;
+  cb.extend_max_local_streams_bidi = cb_extend_max_local_streams_bidi;
+  cb.extend_max_remote_streams_bidi = cb_extend_max_remote_streams_bidi;
+}
+
+void fill_settings(ngtcp2_settings& s, const EndpointOptions& o) {
+  ngtcp2_settings_default(&s);
+  s.initial_ts = now_ns();
+  // Before the first RTT sample, 0.12's pacer derives its interval from initial_rtt
+  // (333 ms default) and stalls the handshake ~22 ms; loopback and LAN RTTs are far lower.
+  s.initial_rtt = 10 * NGTCP2_MILLISECONDS;
+  s.max_tx_udp_payload_size = kMaxUdpPayload;
+  s.cc_algo = NGTCP2_CC_ALGO_CUBIC;
+  s.handshake_timeout = static_cast<ngtcp2_duration>(o.connect_timeout.count());
+  s.max_window = kConnWindow * 4;
+  s.max_stream_window = kStreamWindow * 4;
+}
+
+void fill_params(ngtcp2_transport_params& p, const EndpointOptions& o) {
+  ngtcp2_transport_params_default(&p);
+  p.initial_max_stream_data_bidi_local = kStreamWindow;
+  p.initial_max_stream_data_bidi_remote = kStreamWindow;
+  p.initial_max_stream_data_uni = kStreamWindow;
+  p.initial_max_data = kConnWindow;
+  p.initial_max_streams_bidi = o.max_streams_bidi;
+  p.initial_max_streams_uni = 3;
+  p.max_idle_timeout = static_cast<ngtcp2_duration>(o.idle_timeout.count());
+  p.active_connection_id_limit = 7;
+}
+
+}  // namespace
+
+bool Connection::Impl::init_client(const std::optional<NodeId>& expected) {
+  auto e = ep();
+  expected_peer = expected;
+  if (gnutls_init(&tls, GNUTLS_CLIENT | GNUTLS_NO_END_OF_EARLY_DATA) != 0) return false;
+  if (gnutls_priority_set_direct(tls, kPriority, nullptr) != 0) return false;
+  if (ngtcp2_crypto_gnutls_configure_client_session(tls) != 0) return false;
+  if (gnutls_credentials_set(tls, GNUTLS_CRD_CERTIFICATE, e->cred) != 0) return false;
+  gnutls_datum_t alpn{const_cast<unsigned char*>(reinterpret_cast<const unsigned char*>("h3")), 2};
+  gnutls_alpn_set_protocols(tls, &alpn, 1, GNUTLS_ALPN_MANDATORY);
+  gnutls_session_set_ptr(tls, &conn_ref);
+
+  ngtcp2_cid dcid, scid;
+  dcid.datalen = scid.datalen = kCidLen;
+  random_bytes(dcid.data, kCidLen);
+  random_bytes(scid.data, kCidLen);
+  ngtcp2_callbacks cb;
+  fill_callbacks(cb, false);
+  ngtcp2_settings settings;
+  fill_settings(settings, e->options);
+  ngtcp2_transport_params params;
+  fill_params(params, e->options);
+  ngtcp2_path path{{reinterpret_cast<ngtcp2_sockaddr*>(&local_sa), local_salen},
+                   {reinterpret_cast<ngtcp2_sockaddr*>(&remote_sa), remote_salen},
+                   nullptr};
+  if (ngtcp2_conn_client_new(&conn, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &cb, &settings, &params, nullptr,
+                             this) != 0)
+    return false;
+  ngtcp2_conn_set_tls_native_handle(conn, tls);
+  e->register_cid(cid_key(scid), shared_from_this());
+  cids.push_back(cid_key(scid));
+  return true;
+}
+
+bool Connection::Impl::init_server(const ngtcp2_pkt_hd& hd, const udp::endpoint&) {
+  auto e = ep();
+  if (gnutls_init(&tls, GNUTLS_SERVER | GNUTLS_NO_END_OF_EARLY_DATA) != 0) return false;
+  if (gnutls_priority_set_direct(tls, kPriority, nullptr) != 0) return false;
+  if (ngtcp2_crypto_gnutls_configure_server_session(tls) != 0) return false;
+  if (gnutls_credentials_set(tls, GNUTLS_CRD_CERTIFICATE, e->cred) != 0) return false;
+  // Ask for a certificate but do not require one: peers without one are clients.
+  gnutls_certificate_server_set_request(tls, GNUTLS_CERT_REQUEST);
+  gnutls_datum_t alpn{const_cast<unsigned char*>(reinterpret_cast<const unsigned char*>("h3")), 2};
+  gnutls_alpn_set_protocols(tls, &alpn, 1, GNUTLS_ALPN_MANDATORY);
+  gnutls_session_set_ptr(tls, &conn_ref);
+
+  ngtcp2_cid scid;
+  scid.datalen = kCidLen;
+  random_bytes(scid.data, kCidLen);
+  ngtcp2_callbacks cb;
+  fill_callbacks(cb, true);
+  ngtcp2_settings settings;
+  fill_settings(settings, e->options);
+  ngtcp2_transport_params params;
+  fill_params(params, e->options);
+  params.original_dcid = hd.dcid;
+  params.stateless_reset_token_present = 1;
+  if (ngtcp2_crypto_generate_stateless_reset_token(params.stateless_reset_token, e->static_secret.data(),
+                                                   e->static_secret.size(), &scid) != 0)
+    return false;
+  ngtcp2_path path{{reinterpret_cast<ngtcp2_sockaddr*>(&local_sa), local_salen},
+                   {reinterpret_cast<ngtcp2_sockaddr*>(&remote_sa), remote_salen},
+                   nullptr};
+  if (ngtcp2_conn_server_new(&conn, &hd.scid, &scid, &path, hd.version, &cb, &settings, &params, nullptr, this) != 0)
+    return false;
+  ngtcp2_conn_set_tls_native_handle(conn, tls);
+  for (const auto& key : {cid_key(scid), cid_key(hd.dcid)}) {
+    e->register_cid(key, shared_from_this());
+    cids.push_back(key);
+  }
+  return true;
+}
+
+int Connection::Impl::verify_peer(gnutls_session_t session) {
+  unsigned int n = 0;
+  const gnutls_datum_t* certs = gnutls_certificate_get_peers(session, &n);
+  if (certs == nullptr || n == 0) {
+    if (is_server) {
+      is_client_peer = true;
+      return 0;
+    }
+    verify_error = errc::peer_identity_mismatch;  // a node we dial must prove its id
+    return -1;
+  }
+  std::error_code ec;
+  const NodeId id = node_id_of_certificate({certs[0].data, certs[0].size}, ec);
+  if (ec) {
+    verify_error = ec;
+    return -1;
+  }
+  if (expected_peer && *expected_peer != id) {
+    verify_error = errc::peer_identity_mismatch;
+    return -1;
+  }
+  peer = id;
+  return 0;
+}
+
+int Connection::Impl::on_handshake_completed() {
+  established = true;
+  auto e = ep();
+  if (!e) return NGTCP2_ERR_CALLBACK_FAILURE;
+  ++e->stats.handshakes_completed;
+  if (is_server && is_client_peer) {
+    if (e->clients >= e->options.max_clients) {
+      // Refused, documented: requests get 503, then CONNECTION_CLOSE(max_clients).
+      refuse_requests = true;
+      ++e->stats.clients_refused;
+    } else {
+      ++e->clients;
+      counted_as_client = true;
+    }
+  }
+  if (!setup_h3()) return NGTCP2_ERR_CALLBACK_FAILURE;
+  connect_timer.cancel();
+  if (on_connected) {
+    auto done = std::move(on_connected);
+    on_connected = nullptr;
+    handle = std::make_shared<Connection>(shared_from_this());
+    done({}, handle);
+  }
+  return 0;
+}
+
+bool Connection::Impl::setup_h3() {
+  if (h3) return true;
+  nghttp3_callbacks cb{};
+  cb.acked_stream_data = transport::h3_acked_stream_data;
+  cb.stream_close = transport::h3_stream_close;
+  cb.recv_data = transport::h3_recv_data;
+  cb.deferred_consume = h3_deferred_consume;
+  cb.begin_headers = transport::h3_begin_headers;
+  cb.recv_header = transport::h3_recv_header;
+  cb.end_headers = h3_end_headers;
+  cb.stop_sending = h3_stop_sending;
+  cb.end_stream = transport::h3_end_stream;
+  cb.reset_stream = h3_reset_stream;
+  nghttp3_settings settings;
+  nghttp3_settings_default(&settings);
+  auto e = ep();
+  settings.max_field_section_size = e->options.max_header_bytes;
+  settings.qpack_max_dtable_capacity = 4096;
+  settings.qpack_blocked_streams = 100;
+  const int rv = is_server ? nghttp3_conn_server_new(&h3, &cb, &settings, nullptr, this)
+                           : nghttp3_conn_client_new(&h3, &cb, &settings, nullptr, this);
+  if (rv != 0) return false;
+  if (is_server) nghttp3_conn_set_max_client_streams_bidi(h3, e->options.max_streams_bidi);
+  std::int64_t ctrl, enc, dec;
+  if (ngtcp2_conn_open_uni_stream(conn, &ctrl, nullptr) != 0 || nghttp3_conn_bind_control_stream(h3, ctrl) != 0 ||
+      ngtcp2_conn_open_uni_stream(conn, &enc, nullptr) != 0 || ngtcp2_conn_open_uni_stream(conn, &dec, nullptr) != 0 ||
+      nghttp3_conn_bind_qpack_streams(h3, enc, dec) != 0)
+    return false;
+  return true;
+}
+
+int Connection::Impl::on_recv_stream_data(std::uint32_t flags, std::int64_t sid, const std::uint8_t* data,
+                                          std::size_t len) {
+  if (!h3 && !setup_h3()) return NGTCP2_ERR_CALLBACK_FAILURE;
+  const nghttp3_ssize consumed = nghttp3_conn_read_stream(h3, sid, data, len, (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0);
+  if (consumed < 0) return NGTCP2_ERR_CALLBACK_FAILURE;  // malformed HTTP/3: the connection closes
+  // Bytes nghttp3 consumed itself (framing, headers) are returned at once; body bytes are
+  // returned in h3_recv_data when the application has taken them.
+  ngtcp2_conn_extend_max_stream_offset(conn, sid, static_cast<std::uint64_t>(consumed));
+  ngtcp2_conn_extend_max_offset(conn, static_cast<std::uint64_t>(consumed));
+  return 0;
+}
+
+int Connection::Impl::on_acked_stream_data(std::int64_t sid, std::uint64_t len) {
+  if (h3 && nghttp3_conn_add_ack_offset(h3, sid, len) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
+  return 0;
+}
+
+int Connection::Impl::on_stream_close(std::uint32_t flags, std::int64_t sid, std::uint64_t code) {
+  if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)) code = NGHTTP3_H3_NO_ERROR;
+  if (h3) {
+    const int rv = nghttp3_conn_close_stream(h3, sid, code);
+    if (rv != 0 && rv != NGHTTP3_ERR_STREAM_NOT_FOUND) return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
+  if (is_server && ngtcp2_is_bidi_stream(sid)) ngtcp2_conn_extend_max_streams_bidi(conn, 1);
+  return 0;
+}
+
+int Connection::Impl::on_stream_reset(std::int64_t sid) {
+  if (h3 && nghttp3_conn_shutdown_stream_read(h3, sid) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
+  return 0;
+}
+
+int Connection::Impl::on_extend_max_stream_data(std::int64_t sid) {
+  if (h3 && nghttp3_conn_unblock_stream(h3, sid) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
+  return 0;
+}
+
+int Connection::Impl::on_get_new_cid(ngtcp2_cid* cid, std::uint8_t* token, std::size_t cidlen) {
+  auto e = ep();
+  if (!e) return NGTCP2_ERR_CALLBACK_FAILURE;
+  random_bytes(cid->data, cidlen);
+  cid->datalen = cidlen;
+  if (ngtcp2_crypto_generate_stateless_reset_token(token, e->static_secret.data(), e->static_secret.size(), cid) != 0)
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  const auto key = cid_key(*cid);
+  e->register_cid(key, shared_from_this());
+  cids.push_back(key);
+  return 0;
+}
+
+int Connection::Impl::on_remove_cid(const ngtcp2_cid* cid) {
+  if (auto e = ep()) {
+    const auto key = cid_key(*cid);
+    e->unregister_cid(key);
+    cids.erase(std::remove(cids.begin(), cids.end(), key), cids.end());
+  }
+  return 0;
+}
+
+int Connection::Impl::on_extend_max_local_streams_bidi() {
+  while (!pending.empty()) {
+    auto& [req, rest] = pending.front();
+    if (!start_request(req, rest.first, rest.second)) break;
+    pending.pop_front();
+  }
+  return 0;
+}
+
+// ---- HTTP/3 -----------------------------------------------------------------------------
+
+int Connection::Impl::h3_begin_headers(std::int64_t sid) {
+  auto& s = streams[sid];
+  if (!s) {
+    s = std::make_unique<Stream>();
+    s->id = sid;
+  }
+  return 0;
+}
+
+int Connection::Impl::h3_recv_header(std::int64_t sid, nghttp3_rcbuf* name, nghttp3_rcbuf* value) {
+  auto it = streams.find(sid);
+  if (it == streams.end()) return 0;
+  Stream& s = *it->second;
+  const auto n = rcbuf_view(name);
+  const auto v = rcbuf_view(value);
+  s.header_bytes += n.size() + v.size() + 32;
+  if (s.header_bytes > ep()->options.max_header_bytes) {
+    s.header_overflow = true;
+    return 0;
+  }
+  if (n == ":method") s.method = v;
+  else if (n == ":path") s.path = v;
+  else if (n == ":authority") s.authority = v;
+  else if (n == ":status") s.status = std::atoi(std::string(v).c_str());
+  else if (!n.empty() && n[0] != ':') s.headers.push_back({std::string(n), std::string(v)});
+  return 0;
+}
+
+int Connection::Impl::h3_recv_data(std::int64_t sid, const std::uint8_t* data, std::size_t len) {
+  auto it = streams.find(sid);
+  if (it != streams.end()) {
+    Stream& s = *it->second;
+    if (s.body.size() + len > ep()->options.max_body_bytes) {
+      // Over the cap: stop keeping bytes (memory stays bounded) but keep returning credit so
+      // the peer finishes and gets its 413 instead of stalling.
+      s.body_overflow = true;
+    } else {
+      s.body.insert(s.body.end(), data, data + len);
+    }
+  }
+  // The body has been taken by the application (copied into the request): return credit.
+  ngtcp2_conn_extend_max_stream_offset(conn, sid, len);
+  ngtcp2_conn_extend_max_offset(conn, len);
+  return 0;
+}
+
+int Connection::Impl::h3_end_stream(std::int64_t sid) {
+  auto it = streams.find(sid);
+  if (it == streams.end()) return 0;
+  Stream& s = *it->second;
+  if (!is_server) {
+    complete_request(s, {});
+    return 0;
+  }
+  Response early;
+  if (refuse_requests) early.status = 503;
+  else if (s.header_overflow) early.status = 431;
+  else if (s.body_overflow) early.status = 413;
+  if (early.status != 200) {
+    const std::string msg = early.status == 503 ? "max_clients reached\n" : "request too large\n";
+    early.body.assign(msg.begin(), msg.end());
+    submit_response(sid, std::move(early));
+    if (refuse_requests) close_with_app_error(static_cast<std::uint64_t>(CloseCode::max_clients), "max_clients reached");
+    return 0;
+  }
+  auto e = ep();
+  const RequestHandler* handler = e->find_route(s.method, s.path);
+  if (!handler) {
+    Response r;
+    r.status = 404;
+    const std::string msg = "no route for " + s.method + " " + s.path + "\n";
+    r.body.assign(msg.begin(), msg.end());
+    submit_response(sid, std::move(r));
+    return 0;
+  }
+  Request req;
+  req.method = s.method;
+  req.path = s.path;
+  req.authority = s.authority;
+  req.headers = std::move(s.headers);
+  req.body = std::move(s.body);
+  req.peer = peer;
+  std::weak_ptr<Impl> weak = shared_from_this();
+  auto strand = e->strand;
+  Responder respond = [weak, strand, sid](Response r) {
+    asio::dispatch(strand, [weak, sid, r = std::move(r)]() mutable {
+      if (auto self = weak.lock()) {
+        self->submit_response(sid, std::move(r));
+        self->write();
+        if (auto ep = self->ep()) ep->flush();
+      }
+    });
+  };
+  (*handler)(std::move(req), std::move(respond));
+  return 0;
+}
+
+void Connection::Impl::submit_response(std::int64_t sid, Response r) {
+  auto it = streams.find(sid);
+  if (it == streams.end() || it->second->responded || closing || !h3) return;
+  Stream& s = *it->second;
+  s.responded = true;
+  s.nv_strings.clear();
+  s.nv_strings.push_back(":status");
+  s.nv_strings.push_back(std::to_string(r.status));
+  s.nv_strings.push_back("content-length");
+  s.nv_strings.push_back(std::to_string(r.body.size()));
+  for (auto& h : r.headers) {
+    s.nv_strings.push_back(std::move(h.name));
+    s.nv_strings.push_back(std::move(h.value));
+  }
+  std::vector<nghttp3_nv> nva;
+  for (std::size_t i = 0; i + 1 < s.nv_strings.size(); i += 2) nva.push_back(make_nv(s.nv_strings[i], s.nv_strings[i + 1]));
+  s.send_body = std::move(r.body);
+  s.send_offset = 0;
+  nghttp3_data_reader dr{transport::h3_read_data};
+  nghttp3_conn_submit_response(h3, sid, nva.data(), nva.size(), &dr);
+}
+
+nghttp3_ssize Connection::Impl::h3_read_data(std::int64_t sid, nghttp3_vec* vec, std::size_t veccnt,
+                                             std::uint32_t* pflags) {
+  auto it = streams.find(sid);
+  if (it == streams.end() || veccnt == 0) {
+    *pflags |= NGHTTP3_DATA_FLAG_EOF;
+    return 0;
+  }
+  Stream& s = *it->second;
+  const std::size_t left = s.send_body.size() - s.send_offset;
+  *pflags |= NGHTTP3_DATA_FLAG_EOF;
+  if (left == 0) return 0;
+  vec[0].base = s.send_body.data() + s.send_offset;
+  vec[0].len = left;
+  s.send_offset = s.send_body.size();
+  return 1;
+}
+
+int Connection::Impl::h3_stream_close(std::int64_t sid, std::uint64_t code) {
+  auto it = streams.find(sid);
+  if (it == streams.end()) return 0;
+  if (!is_server && it->second->on_response)
+    complete_request(*it->second, code == NGHTTP3_H3_NO_ERROR ? make_error_code(errc::stream_reset)
+                                                              : make_error_code(errc::stream_reset));
+  streams.erase(it);
+  return 0;
+}
+
+void Connection::Impl::complete_request(Stream& s, std::error_code ec) {
+  if (!s.on_response) return;
+  auto handler = std::move(s.on_response);
+  s.on_response = nullptr;
+  if (s.deadline) s.deadline->cancel();
+  Response r;
+  if (!ec) {
+    r.status = s.status;
+    r.headers = std::move(s.headers);
+    r.body = std::move(s.body);
+    if (s.body_overflow) ec = errc::body_too_large;
+  }
+  handler(ec, std::move(r));
+}
+
+void Connection::Impl::fail_all_requests(std::error_code ec) {
+  for (auto& [sid, s] : streams) complete_request(*s, ec);
+  while (!pending.empty()) {
+    auto handler = std::move(pending.front().second.second);
+    pending.pop_front();
+    handler(ec, Response{});
+  }
+}
+
+void Connection::Impl::send_request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler) {
+  if (closing || !h3) return handler(errc::connection_closed, Response{});
+  if (!pending.empty() || !start_request(request, timeout, handler)) {
+    if (pending.size() >= ep()->options.max_pending_requests) return handler(errc::too_many_pending, Response{});
+    pending.emplace_back(std::move(request), std::make_pair(timeout, std::move(handler)));
+    return;
+  }
+  write();
+  ep()->flush();
+}
+
+bool Connection::Impl::start_request(Request& req, std::chrono::nanoseconds timeout, ResponseHandler& handler) {
+  std::int64_t sid;
+  if (ngtcp2_conn_open_bidi_stream(conn, &sid, nullptr) != 0) return false;  // no stream credit yet
+  auto s = std::make_unique<Stream>();
+  s->id = sid;
+  s->on_response = std::move(handler);
+  s->nv_strings = {":method", req.method, ":scheme", "https", ":authority",
+                   req.authority.empty() ? std::string("macula") : req.authority, ":path", req.path};
+  if (!req.body.empty() || req.method == "POST" || req.method == "PUT") {
+    s->nv_strings.push_back("content-length");
+    s->nv_strings.push_back(std::to_string(req.body.size()));
+  }
+  for (auto& h : req.headers) {
+    s->nv_strings.push_back(std::move(h.name));
+    s->nv_strings.push_back(std::move(h.value));
+  }
+  std::vector<nghttp3_nv> nva;
+  for (std::size_t i = 0; i + 1 < s->nv_strings.size(); i += 2) nva.push_back(make_nv(s->nv_strings[i], s->nv_strings[i + 1]));
+  s->send_body = std::move(req.body);
+  s->deadline = std::make_unique<asio::steady_timer>(ep()->strand);
+  s->deadline->expires_after(timeout);
+  std::weak_ptr<Impl> weak = shared_from_this();
+  s->deadline->async_wait([weak, sid](boost::system::error_code ec) {
+    if (ec) return;
+    auto self = weak.lock();
+    if (!self) return;
+    auto it = self->streams.find(sid);
+    if (it == self->streams.end() || !it->second->on_response) return;
+    self->complete_request(*it->second, errc::timed_out);
+    ngtcp2_conn_shutdown_stream(self->conn, sid, NGHTTP3_H3_REQUEST_CANCELLED);
+    self->write();
+    if (auto e = self->ep()) e->flush();
+  });
+  nghttp3_data_reader dr{transport::h3_read_data};
+  const bool has_body = !s->send_body.empty();
+  streams[sid] = std::move(s);
+  if (nghttp3_conn_submit_request(h3, sid, nva.data(), nva.size(), has_body ? &dr : nullptr, nullptr) != 0) {
+    auto it = streams.find(sid);
+    complete_request(*it->second, errc::transport_error);
+    streams.erase(it);
+  }
+  return true;
+}
+
+// ---- packets, timers, closing ------------------------------------------------------------
+
+void Connection::Impl::on_datagram(const std::uint8_t* data, std::size_t len) {
+  if (closing) return;
+  ngtcp2_path path{{reinterpret_cast<ngtcp2_sockaddr*>(&local_sa), local_salen},
+                   {reinterpret_cast<ngtcp2_sockaddr*>(&remote_sa), remote_salen},
+                   nullptr};
+  ngtcp2_pkt_info pi{};
+  const int rv = ngtcp2_conn_read_pkt(conn, &path, &pi, data, len, now_ns());
+  if (rv == 0) return;
+  if (rv == NGTCP2_ERR_DRAINING) {
+    fail_all_requests(errc::connection_closed);
+    enter_closing(3 * ngtcp2_conn_get_pto(conn));
+    return;
+  }
+  if (rv == NGTCP2_ERR_DROP_CONN) return fail(errc::connection_closed);
+  if (verify_error) return fail(verify_error);
+  quic::CloseError ccerr;
+  if (rv == NGTCP2_ERR_CRYPTO) quic::set_tls_alert(ccerr, ngtcp2_conn_get_tls_alert(conn));
+  else quic::set_liberr(ccerr, rv);
+  std::array<std::uint8_t, kMaxUdpPayload> buf;
+  ngtcp2_path_storage ps;
+  ngtcp2_path_storage_zero(&ps);
+  ngtcp2_pkt_info opi{};
+  const auto n = ngtcp2_conn_write_connection_close(conn, &ps.path, &opi, buf.data(), buf.size(), &ccerr, now_ns());
+  if (n > 0) {
+    if (auto e = ep()) {
+      if (auto* out = e->packet_buffer()) {
+        std::memcpy(out, buf.data(), static_cast<std::size_t>(n));
+        e->queue_packet(remote, static_cast<std::size_t>(n));
+      }
+    }
+  }
+  fail(errc::transport_error);
+}
+
+void Connection::Impl::write() {
+  auto e = ep();
+  if (!e || closing || !conn) return;
+  ngtcp2_path_storage ps;
+  ngtcp2_path_storage_zero(&ps);
+  ngtcp2_pkt_info pi{};
+  const std::uint64_t ts = now_ns();
+  for (;;) {
+    std::uint8_t* buf = e->packet_buffer();
+    if (!buf) {
+      e->blocked.insert(shared_from_this());  // resumed when the socket drains
+      break;
+    }
+    std::int64_t sid = -1;
+    int fin = 0;
+    std::array<nghttp3_vec, 16> vec;
+    nghttp3_ssize veccnt = 0;
+    if (h3 && ngtcp2_conn_get_max_data_left(conn) > 0) {
+      veccnt = nghttp3_conn_writev_stream(h3, &sid, &fin, vec.data(), vec.size());
+      if (veccnt < 0) return fail(errc::transport_error);
+    }
+    ngtcp2_ssize ndatalen = -1;
+    std::uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE;
+    if (fin) flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
+    const ngtcp2_ssize n =
+        ngtcp2_conn_writev_stream(conn, &ps.path, &pi, buf, kMaxUdpPayload, &ndatalen, flags, sid,
+                                  reinterpret_cast<const ngtcp2_vec*>(vec.data()), static_cast<std::size_t>(veccnt), ts);
+    if (n < 0) {
+      if (n == NGTCP2_ERR_STREAM_DATA_BLOCKED) {
+        nghttp3_conn_block_stream(h3, sid);
+        continue;
+      }
+      if (n == NGTCP2_ERR_STREAM_SHUT_WR) {
+        nghttp3_conn_shutdown_stream_write(h3, sid);
+        continue;
+      }
+      if (n == NGTCP2_ERR_WRITE_MORE) {
+        if (nghttp3_conn_add_write_offset(h3, sid, static_cast<std::size_t>(ndatalen)) != 0)
+          return fail(errc::transport_error);
+        continue;
+      }
+      return fail(errc::transport_error);
+    }
+    if (ndatalen >= 0 && sid >= 0 && nghttp3_conn_add_write_offset(h3, sid, static_cast<std::size_t>(ndatalen)) != 0)
+      return fail(errc::transport_error);
+    if (n == 0) break;
+    e->queue_packet(remote, static_cast<std::size_t>(n));
+  }
+  // Pacing only once an RTT sample exists (see fill_settings).
+  if (established) ngtcp2_conn_update_pkt_tx_time(conn, ts);
+  arm_timer();
+}
+
+void Connection::Impl::arm_timer() {
+  const std::uint64_t expiry = ngtcp2_conn_get_expiry(conn);
+  ++timer_generation_;
+  if (expiry == UINT64_MAX) {
+    timer.cancel();
+    return;
+  }
+  timer.expires_at(std::chrono::steady_clock::time_point(std::chrono::nanoseconds(expiry)));
+  std::weak_ptr<Impl> weak = shared_from_this();
+  const auto gen = timer_generation_;
+  timer.async_wait([weak, gen](boost::system::error_code ec) {
+    if (ec) return;
+    if (auto self = weak.lock(); self && self->timer_generation_ == gen) self->on_timer();
+  });
+}
+
+void Connection::Impl::on_timer() {
+  if (closing) return;
+  const int rv = ngtcp2_conn_handle_expiry(conn, now_ns());
+  if (rv == NGTCP2_ERR_IDLE_CLOSE) return fail(errc::connection_closed);
+  if (rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) return fail(errc::handshake_timeout);
+  if (rv != 0) return fail(errc::transport_error);
+  write();
+  if (auto e = ep()) e->flush();
+}
+
+void Connection::Impl::close_with_app_error(std::uint64_t code, const std::string& reason) {
+  auto e = ep();
+  if (!e || closing || !conn) return;
+  if (ngtcp2_conn_is_in_closing_period(conn) || ngtcp2_conn_is_in_draining_period(conn)) return;
+  quic::CloseError ccerr;
+  quic::set_app_error(ccerr, code, reinterpret_cast<const std::uint8_t*>(reason.data()), reason.size());
+  ngtcp2_path_storage ps;
+  ngtcp2_path_storage_zero(&ps);
+  ngtcp2_pkt_info pi{};
+  if (std::uint8_t* buf = e->packet_buffer()) {
+    const auto n = ngtcp2_conn_write_connection_close(conn, &ps.path, &pi, buf, kMaxUdpPayload, &ccerr, now_ns());
+    if (n > 0) e->queue_packet(remote, static_cast<std::size_t>(n));
+  }
+  fail_all_requests(errc::connection_closed);
+  enter_closing(3 * ngtcp2_conn_get_pto(conn));
+  e->flush();
+}
+
+void Connection::Impl::enter_closing(std::uint64_t linger_ns) {
+  if (closing) return;
+  closing = true;
+  ++timer_generation_;
+  // Keep the connection ids routed to us for the closing period, so late packets from the
+  // peer are absorbed rather than answered with stateless resets.
+  timer.expires_after(std::chrono::nanoseconds(linger_ns));
+  std::weak_ptr<Impl> weak = shared_from_this();
+  timer.async_wait([weak](boost::system::error_code ec) {
+    if (ec) return;
+    if (auto self = weak.lock())
+      if (auto e = self->ep()) e->remove(self);
+  });
+}
+
+void Connection::Impl::fail(std::error_code ec) {
+  auto self = shared_from_this();
+  connect_timer.cancel();
+  if (on_connected) {
+    auto done = std::move(on_connected);
+    on_connected = nullptr;
+    done(verify_error ? verify_error : ec, nullptr);
+  }
+  fail_all_requests(ec);
+  closing = true;
+  ++timer_generation_;
+  timer.cancel();
+  if (auto e = ep()) e->remove(self);
+}
+
+// ============================================================================ Endpoint::Impl
+
+std::error_code Endpoint::Impl::open(const udp::endpoint& local) {
+  if (gnutls_certificate_allocate_credentials(&cred) != 0) return errc::transport_error;
+  const auto& id = options.identity;
+  gnutls_datum_t cert{reinterpret_cast<unsigned char*>(const_cast<char*>(id.cert_pem().data())),
+                      static_cast<unsigned int>(id.cert_pem().size())};
+  gnutls_datum_t key{reinterpret_cast<unsigned char*>(const_cast<char*>(id.key_pem().data())),
+                     static_cast<unsigned int>(id.key_pem().size())};
+  if (gnutls_certificate_set_x509_key_mem(cred, &cert, &key, GNUTLS_X509_FMT_PEM) < 0) return errc::identity_invalid;
+  gnutls_certificate_set_verify_function(cred, verify_peer_cb);
+  // The stateless-reset secret derives from the node's private key, so it survives restarts
+  // of the same node (and a restarted node can reset its peers' stale connections).
+  static constexpr char kLabel[] = "macula stateless reset v1";
+  std::string material(kLabel);
+  material += id.key_pem();
+  SHA256(reinterpret_cast<const unsigned char*>(material.data()), material.size(), static_secret.data());
+
+  boost::system::error_code ec;
+  socket.open(local.protocol(), ec);
+  if (!ec && local.address().is_v6()) socket.set_option(asio::ip::v6_only(true), ec);
+  if (!ec) socket.bind(local, ec);
+  if (!ec) socket.non_blocking(true, ec);
+  if (ec) return std::error_code(ec.value(), std::system_category());
+  return {};
+}
+
+void Endpoint::Impl::start_receive() {
+  if (closed) return;
+  socket.async_wait(udp::socket::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
+    if (ec || self->closed) return;
+    self->on_readable();
+    self->start_receive();
+  });
+}
+
+void Endpoint::Impl::on_readable() {
+  std::array<mmsghdr, kRecvBatch> msgs{};
+  std::array<iovec, kRecvBatch> iov{};
+  std::array<sockaddr_storage, kRecvBatch> addrs{};
+  for (int round = 0; round < 16; ++round) {
+    for (std::size_t i = 0; i < kRecvBatch; ++i) {
+      iov[i] = {recv_bufs[i].data(), recv_bufs[i].size()};
+      msgs[i].msg_hdr = {};
+      msgs[i].msg_hdr.msg_name = &addrs[i];
+      msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    const int n = ::recvmmsg(socket.native_handle(), msgs.data(), kRecvBatch, MSG_DONTWAIT, nullptr);
+    if (n <= 0) break;
+    for (int i = 0; i < n; ++i) {
+      ++stats.datagrams_received;
+      if (msgs[static_cast<std::size_t>(i)].msg_hdr.msg_flags & MSG_TRUNC) {
+        ++stats.datagrams_dropped;  // larger than any packet we allow peers to send
+        continue;
+      }
+      udp::endpoint from;
+      const auto& sa = addrs[static_cast<std::size_t>(i)];
+      std::memcpy(from.data(), &sa, msgs[static_cast<std::size_t>(i)].msg_hdr.msg_namelen);
+      from.resize(msgs[static_cast<std::size_t>(i)].msg_hdr.msg_namelen);
+      handle_datagram(from, recv_bufs[static_cast<std::size_t>(i)].data(), msgs[static_cast<std::size_t>(i)].msg_len);
+    }
+    if (static_cast<std::size_t>(n) < kRecvBatch) break;
+  }
+  // Write each touched connection once per batch: ACKs for many packets coalesce.
+  auto list = std::move(touched);
+  touched.clear();
+  for (const auto& c : list) c->write();
+  flush();
+}
+
+void Endpoint::Impl::handle_datagram(const udp::endpoint& from, const std::uint8_t* data, std::size_t len) {
+  ngtcp2_version_cid vc;
+  const int rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, kCidLen);
+  if (rv != 0) {
+    // Includes version negotiation requests: we speak only QUIC v1 and do not answer them.
+    ++stats.datagrams_dropped;
+    return;
+  }
+  auto it = by_cid.find(cid_key(vc.dcid, vc.dcidlen));
+  if (it != by_cid.end()) {
+    auto c = it->second;
+    c->on_datagram(data, len);
+    if (!c->closing) touch(c);
+    return;
+  }
+  if (vc.version == 0) {  // short header for no connection of ours
+    ++stats.datagrams_dropped;
+    return;
+  }
+  accept(from, data, len);
+}
+
+void Endpoint::Impl::accept(const udp::endpoint& from, const std::uint8_t* data, std::size_t len) {
+  ngtcp2_pkt_hd hd;
+  if (closed || ngtcp2_accept(&hd, data, len) != 0 || connections.size() >= options.max_connections) {
+    ++stats.datagrams_dropped;
+    return;
+  }
+  auto c = std::make_shared<Connection::Impl>(shared_from_this(), true, from);
+  connections.insert(c);
+  if (!c->init_server(hd, socket.local_endpoint())) {
+    ++stats.datagrams_dropped;
+    remove(c);
+    return;
+  }
+  c->on_datagram(data, len);
+  if (!c->closing) touch(c);
+}
+
+std::uint8_t* Endpoint::Impl::packet_buffer() {
+  if (send_count == kSendBatch) {
+    flush();
+    if (send_count == kSendBatch) return nullptr;
+  }
+  return send_bufs[(send_head + send_count) % kSendBatch].data();
+}
+
+void Endpoint::Impl::queue_packet(const udp::endpoint& to, std::size_t len) {
+  auto& m = send_meta[(send_head + send_count) % kSendBatch];
+  std::memcpy(&m.to, to.data(), to.size());
+  m.tolen = static_cast<socklen_t>(to.size());
+  m.len = len;
+  ++send_count;
+}
+
+void Endpoint::Impl::flush() {
+  while (send_count > 0 && !waiting_writable) {
+    std::array<mmsghdr, kSendBatch> msgs{};
+    std::array<iovec, kSendBatch> iov{};
+    // The ring may wrap: send the contiguous part first.
+    const std::size_t n = std::min(send_count, kSendBatch - send_head);
+    for (std::size_t i = 0; i < n; ++i) {
+      auto& m = send_meta[send_head + i];
+      iov[i] = {send_bufs[send_head + i].data(), m.len};
+      msgs[i].msg_hdr.msg_name = &m.to;
+      msgs[i].msg_hdr.msg_namelen = m.tolen;
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    const int sent = ::sendmmsg(socket.native_handle(), msgs.data(), static_cast<unsigned>(n), MSG_DONTWAIT);
+    if (sent < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+        ++stats.send_would_block;
+        waiting_writable = true;
+        socket.async_wait(udp::socket::wait_write, [self = shared_from_this()](boost::system::error_code ec) {
+          self->waiting_writable = false;
+          if (ec) return;
+          self->flush();
+          auto list = std::move(self->blocked);
+          self->blocked.clear();
+          for (const auto& c : list) c->write();
+          self->flush();
+        });
+        return;
+      }
+      // A hard error for one destination (e.g. unreachable): drop that packet only; QUIC
+      // retransmits what mattered.
+      ++stats.datagrams_dropped;
+      send_head = (send_head + 1) % kSendBatch;
+      --send_count;
+      continue;
+    }
+    stats.datagrams_sent += static_cast<std::uint64_t>(sent);
+    send_head = (send_head + static_cast<std::size_t>(sent)) % kSendBatch;
+    send_count -= static_cast<std::size_t>(sent);
+  }
+  if (send_count == 0) send_head = 0;
+}
+
+void Endpoint::Impl::register_cid(const std::string& key, const std::shared_ptr<Connection::Impl>& c) {
+  by_cid[key] = c;
+}
+
+void Endpoint::Impl::remove(const std::shared_ptr<Connection::Impl>& c) {
+  for (const auto& key : c->cids) {
+    auto it = by_cid.find(key);
+    if (it != by_cid.end() && it->second == c) by_cid.erase(it);
+  }
+  c->cids.clear();
+  if (c->counted_as_client) {
+    --clients;
+    c->counted_as_client = false;
+  }
+  touched.erase(c);
+  blocked.erase(c);
+  connections.erase(c);
+}
+
+const RequestHandler* Endpoint::Impl::find_route(const std::string& method, const std::string& path) const {
+  const RequestHandler* best = nullptr;
+  std::size_t best_len = 0;
+  for (const auto& [key, handler] : routes) {
+    if (key.first == method && path.compare(0, key.second.size(), key.second) == 0 && key.second.size() >= best_len) {
+      best = &handler;
+      best_len = key.second.size();
+    }
+  }
+  return best;
+}
+
+void Endpoint::Impl::do_close() {
+  if (closed) return;
+  auto list = connections;
+  for (const auto& c : list) {
+    if (c->established) c->close_with_app_error(static_cast<std::uint64_t>(CloseCode::no_error), "endpoint closing");
+    else c->fail(errc::endpoint_closed);
+  }
+  flush();
+  closed = true;
+  for (const auto& c : list) remove(c);
+  boost::system::error_code ignored;
+  socket.close(ignored);
+}
+
+// ============================================================================ public API
+
+std::shared_ptr<Endpoint> Endpoint::create(asio::io_context& io, EndpointOptions options, const udp::endpoint& local,
+                                           std::error_code& ec) {
+  auto impl = std::make_shared<Impl>(io, std::move(options));
+  ec = impl->open(local);
+  if (ec) return nullptr;
+  asio::dispatch(impl->strand, [impl] { impl->start_receive(); });
+  return std::shared_ptr<Endpoint>(new Endpoint(impl));
+}
+
+Endpoint::~Endpoint() { close(); }
+
+udp::endpoint Endpoint::local_endpoint() const {
+  boost::system::error_code ec;
+  return impl_->socket.local_endpoint(ec);
+}
+
+const NodeId& Endpoint::node_id() const noexcept { return impl_->options.identity.node_id(); }
+
+void Endpoint::route(std::string method, std::string path_prefix, RequestHandler handler) {
+  asio::dispatch(impl_->strand, [impl = impl_, m = std::move(method), p = std::move(path_prefix),
+                                 h = std::move(handler)]() mutable { impl->routes[{std::move(m), std::move(p)}] = std::move(h); });
+}
+
+void Endpoint::connect(const udp::endpoint& remote, std::optional<NodeId> expected, ConnectHandler handler) {
+  asio::dispatch(impl_->strand, [impl = impl_, remote, expected, handler = std::move(handler)]() mutable {
+    if (impl->closed) return handler(errc::endpoint_closed, nullptr);
+    if (remote.protocol() != impl->socket.local_endpoint().protocol()) return handler(errc::address_invalid, nullptr);
+    auto c = std::make_shared<Connection::Impl>(impl, false, remote);
+    impl->connections.insert(c);
+    if (!c->init_client(expected)) {
+      impl->remove(c);
+      return handler(errc::transport_error, nullptr);
+    }
+    c->on_connected = std::move(handler);
+    c->connect_timer.expires_after(impl->options.connect_timeout);
+    std::weak_ptr<Connection::Impl> weak = c;
+    c->connect_timer.async_wait([weak](boost::system::error_code ec) {
+      if (ec) return;
+      if (auto self = weak.lock(); self && self->on_connected) self->fail(errc::handshake_timeout);
+    });
+    c->write();
+    impl->flush();
+  });
+}
+
+void Endpoint::close() {
+  auto impl = impl_;
+  if (impl->strand.running_in_this_thread()) return impl->do_close();
+  std::promise<void> done;
+  auto fut = done.get_future();
+  asio::dispatch(impl->strand, [impl, &done] {
+    impl->do_close();
+    done.set_value();
+  });
+  // If the io_context is not running (already stopped), do it here: nothing else can touch
+  // the endpoint then.
+  if (fut.wait_for(std::chrono::seconds(2)) != std::future_status::ready) impl->do_close();
+}
+
+EndpointStats Endpoint::stats() const {
+  std::promise<EndpointStats> p;
+  auto f = p.get_future();
+  asio::dispatch(impl_->strand, [impl = impl_, &p] {
+    EndpointStats s = impl->stats;
+    s.connections = impl->connections.size();
+    s.clients = impl->clients;
+    p.set_value(s);
+  });
+  return f.get();
+}
+
+void Connection::request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler) {
+  auto e = impl_->ep();
+  if (!e) return handler(errc::endpoint_closed, Response{});
+  asio::dispatch(e->strand, [impl = impl_, r = std::move(request), timeout, h = std::move(handler)]() mutable {
+    impl->send_request(std::move(r), timeout, std::move(h));
+  });
+}
+
+std::optional<NodeId> Connection::peer_id() const { return impl_->peer; }
+udp::endpoint Connection::remote_endpoint() const { return impl_->remote; }
+
+void Connection::close(CloseCode code, std::string reason) {
+  auto e = impl_->ep();
+  if (!e) return;
+  asio::dispatch(e->strand, [impl = impl_, code, r = std::move(reason)] {
+    impl->close_with_app_error(static_cast<std::uint64_t>(code), r);
+  });
+}
+
+}  // namespace macula::transport

@@ -1,0 +1,150 @@
+// QUIC + HTTP/3 endpoint: one UDP socket that both listens and dials.
+//
+// Internal to libmacula (src/transport). Everything of one endpoint — its socket, its
+// connections, every ngtcp2/nghttp3/GnuTLS object — runs on one strand of the io_context the
+// endpoint was created on; public member functions may be called from any thread and post
+// to that strand. Completion handlers (connect, request, route handlers) run on the strand:
+// they must not block. A Responder may be called from any thread, once.
+//
+// Connections are mutually authenticated: both sides present a certificate whose key hashes
+// to their NodeId (transport/identity.hpp). A dialer that names the node id it expects
+// refuses a peer whose certificate hashes to anything else. A peer that presents no
+// certificate is a *client* (DESIGN §6): it may send HTTP/3 requests but has no node id.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "macula/detail/asio.hpp"
+#include "macula/node_id.hpp"
+#include "transport/identity.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/udp.hpp>
+
+namespace macula::transport {
+
+struct Header {
+  std::string name;
+  std::string value;
+};
+
+struct Request {
+  std::string method;
+  std::string path;
+  std::string authority;
+  std::vector<Header> headers;
+  std::vector<std::uint8_t> body;
+  std::optional<NodeId> peer;  ///< set when the peer proved a node identity; empty for clients
+};
+
+struct Response {
+  int status = 200;
+  std::vector<Header> headers;
+  std::vector<std::uint8_t> body;
+};
+
+/// Sends the response to one request. Call exactly once, from any thread.
+using Responder = std::function<void(Response)>;
+using RequestHandler = std::function<void(Request&&, Responder)>;
+
+/// Documented QUIC application error codes (CONNECTION_CLOSE) used by libmacula.
+enum class CloseCode : std::uint64_t {
+  no_error = 0x100,            ///< H3_NO_ERROR: graceful close
+  max_clients = 0x4d01,        ///< the endpoint has max_clients clients already
+  identity_mismatch = 0x4d02,  ///< the peer's certificate does not match its node id
+  protocol_error = 0x4d03,     ///< a malformed frame on a session stream
+};
+
+struct EndpointOptions {
+  Identity identity;
+  std::chrono::nanoseconds idle_timeout = std::chrono::minutes(5);
+  std::chrono::nanoseconds connect_timeout = std::chrono::seconds(5);
+  std::size_t max_clients = 10'000;      ///< connections from peers without a node certificate
+  std::size_t max_connections = 20'000;  ///< all connections; Initials past it are dropped
+  std::uint64_t max_streams_bidi = 100;  ///< concurrent requests a peer may open per connection
+  std::size_t max_header_bytes = 16 * 1024;
+  std::size_t max_body_bytes = 10 * 1024 * 1024;
+  std::size_t max_pending_requests = 1024;  ///< client requests queued waiting for a stream id
+};
+
+struct EndpointStats {
+  std::size_t connections = 0;
+  std::size_t clients = 0;
+  std::uint64_t datagrams_received = 0;
+  std::uint64_t datagrams_sent = 0;
+  std::uint64_t datagrams_dropped = 0;  ///< garbage, unknown connection ids, over limits
+  std::uint64_t send_would_block = 0;   ///< times the socket pushed back (tail kept, not dropped)
+  std::uint64_t handshakes_completed = 0;
+  std::uint64_t clients_refused = 0;
+};
+
+class Connection;
+
+class Endpoint {
+ public:
+  /// Creates an endpoint bound to `local` (port 0 picks a free port).
+  /// Errors: address_invalid / a system error from bind; identity_invalid.
+  static std::shared_ptr<Endpoint> create(boost::asio::io_context& io, EndpointOptions options,
+                                          const boost::asio::ip::udp::endpoint& local, std::error_code& ec);
+  ~Endpoint();
+
+  boost::asio::ip::udp::endpoint local_endpoint() const;
+  const NodeId& node_id() const noexcept;
+
+  /// Routes requests whose method matches and whose path starts with `path_prefix`; the
+  /// longest matching prefix wins. Unrouted requests get 404.
+  void route(std::string method, std::string path_prefix, RequestHandler handler);
+
+  using ConnectHandler = std::function<void(std::error_code, std::shared_ptr<Connection>)>;
+  /// Dials `remote`. When `expected` is set, the peer must prove exactly that node id.
+  /// Completes with the established connection, or: handshake_timeout,
+  /// peer_identity_mismatch, transport_error, endpoint_closed.
+  void connect(const boost::asio::ip::udp::endpoint& remote, std::optional<NodeId> expected,
+               ConnectHandler handler);
+
+  /// Closes every connection with H3_NO_ERROR and the socket; pending operations fail with
+  /// endpoint_closed. Idempotent.
+  void close();
+
+  /// A snapshot, computed on the endpoint's strand (blocks the caller until it has run, so
+  /// never call it from the strand itself).
+  EndpointStats stats() const;
+
+  class Impl;
+
+ private:
+  explicit Endpoint(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<Impl> impl_;
+};
+
+class Connection {
+ public:
+  using ResponseHandler = std::function<void(std::error_code, Response)>;
+
+  /// Sends an HTTP/3 request. Completes on the endpoint's strand with the whole response, or:
+  /// timed_out (after `timeout`), stream_reset, connection_closed, too_many_pending.
+  void request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler);
+
+  /// The peer's node id, when it presented a node certificate.
+  std::optional<NodeId> peer_id() const;
+  boost::asio::ip::udp::endpoint remote_endpoint() const;
+
+  /// Closes with an application error code and reason. Idempotent.
+  void close(CloseCode code, std::string reason);
+
+  class Impl;
+  explicit Connection(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace macula::transport

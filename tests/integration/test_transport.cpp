@@ -1,0 +1,305 @@
+// Real QUIC + HTTP/3 on loopback sockets: two endpoints in one process.
+#include <catch2/catch.hpp>
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <future>
+#include <random>
+#include <thread>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/ip/udp.hpp>
+
+#include "macula/error.hpp"
+#include "transport/endpoint.hpp"
+#include "transport/identity.hpp"
+
+using namespace macula;
+using namespace macula::transport;
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+using udp = asio::ip::udp;
+
+namespace {
+
+// An io_context running on its own thread for the test's lifetime.
+struct Loop {
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
+  std::thread thread{[this] { io.run(); }};
+  ~Loop() {
+    guard.reset();
+    io.stop();
+    thread.join();
+  }
+};
+
+EndpointOptions options() {
+  EndpointOptions o;
+  o.identity = Identity::generate();
+  o.connect_timeout = 2s;
+  o.idle_timeout = 30s;
+  return o;
+}
+
+std::shared_ptr<Endpoint> make(asio::io_context& io, EndpointOptions o, const char* addr = "127.0.0.1") {
+  std::error_code ec;
+  auto ep = Endpoint::create(io, std::move(o), udp::endpoint(asio::ip::make_address(addr), 0), ec);
+  REQUIRE_FALSE(ec);
+  return ep;
+}
+
+std::shared_ptr<Connection> dial(Endpoint& from, Endpoint& to, std::optional<NodeId> expected, std::error_code& ec) {
+  std::promise<std::pair<std::error_code, std::shared_ptr<Connection>>> p;
+  from.connect(to.local_endpoint(), expected, [&](std::error_code e, std::shared_ptr<Connection> c) { p.set_value({e, c}); });
+  auto [e, c] = p.get_future().get();
+  ec = e;
+  return c;
+}
+
+std::pair<std::error_code, Response> call(Connection& c, Request r, std::chrono::nanoseconds timeout = 5s) {
+  std::promise<std::pair<std::error_code, Response>> p;
+  c.request(std::move(r), timeout, [&](std::error_code e, Response resp) { p.set_value({e, std::move(resp)}); });
+  return p.get_future().get();
+}
+
+Request post(std::string path, std::vector<std::uint8_t> body) {
+  Request r;
+  r.method = "POST";
+  r.path = std::move(path);
+  r.body = std::move(body);
+  return r;
+}
+
+void add_echo(Endpoint& ep) {
+  ep.route("POST", "/echo", [](Request&& req, Responder respond) {
+    Response r;
+    r.body = std::move(req.body);
+    respond(std::move(r));
+  });
+  ep.route("GET", "/health", [](Request&& req, Responder respond) {
+    Response r;
+    const std::string who = req.peer ? "node " + req.peer->to_hex().substr(0, 8) : "client";
+    const std::string text = "ok " + who + "\n";
+    r.body.assign(text.begin(), text.end());
+    respond(std::move(r));
+  });
+}
+
+}  // namespace
+
+TEST_CASE("identity: node id is the SHA-256 of the public key, stable across PEM round trips", "[identity]") {
+  std::error_code ec;
+  const Identity a = Identity::generate(ec);
+  REQUIRE_FALSE(ec);
+  CHECK_FALSE(a.node_id().is_zero());
+  const Identity again = Identity::from_pem(a.key_pem(), a.cert_pem(), ec);
+  REQUIRE_FALSE(ec);
+  CHECK(again.node_id() == a.node_id());
+  const Identity b = Identity::generate();
+  CHECK(b.node_id() != a.node_id());
+  Identity::from_pem(a.key_pem(), b.cert_pem(), ec);  // key and certificate do not match
+  CHECK(ec == errc::identity_invalid);
+  Identity::from_pem("garbage", "garbage", ec);
+  CHECK(ec == errc::identity_invalid);
+
+  const std::string key_path = "/tmp/macula_test_key.pem", cert_path = "/tmp/macula_test_cert.pem";
+  std::ofstream(key_path) << a.key_pem();
+  std::ofstream(cert_path) << a.cert_pem();
+  CHECK(Identity::from_pem_files(key_path, cert_path, ec).node_id() == a.node_id());
+  CHECK_FALSE(ec);
+  Identity::from_pem_files("/nonexistent/key.pem", cert_path, ec);
+  CHECK(ec == errc::identity_invalid);
+  std::remove(key_path.c_str());
+  std::remove(cert_path.c_str());
+}
+
+TEST_CASE("transport: handshake and HTTP/3 over IPv4 and IPv6 with mutual node ids", "[transport]") {
+  for (const char* addr : {"127.0.0.1", "::1"}) {
+    Loop loop;
+    auto server = make(loop.io, options(), addr);
+    auto client = make(loop.io, options(), addr);
+    add_echo(*server);
+    std::error_code ec;
+    auto conn = dial(*client, *server, server->node_id(), ec);
+    REQUIRE_FALSE(ec);
+    REQUIRE(conn);
+    CHECK(conn->peer_id() == server->node_id());
+    Request get;
+    get.method = "GET";
+    get.path = "/health";
+    auto [e, resp] = call(*conn, get);
+    REQUIRE_FALSE(e);
+    CHECK(resp.status == 200);
+    // The server saw the client's node id, proven by its certificate.
+    CHECK(std::string(resp.body.begin(), resp.body.end()) == "ok node " + client->node_id().to_hex().substr(0, 8) + "\n");
+    client->close();
+    server->close();
+  }
+}
+
+TEST_CASE("transport: a peer whose certificate does not hash to the dialed id is refused", "[transport][security]") {
+  Loop loop;
+  auto server = make(loop.io, options());
+  auto client = make(loop.io, options());
+  std::error_code ec;
+  auto conn = dial(*client, *server, Identity::generate().node_id(), ec);
+  CHECK(ec == errc::peer_identity_mismatch);
+  CHECK_FALSE(conn);
+  // The server keeps serving others.
+  add_echo(*server);
+  conn = dial(*client, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  CHECK(call(*conn, post("/echo", {1, 2, 3})).second.body == std::vector<std::uint8_t>{1, 2, 3});
+}
+
+TEST_CASE("transport: echo of 0 B, 64 B, 1 MiB and 20 MiB bodies; caps give 413 and 404", "[transport][http3]") {
+  Loop loop;
+  auto so = options();
+  so.max_body_bytes = 32 << 20;
+  auto server = make(loop.io, std::move(so));
+  auto co = options();
+  co.max_body_bytes = 32 << 20;  // responses are capped on the client side too
+  auto client = make(loop.io, std::move(co));
+  add_echo(*server);
+  std::error_code ec;
+  auto conn = dial(*client, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  std::mt19937 rng(1);
+  for (std::size_t size : {std::size_t{0}, std::size_t{64}, std::size_t{1} << 20, std::size_t{20} << 20}) {
+    std::vector<std::uint8_t> body(size);
+    for (auto& b : body) b = static_cast<std::uint8_t>(rng());
+    auto [e, resp] = call(*conn, post("/echo", body), 30s);
+    REQUIRE_FALSE(e);
+    CHECK(resp.status == 200);
+    CHECK(resp.body == body);
+  }
+  auto [e404, r404] = call(*conn, post("/nowhere", {}));
+  REQUIRE_FALSE(e404);
+  CHECK(r404.status == 404);
+
+  Loop loop2;
+  auto small = options();
+  small.max_body_bytes = 1000;
+  auto capped = make(loop2.io, std::move(small));
+  add_echo(*capped);
+  auto client2 = make(loop2.io, options());
+  auto c2 = dial(*client2, *capped, capped->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  auto [e413, r413] = call(*c2, post("/echo", std::vector<std::uint8_t>(5000, 7)));
+  REQUIRE_FALSE(e413);
+  CHECK(r413.status == 413);
+  CHECK(call(*c2, post("/echo", std::vector<std::uint8_t>(10, 7))).second.status == 200);  // connection still fine
+  // A response larger than the client's cap is refused on the client side, bounded.
+  capped->route("GET", "/big", [](Request&&, Responder respond) {
+    Response r;
+    r.body.assign(4000, 1);
+    respond(std::move(r));
+  });
+  Request big;
+  big.method = "GET";
+  big.path = "/big";
+  auto small_client_opts = options();
+  small_client_opts.max_body_bytes = 1000;
+  auto client3 = make(loop2.io, std::move(small_client_opts));
+  auto c3 = dial(*client3, *capped, capped->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  CHECK(call(*c3, big).first == errc::body_too_large);
+}
+
+TEST_CASE("transport: 1,000 concurrent requests on one connection", "[transport][http3]") {
+  Loop loop;
+  auto server = make(loop.io, options());
+  auto client = make(loop.io, options());
+  add_echo(*server);
+  std::error_code ec;
+  auto conn = dial(*client, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  constexpr int kRequests = 1000;
+  std::atomic<int> ok{0}, bad{0}, done{0};
+  std::promise<void> all;
+  for (int i = 0; i < kRequests; ++i) {
+    std::vector<std::uint8_t> body(8);
+    std::memcpy(body.data(), &i, sizeof i);
+    conn->request(post("/echo", body), 10s, [&, body](std::error_code e, Response r) {
+      (e || r.body != body ? bad : ok).fetch_add(1);
+      if (done.fetch_add(1) + 1 == kRequests) all.set_value();
+    });
+  }
+  REQUIRE(all.get_future().wait_for(30s) == std::future_status::ready);
+  CHECK(ok.load() == kRequests);
+  CHECK(bad.load() == 0);
+}
+
+TEST_CASE("transport: a request past its deadline completes with timed_out", "[transport]") {
+  Loop loop;
+  auto server = make(loop.io, options());
+  auto client = make(loop.io, options());
+  std::vector<Responder> parked;  // never answered during the test
+  std::mutex m;
+  server->route("GET", "/slow", [&](Request&&, Responder r) {
+    std::lock_guard lock(m);
+    parked.push_back(std::move(r));
+  });
+  std::error_code ec;
+  auto conn = dial(*client, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  Request get;
+  get.method = "GET";
+  get.path = "/slow";
+  auto [e, resp] = call(*conn, get, 200ms);
+  CHECK(e == errc::timed_out);
+  server->close();
+  client->close();
+}
+
+TEST_CASE("transport: connect to a port nobody serves times out", "[transport]") {
+  Loop loop;
+  auto o = options();
+  o.connect_timeout = 300ms;
+  auto client = make(loop.io, std::move(o));
+  // A bound UDP socket that never answers.
+  asio::io_context quiet_io;
+  udp::socket quiet(quiet_io, udp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  std::promise<std::error_code> p;
+  client->connect(quiet.local_endpoint(), std::nullopt, [&](std::error_code e, std::shared_ptr<Connection>) { p.set_value(e); });
+  CHECK(p.get_future().get() == errc::handshake_timeout);
+}
+
+TEST_CASE("transport: hostile datagrams change nothing", "[transport][hostile]") {
+  Loop loop;
+  auto server = make(loop.io, options());
+  add_echo(*server);
+  auto client = make(loop.io, options());
+  std::error_code ec;
+  auto conn = dial(*client, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+
+  asio::io_context raw_io;
+  udp::socket raw(raw_io, udp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  std::mt19937 rng(7);
+  const auto target = server->local_endpoint();
+  for (int i = 0; i < 5000; ++i) {
+    std::vector<std::uint8_t> junk(1 + rng() % 1400);
+    for (auto& b : junk) b = static_cast<std::uint8_t>(rng());
+    if (i % 3 == 0) junk[0] = 0xC0;  // long header: looks like an Initial
+    if (i % 3 == 1) junk[0] = 0x40;  // short header with a random connection id
+    raw.send_to(asio::buffer(junk), target);
+  }
+  // A truncated Initial and an oversized datagram.
+  std::vector<std::uint8_t> trunc = {0xC0, 0, 0, 0, 1, 8};
+  raw.send_to(asio::buffer(trunc), target);
+  std::vector<std::uint8_t> huge(4000, 0xC3);
+  raw.send_to(asio::buffer(huge), target);
+
+  // Still serving, and the junk made no connections.
+  auto [e, resp] = call(*conn, post("/echo", {9}));
+  REQUIRE_FALSE(e);
+  CHECK(resp.body == std::vector<std::uint8_t>{9});
+  const auto s = server->stats();
+  CHECK(s.datagrams_dropped > 0);
+  CHECK(s.connections == 1);
+}
