@@ -166,7 +166,6 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   std::unordered_map<std::int64_t, std::unique_ptr<Stream>> streams;
   std::deque<std::pair<Request, std::pair<std::chrono::nanoseconds, ResponseHandler>>> pending;
   std::vector<std::string> cids;  // keys registered in the endpoint's routing table
-  std::shared_ptr<Connection> handle;  // the public handle given to users
 
  private:
   bool setup_h3();
@@ -511,8 +510,8 @@ int Connection::Impl::on_handshake_completed() {
   if (on_connected) {
     auto done = std::move(on_connected);
     on_connected = nullptr;
-    handle = std::make_shared<Connection>(shared_from_this());
-    done({}, handle);
+    // The public handle owns this Impl; the Impl never owns the handle (no cycle).
+    done({}, std::make_shared<Connection>(shared_from_this()));
   }
   return 0;
 }
