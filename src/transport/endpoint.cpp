@@ -23,6 +23,7 @@
 #include <unordered_set>
 
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/strand.hpp>
@@ -85,6 +86,43 @@ nghttp3_nv make_nv(const std::string& name, const std::string& value) {
 
 // ============================================================================ Impl types
 
+class Session::Impl {
+ public:
+  static constexpr std::size_t kChunk = 64 * 1024;
+  struct Chunk {
+    std::unique_ptr<std::uint8_t[]> data{new std::uint8_t[kChunk]};
+    std::size_t size = 0;    // bytes written into the chunk
+    std::size_t handed = 0;  // bytes given to nghttp3 (their memory must not move until acked)
+  };
+
+  std::weak_ptr<Connection::Impl> conn;
+  std::int64_t stream_id = -1;
+  SessionCallbacks callbacks;
+  std::optional<NodeId> peer;
+  std::size_t bound = 0;
+  std::deque<Chunk> chunks;
+  std::size_t buffered = 0;     // queued and not yet acknowledged
+  std::size_t acked_front = 0;  // acknowledged bytes of chunks.front()
+  std::size_t high_water = 0;
+  std::uint64_t refused = 0;
+  bool closed = false;
+  bool fin_requested = false;
+  std::function<void()> writable;
+
+  std::error_code send(std::span<const std::uint8_t> bytes);
+  nghttp3_ssize read(nghttp3_vec* vec, std::size_t veccnt, std::uint32_t* pflags);
+  void on_acked(std::uint64_t len);
+  void finish(std::error_code ec) {
+    if (closed) return;
+    closed = true;
+    if (callbacks.on_close) {
+      auto cb = std::move(callbacks.on_close);
+      callbacks = {};
+      cb(ec);
+    }
+  }
+};
+
 class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
  public:
   struct Stream {
@@ -106,6 +144,9 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
     // Client requests.
     ResponseHandler on_response;
     std::unique_ptr<asio::steady_timer> deadline;
+    // Session streams.
+    std::shared_ptr<Session::Impl> session;
+    Connection::SessionHandler on_session;  // client: completes when the response head arrives
   };
 
   Impl(std::shared_ptr<Endpoint::Impl> ep, bool server, udp::endpoint remote);
@@ -139,6 +180,11 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   int h3_recv_header(std::int64_t stream_id, nghttp3_rcbuf* name, nghttp3_rcbuf* value);
   int h3_recv_data(std::int64_t stream_id, const std::uint8_t* data, std::size_t len);
   int h3_end_stream(std::int64_t stream_id);
+  int h3_end_headers(std::int64_t stream_id);
+  int h3_acked(std::int64_t stream_id, std::uint64_t len);
+  void schedule_write();
+  void start_session(Request head, SessionCallbacks callbacks, std::chrono::nanoseconds timeout,
+                     Connection::SessionHandler handler);
   int h3_stream_close(std::int64_t stream_id, std::uint64_t app_error_code);
   nghttp3_ssize h3_read_data(std::int64_t stream_id, nghttp3_vec* vec, std::size_t veccnt, std::uint32_t* pflags);
 
@@ -176,6 +222,7 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   void fail_all_requests(std::error_code ec);
   bool start_request(Request& request, std::chrono::nanoseconds timeout, ResponseHandler& handler);
   std::uint64_t timer_generation_ = 0;
+  bool write_scheduled_ = false;
 };
 
 class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
@@ -216,6 +263,7 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
   std::unordered_set<std::shared_ptr<Connection::Impl>> blocked;  // waiting for send space
   std::size_t clients = 0;
   std::map<std::pair<std::string, std::string>, RequestHandler> routes;
+  std::map<std::string, SessionAcceptor> session_routes;
   EndpointStats stats;
 
   struct OutPacket {
@@ -279,7 +327,9 @@ int verify_peer_cb(gnutls_session_t session) {
 }
 
 // nghttp3
-int h3_acked_stream_data(nghttp3_conn*, std::int64_t, std::uint64_t, void*, void*) { return 0; }
+int h3_acked_stream_data(nghttp3_conn*, std::int64_t sid, std::uint64_t len, void* u, void*) {
+  return self_of(u)->h3_acked(sid, len);
+}
 int h3_stream_close(nghttp3_conn*, std::int64_t sid, std::uint64_t code, void* u, void*) {
   return self_of(u)->h3_stream_close(sid, code);
 }
@@ -297,7 +347,7 @@ int h3_recv_header(nghttp3_conn*, std::int64_t sid, std::int32_t, nghttp3_rcbuf*
                    std::uint8_t, void* u, void*) {
   return self_of(u)->h3_recv_header(sid, name, value);
 }
-int h3_end_headers(nghttp3_conn*, std::int64_t, int, void*, void*) { return 0; }
+int h3_end_headers(nghttp3_conn*, std::int64_t sid, int, void* u, void*) { return self_of(u)->h3_end_headers(sid); }
 int h3_end_stream(nghttp3_conn*, std::int64_t sid, void* u, void*) { return self_of(u)->h3_end_stream(sid); }
 int h3_stop_sending(nghttp3_conn*, std::int64_t sid, std::uint64_t code, void* u, void*) {
   ngtcp2_conn_shutdown_stream_write(self_of(u)->conn, sid, code);
@@ -525,7 +575,7 @@ bool Connection::Impl::setup_h3() {
   cb.deferred_consume = h3_deferred_consume;
   cb.begin_headers = transport::h3_begin_headers;
   cb.recv_header = transport::h3_recv_header;
-  cb.end_headers = h3_end_headers;
+  cb.end_headers = transport::h3_end_headers;
   cb.stop_sending = h3_stop_sending;
   cb.end_stream = transport::h3_end_stream;
   cb.reset_stream = h3_reset_stream;
@@ -647,7 +697,10 @@ int Connection::Impl::h3_recv_header(std::int64_t sid, nghttp3_rcbuf* name, nght
 
 int Connection::Impl::h3_recv_data(std::int64_t sid, const std::uint8_t* data, std::size_t len) {
   auto it = streams.find(sid);
-  if (it != streams.end()) {
+  if (it != streams.end() && it->second->session) {
+    auto session = it->second->session;  // the callback may close the session
+    if (session->callbacks.on_data) session->callbacks.on_data({data, len});
+  } else if (it != streams.end()) {
     Stream& s = *it->second;
     if (s.body.size() + len > ep()->options.max_body_bytes) {
       // Over the cap: stop keeping bytes (memory stays bounded) but keep returning credit so
@@ -667,6 +720,15 @@ int Connection::Impl::h3_end_stream(std::int64_t sid) {
   auto it = streams.find(sid);
   if (it == streams.end()) return 0;
   Stream& s = *it->second;
+  if (s.session) {
+    // The peer finished its direction: the session is over; finish ours after queued bytes.
+    auto session = s.session;
+    session->fin_requested = true;
+    nghttp3_conn_resume_stream(h3, sid);
+    schedule_write();
+    session->finish({});
+    return 0;
+  }
   if (!is_server) {
     complete_request(s, {});
     return 0;
@@ -744,6 +806,7 @@ nghttp3_ssize Connection::Impl::h3_read_data(std::int64_t sid, nghttp3_vec* vec,
     return 0;
   }
   Stream& s = *it->second;
+  if (s.session) return s.session->read(vec, veccnt, pflags);
   const std::size_t left = s.send_body.size() - s.send_offset;
   *pflags |= NGHTTP3_DATA_FLAG_EOF;
   if (left == 0) return 0;
@@ -756,6 +819,12 @@ nghttp3_ssize Connection::Impl::h3_read_data(std::int64_t sid, nghttp3_vec* vec,
 int Connection::Impl::h3_stream_close(std::int64_t sid, std::uint64_t code) {
   auto it = streams.find(sid);
   if (it == streams.end()) return 0;
+  if (it->second->on_session) {
+    auto h = std::move(it->second->on_session);
+    h(errc::connection_closed, nullptr);
+  }
+  if (it->second->session)
+    it->second->session->finish(code == NGHTTP3_H3_NO_ERROR ? std::error_code{} : make_error_code(errc::stream_reset));
   if (!is_server && it->second->on_response)
     complete_request(*it->second, code == NGHTTP3_H3_NO_ERROR ? make_error_code(errc::stream_reset)
                                                               : make_error_code(errc::stream_reset));
@@ -779,7 +848,14 @@ void Connection::Impl::complete_request(Stream& s, std::error_code ec) {
 }
 
 void Connection::Impl::fail_all_requests(std::error_code ec) {
-  for (auto& [sid, s] : streams) complete_request(*s, ec);
+  for (auto& [sid, s] : streams) {
+    complete_request(*s, ec);
+    if (s->on_session) {
+      auto h = std::move(s->on_session);
+      h(ec, nullptr);
+    }
+    if (s->session) s->session->finish(ec);
+  }
   while (!pending.empty()) {
     auto handler = std::move(pending.front().second.second);
     pending.pop_front();
@@ -840,6 +916,192 @@ bool Connection::Impl::start_request(Request& req, std::chrono::nanoseconds time
     streams.erase(it);
   }
   return true;
+}
+
+// ---- sessions ----------------------------------------------------------------------------
+
+std::error_code Session::Impl::send(std::span<const std::uint8_t> bytes) {
+  auto c = conn.lock();
+  if (closed || fin_requested || !c || c->closing) return errc::connection_closed;
+  if (buffered + bytes.size() > bound) {
+    ++refused;
+    return errc::queue_full;
+  }
+  while (!bytes.empty()) {
+    if (chunks.empty() || chunks.back().size == kChunk) chunks.emplace_back();
+    Chunk& tail = chunks.back();
+    const std::size_t n = std::min(bytes.size(), kChunk - tail.size);
+    std::memcpy(tail.data.get() + tail.size, bytes.data(), n);
+    tail.size += n;
+    buffered += n;
+    bytes = bytes.subspan(n);
+  }
+  high_water = std::max(high_water, buffered);
+  nghttp3_conn_resume_stream(c->h3, stream_id);
+  c->schedule_write();
+  return {};
+}
+
+nghttp3_ssize Session::Impl::read(nghttp3_vec* vec, std::size_t veccnt, std::uint32_t* pflags) {
+  std::size_t n = 0;
+  for (auto& chunk : chunks) {
+    if (n == veccnt) break;
+    if (chunk.handed == chunk.size) continue;
+    vec[n].base = chunk.data.get() + chunk.handed;
+    vec[n].len = chunk.size - chunk.handed;
+    chunk.handed = chunk.size;
+    ++n;
+  }
+  if (n > 0) return static_cast<nghttp3_ssize>(n);
+  if (fin_requested) {
+    *pflags |= NGHTTP3_DATA_FLAG_EOF;
+    return 0;
+  }
+  return NGHTTP3_ERR_WOULDBLOCK;  // resumed by the next send()
+}
+
+void Session::Impl::on_acked(std::uint64_t len) {
+  while (len > 0 && !chunks.empty()) {
+    Chunk& front = chunks.front();
+    const std::size_t take = std::min<std::uint64_t>(len, front.size - acked_front);
+    acked_front += take;
+    buffered -= take;
+    len -= take;
+    // A fully acknowledged chunk goes, unless it is the tail that may still take bytes.
+    if (acked_front == front.size && front.handed == front.size && (chunks.size() > 1 || front.size == kChunk)) {
+      chunks.pop_front();
+      acked_front = 0;
+    } else if (take == 0) {
+      break;
+    }
+  }
+  if (writable && buffered <= bound / 2) {
+    auto cb = std::move(writable);
+    writable = nullptr;
+    cb();
+  }
+}
+
+int Connection::Impl::h3_acked(std::int64_t sid, std::uint64_t len) {
+  auto it = streams.find(sid);
+  if (it != streams.end() && it->second->session) it->second->session->on_acked(len);
+  return 0;
+}
+
+void Connection::Impl::schedule_write() {
+  if (write_scheduled_) return;
+  write_scheduled_ = true;
+  auto e = ep();
+  if (!e) return;
+  // One write per strand turn however many sends happened in it: frames batch into packets.
+  asio::post(e->strand, [weak = std::weak_ptr<Impl>(shared_from_this())] {
+    auto self = weak.lock();
+    if (!self) return;
+    self->write_scheduled_ = false;
+    self->write();
+    if (auto ep = self->ep()) ep->flush();
+  });
+}
+
+int Connection::Impl::h3_end_headers(std::int64_t sid) {
+  auto it = streams.find(sid);
+  if (it == streams.end()) return 0;
+  Stream& s = *it->second;
+  if (!is_server) {
+    if (!s.on_session) return 0;
+    auto handler = std::move(s.on_session);
+    s.on_session = nullptr;
+    if (s.deadline) s.deadline->cancel();
+    if (s.status != 200) {
+      s.session->closed = true;
+      ngtcp2_conn_shutdown_stream(conn, sid, NGHTTP3_H3_REQUEST_CANCELLED);
+      schedule_write();
+      handler(errc::connection_refused, nullptr);
+      return 0;
+    }
+    handler({}, std::make_shared<Session>(s.session));
+    return 0;
+  }
+  auto e = ep();
+  if (s.method != "POST" || s.header_overflow) return 0;
+  auto route = e->session_routes.find(s.path);
+  if (route == e->session_routes.end()) return 0;  // an ordinary request: answered at end_stream
+  auto session = std::make_shared<Session::Impl>();
+  session->conn = shared_from_this();
+  session->stream_id = sid;
+  session->peer = peer;
+  session->bound = e->options.session_send_buffer;
+  Request head;
+  head.method = s.method;
+  head.path = s.path;
+  head.authority = s.authority;
+  head.headers = s.headers;
+  head.peer = peer;
+  SessionCallbacks callbacks;
+  const int status = refuse_requests ? 503 : route->second(head, std::make_shared<Session>(session), callbacks);
+  if (status != 200) {
+    Response r;
+    r.status = status;
+    submit_response(sid, std::move(r));
+    ngtcp2_conn_shutdown_stream_read(conn, sid, NGHTTP3_H3_REQUEST_REJECTED);
+    return 0;
+  }
+  session->callbacks = std::move(callbacks);
+  s.session = session;
+  s.responded = true;
+  s.nv_strings = {":status", "200"};
+  std::vector<nghttp3_nv> nva{make_nv(s.nv_strings[0], s.nv_strings[1])};
+  nghttp3_data_reader dr{transport::h3_read_data};
+  nghttp3_conn_submit_response(h3, sid, nva.data(), nva.size(), &dr);
+  return 0;
+}
+
+void Connection::Impl::start_session(Request head, SessionCallbacks callbacks, std::chrono::nanoseconds timeout,
+                                     Connection::SessionHandler handler) {
+  if (closing || !h3) return handler(errc::connection_closed, nullptr);
+  std::int64_t sid;
+  if (ngtcp2_conn_open_bidi_stream(conn, &sid, nullptr) != 0) return handler(errc::too_many_pending, nullptr);
+  auto s = std::make_unique<Stream>();
+  s->id = sid;
+  s->session = std::make_shared<Session::Impl>();
+  s->session->conn = shared_from_this();
+  s->session->stream_id = sid;
+  s->session->peer = peer;
+  s->session->bound = ep()->options.session_send_buffer;
+  s->session->callbacks = std::move(callbacks);
+  s->on_session = std::move(handler);
+  s->nv_strings = {":method", "POST", ":scheme", "https", ":authority",
+                   head.authority.empty() ? std::string("macula") : head.authority, ":path", head.path};
+  for (auto& h : head.headers) {
+    s->nv_strings.push_back(std::move(h.name));
+    s->nv_strings.push_back(std::move(h.value));
+  }
+  std::vector<nghttp3_nv> nva;
+  for (std::size_t i = 0; i + 1 < s->nv_strings.size(); i += 2) nva.push_back(make_nv(s->nv_strings[i], s->nv_strings[i + 1]));
+  s->deadline = std::make_unique<asio::steady_timer>(ep()->strand);
+  s->deadline->expires_after(timeout);
+  s->deadline->async_wait([weak = std::weak_ptr<Impl>(shared_from_this()), sid](boost::system::error_code ec) {
+    if (ec) return;
+    auto self = weak.lock();
+    if (!self) return;
+    auto it = self->streams.find(sid);
+    if (it == self->streams.end() || !it->second->on_session) return;
+    auto h = std::move(it->second->on_session);
+    it->second->on_session = nullptr;
+    it->second->session->closed = true;
+    ngtcp2_conn_shutdown_stream(self->conn, sid, NGHTTP3_H3_REQUEST_CANCELLED);
+    self->schedule_write();
+    h(errc::timed_out, nullptr);
+  });
+  nghttp3_data_reader dr{transport::h3_read_data};
+  streams[sid] = std::move(s);
+  if (nghttp3_conn_submit_request(h3, sid, nva.data(), nva.size(), &dr, nullptr) != 0) {
+    auto it = streams.find(sid);
+    auto h = std::move(it->second->on_session);
+    streams.erase(it);
+    return h(errc::transport_error, nullptr);
+  }
+  schedule_write();
 }
 
 // ---- packets, timers, closing ------------------------------------------------------------
@@ -1301,6 +1563,40 @@ void Connection::request(Request request, std::chrono::nanoseconds timeout, Resp
     impl->send_request(std::move(r), timeout, std::move(h));
   });
 }
+
+void Connection::open_session(Request head, SessionCallbacks callbacks, std::chrono::nanoseconds timeout,
+                              SessionHandler handler) {
+  auto e = impl_->ep();
+  if (!e) return handler(errc::endpoint_closed, nullptr);
+  asio::dispatch(e->strand, [impl = impl_, h = std::move(head), cb = std::move(callbacks), timeout,
+                             done = std::move(handler)]() mutable {
+    impl->start_session(std::move(h), std::move(cb), timeout, std::move(done));
+  });
+}
+
+void Endpoint::session_route(std::string path, SessionAcceptor acceptor) {
+  asio::dispatch(impl_->strand, [impl = impl_, p = std::move(path), a = std::move(acceptor)]() mutable {
+    impl->session_routes[std::move(p)] = std::move(a);
+  });
+}
+
+std::error_code Session::send(std::span<const std::uint8_t> bytes) { return impl_->send(bytes); }
+std::size_t Session::buffered() const { return impl_->buffered; }
+std::size_t Session::high_water() const { return impl_->high_water; }
+std::uint64_t Session::refused_sends() const { return impl_->refused; }
+void Session::on_writable(std::function<void()> callback) {
+  if (impl_->buffered <= impl_->bound / 2) return callback();
+  impl_->writable = std::move(callback);
+}
+void Session::close() {
+  if (impl_->fin_requested) return;
+  impl_->fin_requested = true;
+  if (auto c = impl_->conn.lock(); c && c->h3) {
+    nghttp3_conn_resume_stream(c->h3, impl_->stream_id);
+    c->schedule_write();
+  }
+}
+std::optional<NodeId> Session::peer_id() const { return impl_->peer; }
 
 std::optional<NodeId> Connection::peer_id() const { return impl_->peer; }
 udp::endpoint Connection::remote_endpoint() const { return impl_->remote; }

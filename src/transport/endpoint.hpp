@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -73,6 +74,7 @@ struct EndpointOptions {
   std::size_t max_header_bytes = 16 * 1024;
   std::size_t max_body_bytes = 10 * 1024 * 1024;
   std::size_t max_pending_requests = 1024;  ///< client requests queued waiting for a stream id
+  std::size_t session_send_buffer = 4 * 1024 * 1024;  ///< per-session unacknowledged bytes bound
 };
 
 struct EndpointStats {
@@ -87,6 +89,46 @@ struct EndpointStats {
 };
 
 class Connection;
+class Session;
+
+/// Callbacks of one session stream; both run on the endpoint's strand.
+struct SessionCallbacks {
+  /// Bytes from the peer, in order; frame boundaries are the reader's business (wire/).
+  /// Receive credit is returned to the peer when this returns.
+  std::function<void(std::span<const std::uint8_t>)> on_data;
+  /// The session ended: empty error for a clean end by either side, else why.
+  std::function<void(std::error_code)> on_close;
+};
+
+/// A long-lived bidirectional HTTP/3 request carrying binary frames both ways (DESIGN §5).
+/// Many send() calls are batched into each HTTP/3 DATA frame. Must be used on the
+/// endpoint's strand (the thread that runs its callbacks).
+class Session {
+ public:
+  /// Queues bytes. Errors: queue_full when the unacknowledged bytes would pass the send
+  /// buffer bound (nothing queued: wait for on_writable), connection_closed.
+  std::error_code send(std::span<const std::uint8_t> bytes);
+  /// Bytes queued and not yet acknowledged by the peer.
+  std::size_t buffered() const;
+  std::size_t high_water() const;
+  std::uint64_t refused_sends() const;  ///< times send() answered queue_full
+  /// Called once, on the strand, when the buffer has drained below half its bound.
+  void on_writable(std::function<void()> callback);
+  /// Ends the session cleanly (FIN after the queued bytes).
+  void close();
+  std::optional<NodeId> peer_id() const;
+
+  class Impl;
+  explicit Session(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+/// Decides on an incoming session: return 200 to accept (after filling `callbacks`), or an
+/// HTTP status to refuse it (e.g. 403 realm mismatch, 401 missing realm proof).
+using SessionAcceptor = std::function<int(const Request& head, std::shared_ptr<Session> session,
+                                          SessionCallbacks& callbacks)>;
 
 class Endpoint {
  public:
@@ -102,6 +144,9 @@ class Endpoint {
   /// Routes requests whose method matches and whose path starts with `path_prefix`; the
   /// longest matching prefix wins. Unrouted requests get 404.
   void route(std::string method, std::string path_prefix, RequestHandler handler);
+
+  /// Accepts sessions opened with POST to exactly `path`.
+  void session_route(std::string path, SessionAcceptor acceptor);
 
   using ConnectHandler = std::function<void(std::error_code, std::shared_ptr<Connection>)>;
   /// Dials `remote`. When `expected` is set, the peer must prove exactly that node id.
@@ -132,6 +177,13 @@ class Connection {
   /// Sends an HTTP/3 request. Completes on the endpoint's strand with the whole response, or:
   /// timed_out (after `timeout`), stream_reset, connection_closed, too_many_pending.
   void request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler);
+
+  using SessionHandler = std::function<void(std::error_code, std::shared_ptr<Session>)>;
+  /// Opens a session: a POST to `head.path` whose request and response bodies are the two
+  /// frame streams. Completes when the peer answered 200, or with: connection_refused (the
+  /// peer answered another status; `status` in the log), connection_closed, timed_out.
+  void open_session(Request head, SessionCallbacks callbacks, std::chrono::nanoseconds timeout,
+                    SessionHandler handler);
 
   /// The peer's node id, when it presented a node certificate.
   std::optional<NodeId> peer_id() const;
