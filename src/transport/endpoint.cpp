@@ -45,6 +45,7 @@ constexpr std::size_t kRecvBufSize = 2048;
 constexpr std::size_t kSendBatch = 64;
 constexpr std::size_t kStreamWindow = 1 << 20;     // per-stream receive window
 constexpr std::size_t kConnWindow = 16 << 20;      // per-connection receive window
+constexpr std::uint64_t kTimerGranularityNs = 1'000'000;
 constexpr const char* kPriority =
     "%DISABLE_TLS13_COMPAT_MODE:NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
     "+CHACHA20-POLY1305:+AES-128-CCM:-GROUP-ALL:+GROUP-SECP256R1:+GROUP-X25519:+GROUP-SECP384R1:+GROUP-SECP521R1";
@@ -143,7 +144,7 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
     std::size_t send_offset = 0;
     // Client requests.
     ResponseHandler on_response;
-    std::unique_ptr<asio::steady_timer> deadline;
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
     // Session streams.
     std::shared_ptr<Session::Impl> session;
     Connection::SessionHandler on_session;  // client: completes when the response head arrives
@@ -222,7 +223,18 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   void fail_all_requests(std::error_code ec);
   bool start_request(Request& request, std::chrono::nanoseconds timeout, ResponseHandler& handler);
   std::uint64_t timer_generation_ = 0;
+  std::uint64_t armed_expiry_ = UINT64_MAX;
   bool write_scheduled_ = false;
+  bool in_read_ = false;
+  // Request deadlines: one timer per connection at the earliest one (see arm_timer for why).
+  std::multimap<std::chrono::steady_clock::time_point, std::int64_t> deadlines_;
+  std::unique_ptr<asio::steady_timer> deadline_timer_;
+  std::chrono::steady_clock::time_point deadline_armed_ = std::chrono::steady_clock::time_point::max();
+  void add_deadline(std::chrono::steady_clock::time_point when, std::int64_t sid);
+  void arm_deadline(std::chrono::steady_clock::time_point when);
+  void on_deadlines();
+ public:
+  void cancel_deadline(Stream& s);
 };
 
 class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
@@ -767,8 +779,9 @@ int Connection::Impl::h3_end_stream(std::int64_t sid) {
     asio::dispatch(strand, [weak, sid, r = std::move(r)]() mutable {
       if (auto self = weak.lock()) {
         self->submit_response(sid, std::move(r));
-        self->write();
-        if (auto ep = self->ep()) ep->flush();
+        self->write();  // deferred to the end of the read batch when called from inside one
+        if (!self->in_read_)
+          if (auto ep = self->ep()) ep->flush();
       }
     });
   };
@@ -836,7 +849,7 @@ void Connection::Impl::complete_request(Stream& s, std::error_code ec) {
   if (!s.on_response) return;
   auto handler = std::move(s.on_response);
   s.on_response = nullptr;
-  if (s.deadline) s.deadline->cancel();
+  cancel_deadline(s);
   Response r;
   if (!ec) {
     r.status = s.status;
@@ -871,7 +884,7 @@ void Connection::Impl::send_request(Request request, std::chrono::nanoseconds ti
     return;
   }
   write();
-  ep()->flush();
+  if (!in_read_) ep()->flush();
 }
 
 bool Connection::Impl::start_request(Request& req, std::chrono::nanoseconds timeout, ResponseHandler& handler) {
@@ -893,20 +906,8 @@ bool Connection::Impl::start_request(Request& req, std::chrono::nanoseconds time
   std::vector<nghttp3_nv> nva;
   for (std::size_t i = 0; i + 1 < s->nv_strings.size(); i += 2) nva.push_back(make_nv(s->nv_strings[i], s->nv_strings[i + 1]));
   s->send_body = std::move(req.body);
-  s->deadline = std::make_unique<asio::steady_timer>(ep()->strand);
-  s->deadline->expires_after(timeout);
-  std::weak_ptr<Impl> weak = shared_from_this();
-  s->deadline->async_wait([weak, sid](boost::system::error_code ec) {
-    if (ec) return;
-    auto self = weak.lock();
-    if (!self) return;
-    auto it = self->streams.find(sid);
-    if (it == self->streams.end() || !it->second->on_response) return;
-    self->complete_request(*it->second, errc::timed_out);
-    ngtcp2_conn_shutdown_stream(self->conn, sid, NGHTTP3_H3_REQUEST_CANCELLED);
-    self->write();
-    if (auto e = self->ep()) e->flush();
-  });
+  s->deadline = std::chrono::steady_clock::now() + timeout;
+  add_deadline(s->deadline, sid);
   nghttp3_data_reader dr{transport::h3_read_data};
   const bool has_body = !s->send_body.empty();
   streams[sid] = std::move(s);
@@ -1011,7 +1012,7 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
     if (!s.on_session) return 0;
     auto handler = std::move(s.on_session);
     s.on_session = nullptr;
-    if (s.deadline) s.deadline->cancel();
+    cancel_deadline(s);
     if (s.status != 200) {
       s.session->closed = true;
       ngtcp2_conn_shutdown_stream(conn, sid, NGHTTP3_H3_REQUEST_CANCELLED);
@@ -1078,21 +1079,8 @@ void Connection::Impl::start_session(Request head, SessionCallbacks callbacks, s
   }
   std::vector<nghttp3_nv> nva;
   for (std::size_t i = 0; i + 1 < s->nv_strings.size(); i += 2) nva.push_back(make_nv(s->nv_strings[i], s->nv_strings[i + 1]));
-  s->deadline = std::make_unique<asio::steady_timer>(ep()->strand);
-  s->deadline->expires_after(timeout);
-  s->deadline->async_wait([weak = std::weak_ptr<Impl>(shared_from_this()), sid](boost::system::error_code ec) {
-    if (ec) return;
-    auto self = weak.lock();
-    if (!self) return;
-    auto it = self->streams.find(sid);
-    if (it == self->streams.end() || !it->second->on_session) return;
-    auto h = std::move(it->second->on_session);
-    it->second->on_session = nullptr;
-    it->second->session->closed = true;
-    ngtcp2_conn_shutdown_stream(self->conn, sid, NGHTTP3_H3_REQUEST_CANCELLED);
-    self->schedule_write();
-    h(errc::timed_out, nullptr);
-  });
+  s->deadline = std::chrono::steady_clock::now() + timeout;
+  add_deadline(s->deadline, sid);
   nghttp3_data_reader dr{transport::h3_read_data};
   streams[sid] = std::move(s);
   if (nghttp3_conn_submit_request(h3, sid, nva.data(), nva.size(), &dr, nullptr) != 0) {
@@ -1104,6 +1092,62 @@ void Connection::Impl::start_session(Request head, SessionCallbacks callbacks, s
   schedule_write();
 }
 
+void Connection::Impl::add_deadline(std::chrono::steady_clock::time_point when, std::int64_t sid) {
+  deadlines_.emplace(when, sid);
+  arm_deadline(when);
+}
+
+void Connection::Impl::arm_deadline(std::chrono::steady_clock::time_point when) {
+  if (when >= deadline_armed_) return;
+  deadline_armed_ = when;
+  if (!deadline_timer_) deadline_timer_ = std::make_unique<asio::steady_timer>(ep()->strand);
+  deadline_timer_->expires_at(when);
+  deadline_timer_->async_wait([weak = std::weak_ptr<Impl>(shared_from_this())](boost::system::error_code ec) {
+    if (ec) return;
+    if (auto self = weak.lock()) self->on_deadlines();
+  });
+}
+
+void Connection::Impl::cancel_deadline(Stream& s) {
+  if (s.deadline == std::chrono::steady_clock::time_point::max()) return;
+  auto [first, last] = deadlines_.equal_range(s.deadline);
+  for (auto it = first; it != last; ++it) {
+    if (it->second == s.id) {
+      deadlines_.erase(it);
+      break;
+    }
+  }
+  s.deadline = std::chrono::steady_clock::time_point::max();
+}
+
+void Connection::Impl::on_deadlines() {
+  deadline_armed_ = std::chrono::steady_clock::time_point::max();
+  const auto now = std::chrono::steady_clock::now();
+  bool wrote = false;
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    const std::int64_t sid = deadlines_.begin()->second;
+    deadlines_.erase(deadlines_.begin());
+    auto it = streams.find(sid);
+    if (it == streams.end()) continue;
+    Stream& s = *it->second;
+    s.deadline = std::chrono::steady_clock::time_point::max();
+    if (s.on_response) {
+      complete_request(s, errc::timed_out);
+    } else if (s.on_session) {
+      auto h = std::move(s.on_session);
+      s.on_session = nullptr;
+      s.session->closed = true;
+      h(errc::timed_out, nullptr);
+    } else {
+      continue;
+    }
+    ngtcp2_conn_shutdown_stream(conn, sid, NGHTTP3_H3_REQUEST_CANCELLED);
+    wrote = true;
+  }
+  if (!deadlines_.empty()) arm_deadline(deadlines_.begin()->first);
+  if (wrote) schedule_write();
+}
+
 // ---- packets, timers, closing ------------------------------------------------------------
 
 void Connection::Impl::on_datagram(const std::uint8_t* data, std::size_t len) {
@@ -1112,7 +1156,9 @@ void Connection::Impl::on_datagram(const std::uint8_t* data, std::size_t len) {
                    {reinterpret_cast<ngtcp2_sockaddr*>(&remote_sa), remote_salen},
                    nullptr};
   ngtcp2_pkt_info pi{};
+  in_read_ = true;
   const int rv = ngtcp2_conn_read_pkt(conn, &path, &pi, data, len, now_ns());
+  in_read_ = false;
   if (rv == 0) return;
   if (rv == NGTCP2_ERR_DRAINING) {
     fail_all_requests(errc::connection_closed);
@@ -1143,6 +1189,13 @@ void Connection::Impl::on_datagram(const std::uint8_t* data, std::size_t len) {
 void Connection::Impl::write() {
   auto e = ep();
   if (!e || closing || !conn) return;
+  // Never write from inside ngtcp2_conn_read_pkt (a handler that answers synchronously runs
+  // there): ngtcp2 is not re-entrant, and the endpoint writes every touched connection once
+  // after the datagram batch anyway, so the answer and the ACK share packets.
+  if (in_read_) {
+    e->touch(shared_from_this());
+    return;
+  }
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi{};
@@ -1188,24 +1241,36 @@ void Connection::Impl::write() {
     if (n == 0) break;
     e->queue_packet(remote, static_cast<std::size_t>(n));
   }
-  // Pacing only once an RTT sample exists (see fill_settings).
-  if (established) ngtcp2_conn_update_pkt_tx_time(conn, ts);
+  // No pacing (ngtcp2_conn_update_pkt_tx_time is not called): its sub-millisecond release
+  // times need a timer per packet, which on loopback/LAN cost more than they give. See
+  // docs/ARCHITECTURE.md "Transport timers".
   arm_timer();
 }
 
 void Connection::Impl::arm_timer() {
   const std::uint64_t expiry = ngtcp2_conn_get_expiry(conn);
+  // Re-arm only when the expiry moves earlier. Re-arming an Asio timer reprograms the
+  // io_context's timerfd, which on this VM cost ~70% of a request's CPU when done on every
+  // write; a timer that fires later than needed merely runs handle_expiry (a no-op then)
+  // and re-arms from the real expiry.
+  if (expiry == UINT64_MAX) return;
+  // Coalesce to 1 ms: ngtcp2 0.12 delays ACKs by srtt/8, microseconds on loopback, which
+  // would fire a timer per request. We advertise max_ack_delay 25 ms, so acking up to 1 ms
+  // late is within the protocol, and an ACK usually leaves earlier with the next packet.
+  const std::uint64_t floor = now_ns() + kTimerGranularityNs;
+  const std::uint64_t when = std::max(expiry, floor);
+  if (when >= armed_expiry_) return;
+  armed_expiry_ = when;
   ++timer_generation_;
-  if (expiry == UINT64_MAX) {
-    timer.cancel();
-    return;
-  }
-  timer.expires_at(std::chrono::steady_clock::time_point(std::chrono::nanoseconds(expiry)));
+  timer.expires_at(std::chrono::steady_clock::time_point(std::chrono::nanoseconds(when)));
   std::weak_ptr<Impl> weak = shared_from_this();
   const auto gen = timer_generation_;
   timer.async_wait([weak, gen](boost::system::error_code ec) {
     if (ec) return;
-    if (auto self = weak.lock(); self && self->timer_generation_ == gen) self->on_timer();
+    auto self = weak.lock();
+    if (!self || self->timer_generation_ != gen) return;
+    self->armed_expiry_ = UINT64_MAX;
+    self->on_timer();
   });
 }
 
@@ -1290,6 +1355,13 @@ std::error_code Endpoint::Impl::open(const udp::endpoint& local) {
   if (!ec && local.address().is_v6()) socket.set_option(asio::ip::v6_only(true), ec);
   if (!ec) socket.bind(local, ec);
   if (!ec) socket.non_blocking(true, ec);
+  if (!ec) {
+    // Bursts of a fast sender (no pacing, see write()) must not overflow the kernel's receive
+    // queue; the kernel caps these at net.core.{r,w}mem_max, and a refusal is not an error.
+    boost::system::error_code ignored;
+    socket.set_option(asio::socket_base::receive_buffer_size(4 << 20), ignored);
+    socket.set_option(asio::socket_base::send_buffer_size(4 << 20), ignored);
+  }
   if (ec) return std::error_code(ec.value(), std::system_category());
   return {};
 }
