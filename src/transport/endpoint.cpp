@@ -206,6 +206,7 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   std::error_code verify_error;
   bool established = false;
   bool closing = false;  // closing/draining: only waits for removal
+  std::atomic<bool> open{true};  // mirrors !closing for other threads
   bool is_client_peer = false;  // server side: the peer presented no node certificate
   bool counted_as_client = false;
   bool refuse_requests = false;  // over max_clients: answer 503, then close
@@ -1305,6 +1306,7 @@ void Connection::Impl::close_with_app_error(std::uint64_t code, const std::strin
 void Connection::Impl::enter_closing(std::uint64_t linger_ns) {
   if (closing) return;
   closing = true;
+  open = false;
   ++timer_generation_;
   // Keep the connection ids routed to us for the closing period, so late packets from the
   // peer are absorbed rather than answered with stateless resets.
@@ -1327,6 +1329,7 @@ void Connection::Impl::fail(std::error_code ec) {
   }
   fail_all_requests(ec);
   closing = true;
+  open = false;
   ++timer_generation_;
   timer.cancel();
   if (auto e = ep()) e->remove(self);
@@ -1671,6 +1674,7 @@ void Session::close() {
 std::optional<NodeId> Session::peer_id() const { return impl_->peer; }
 
 std::optional<NodeId> Connection::peer_id() const { return impl_->peer; }
+bool Connection::is_open() const noexcept { return impl_->open.load(std::memory_order_relaxed); }
 udp::endpoint Connection::remote_endpoint() const { return impl_->remote; }
 
 void Connection::close(CloseCode code, std::string reason) {

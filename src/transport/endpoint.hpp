@@ -192,6 +192,9 @@ class Connection {
   /// Closes with an application error code and reason. Idempotent.
   void close(CloseCode code, std::string reason);
 
+  /// False once the connection is closing, draining or gone (any thread).
+  bool is_open() const noexcept;
+
   class Impl;
   explicit Connection(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
