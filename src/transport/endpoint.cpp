@@ -182,6 +182,10 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   int h3_recv_data(std::int64_t stream_id, const std::uint8_t* data, std::size_t len);
   int h3_end_stream(std::int64_t stream_id);
   int h3_end_headers(std::int64_t stream_id);
+  // Refused clients: CONNECTION_CLOSE(max_clients) once the 503 has been delivered (its
+  // stream closed), or after a second if the peer never reads it.
+  void close_after_response(std::int64_t stream_id);
+  std::int64_t close_after_stream_ = -1;
   int h3_acked(std::int64_t stream_id, std::uint64_t len);
   void schedule_write();
   void start_session(Request head, SessionCallbacks callbacks, std::chrono::nanoseconds timeout,
@@ -484,6 +488,8 @@ bool Connection::Impl::init_client(const std::optional<NodeId>& expected) {
                              this) != 0)
     return false;
   ngtcp2_conn_set_tls_native_handle(conn, tls);
+  if (e->options.keep_alive.count() > 0)
+    ngtcp2_conn_set_keep_alive_timeout(conn, static_cast<ngtcp2_duration>(e->options.keep_alive.count()));
   e->register_cid(cid_key(scid), shared_from_this());
   cids.push_back(cid_key(scid));
   return true;
@@ -521,6 +527,8 @@ bool Connection::Impl::init_server(const ngtcp2_pkt_hd& hd, const udp::endpoint&
   if (ngtcp2_conn_server_new(&conn, &hd.scid, &scid, &path, hd.version, &cb, &settings, &params, nullptr, this) != 0)
     return false;
   ngtcp2_conn_set_tls_native_handle(conn, tls);
+  if (e->options.keep_alive.count() > 0)
+    ngtcp2_conn_set_keep_alive_timeout(conn, static_cast<ngtcp2_duration>(e->options.keep_alive.count()));
   for (const auto& key : {cid_key(scid), cid_key(hd.dcid)}) {
     e->register_cid(key, shared_from_this());
     cids.push_back(key);
@@ -754,7 +762,7 @@ int Connection::Impl::h3_end_stream(std::int64_t sid) {
     const std::string msg = early.status == 503 ? "max_clients reached\n" : "request too large\n";
     early.body.assign(msg.begin(), msg.end());
     submit_response(sid, std::move(early));
-    if (refuse_requests) close_with_app_error(static_cast<std::uint64_t>(CloseCode::max_clients), "max_clients reached");
+    if (refuse_requests) close_after_response(sid);
     return 0;
   }
   auto e = ep();
@@ -831,6 +839,13 @@ nghttp3_ssize Connection::Impl::h3_read_data(std::int64_t sid, nghttp3_vec* vec,
 }
 
 int Connection::Impl::h3_stream_close(std::int64_t sid, std::uint64_t code) {
+  if (sid == close_after_stream_) {
+    close_after_stream_ = -1;
+    asio::post(ep()->strand, [weak = std::weak_ptr<Impl>(shared_from_this())] {
+      if (auto self = weak.lock())
+        self->close_with_app_error(static_cast<std::uint64_t>(CloseCode::max_clients), "max_clients reached");
+    });
+  }
   auto it = streams.find(sid);
   if (it == streams.end()) return 0;
   if (it->second->on_session) {
@@ -1046,6 +1061,7 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
     r.status = status;
     submit_response(sid, std::move(r));
     ngtcp2_conn_shutdown_stream_read(conn, sid, NGHTTP3_H3_REQUEST_REJECTED);
+    if (refuse_requests) close_after_response(sid);
     return 0;
   }
   session->callbacks = std::move(callbacks);
@@ -1091,6 +1107,16 @@ void Connection::Impl::start_session(Request head, SessionCallbacks callbacks, s
     return h(errc::transport_error, nullptr);
   }
   schedule_write();
+}
+
+void Connection::Impl::close_after_response(std::int64_t sid) {
+  if (close_after_stream_ >= 0) return;
+  close_after_stream_ = sid;
+  auto t = std::make_shared<asio::steady_timer>(ep()->strand, std::chrono::seconds(1));
+  t->async_wait([t, weak = std::weak_ptr<Impl>(shared_from_this())](boost::system::error_code) {
+    if (auto self = weak.lock())
+      self->close_with_app_error(static_cast<std::uint64_t>(CloseCode::max_clients), "max_clients reached");
+  });
 }
 
 void Connection::Impl::add_deadline(std::chrono::steady_clock::time_point when, std::int64_t sid) {
@@ -1162,7 +1188,14 @@ void Connection::Impl::on_datagram(const std::uint8_t* data, std::size_t len) {
   in_read_ = false;
   if (rv == 0) return;
   if (rv == NGTCP2_ERR_DRAINING) {
-    fail_all_requests(errc::connection_closed);
+    // The peer closed: say why in the error users see.
+    const auto pc = quic::peer_close(conn);
+    std::error_code why = errc::connection_closed;
+    if (pc.application && pc.code == static_cast<std::uint64_t>(CloseCode::max_clients)) why = errc::connection_refused;
+    if (pc.application && pc.code == static_cast<std::uint64_t>(CloseCode::identity_mismatch))
+      why = errc::peer_identity_mismatch;
+    if (on_connected) return fail(why);
+    fail_all_requests(why);
     enter_closing(3 * ngtcp2_conn_get_pto(conn));
     return;
   }
@@ -1344,7 +1377,9 @@ std::error_code Endpoint::Impl::open(const udp::endpoint& local) {
                       static_cast<unsigned int>(id.cert_pem().size())};
   gnutls_datum_t key{reinterpret_cast<unsigned char*>(const_cast<char*>(id.key_pem().data())),
                      static_cast<unsigned int>(id.key_pem().size())};
-  if (gnutls_certificate_set_x509_key_mem(cred, &cert, &key, GNUTLS_X509_FMT_PEM) < 0) return errc::identity_invalid;
+  if (options.present_certificate &&
+      gnutls_certificate_set_x509_key_mem(cred, &cert, &key, GNUTLS_X509_FMT_PEM) < 0)
+    return errc::identity_invalid;
   gnutls_certificate_set_verify_function(cred, verify_peer_cb);
   // The stateless-reset secret derives from the node's private key, so it survives restarts
   // of the same node (and a restarted node can reset its peers' stale connections).
@@ -1438,7 +1473,8 @@ void Endpoint::Impl::handle_datagram(const udp::endpoint& from, const std::uint8
 
 void Endpoint::Impl::accept(const udp::endpoint& from, const std::uint8_t* data, std::size_t len) {
   ngtcp2_pkt_hd hd;
-  if (closed || ngtcp2_accept(&hd, data, len) != 0 || connections.size() >= options.max_connections) {
+  if (closed || !options.present_certificate || ngtcp2_accept(&hd, data, len) != 0 ||
+      connections.size() >= options.max_connections) {
     ++stats.datagrams_dropped;
     return;
   }

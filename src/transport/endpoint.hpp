@@ -66,6 +66,12 @@ enum class CloseCode : std::uint64_t {
 
 struct EndpointOptions {
   Identity identity;
+  /// false: dial without a certificate, as a *client* (an application that only calls);
+  /// such an endpoint cannot accept connections.
+  bool present_certificate = true;
+  /// PING an otherwise idle connection this often (0: off). Keeps NAT bindings and the
+  /// peer's idle timer alive; the pool's reaper still closes connections nobody uses.
+  std::chrono::nanoseconds keep_alive{0};
   std::chrono::nanoseconds idle_timeout = std::chrono::minutes(5);
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(5);
   std::size_t max_clients = 10'000;      ///< connections from peers without a node certificate

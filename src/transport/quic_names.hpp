@@ -22,6 +22,17 @@ inline void set_liberr(CloseError& e, int liberr) {
 inline void set_tls_alert(CloseError& e, std::uint8_t alert) {
   ngtcp2_connection_close_error_set_transport_error_tls_alert(&e, alert, nullptr, 0);
 }
+/// The CONNECTION_CLOSE the peer sent (valid once the connection is draining).
+struct PeerClose {
+  bool application = false;
+  std::uint64_t code = 0;
+};
+inline PeerClose peer_close(ngtcp2_conn* conn) {
+  CloseError e;
+  ngtcp2_conn_get_connection_close_error(conn, &e);
+  return {e.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION, e.error_code};
+}
+
 /// Smoothed RTT and congestion window, for metrics.
 struct ConnStat {
   std::uint64_t smoothed_rtt_ns = 0;

@@ -419,3 +419,54 @@ TEST_CASE("transport: a refused session reports the refusal", "[transport][sessi
   add_echo(*server);
   CHECK(call(*conn, post("/echo", {5})).second.body == std::vector<std::uint8_t>{5});
 }
+
+TEST_CASE("transport: max_clients = 5; the 6th client is refused, and admitted once another leaves",
+          "[transport][admission]") {
+  Loop loop;
+  auto so = options();
+  so.max_clients = 5;
+  auto server = make(loop.io, std::move(so));
+  add_echo(*server);
+  auto client_opts = [] {
+    auto o = options();
+    o.present_certificate = false;  // applications that only call: clients, not nodes
+    return o;
+  };
+  std::vector<std::shared_ptr<Endpoint>> apps;
+  std::vector<std::shared_ptr<Connection>> conns;
+  for (int i = 0; i < 5; ++i) {
+    apps.push_back(make(loop.io, client_opts()));
+    std::error_code ec;
+    conns.push_back(dial(*apps.back(), *server, server->node_id(), ec));
+    REQUIRE_FALSE(ec);
+    CHECK(call(*conns.back(), post("/echo", {1})).second.status == 200);
+  }
+  CHECK(server->stats().clients == 5);
+
+  auto sixth_app = make(loop.io, client_opts());
+  std::error_code ec;
+  auto sixth = dial(*sixth_app, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);  // the handshake completes; admission is decided on what the peer is
+  auto [e6, r6] = call(*sixth, post("/echo", {1}));
+  REQUIRE_FALSE(e6);
+  CHECK(r6.status == 503);
+  CHECK(std::string(r6.body.begin(), r6.body.end()) == "max_clients reached\n");
+  for (int i = 0; i < 100 && sixth->is_open(); ++i) std::this_thread::sleep_for(10ms);
+  CHECK_FALSE(sixth->is_open());  // then CONNECTION_CLOSE with CloseCode::max_clients
+  CHECK(server->stats().clients_refused == 1);
+
+  // Nodes (with certificates) are not clients and are not limited by max_clients.
+  auto node = make(loop.io, options());
+  auto node_conn = dial(*node, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  CHECK(call(*node_conn, post("/echo", {2})).second.status == 200);
+
+  // One client leaves; a new one is admitted.
+  conns[0]->close(CloseCode::no_error, "bye");
+  for (int i = 0; i < 100 && server->stats().clients != 4; ++i) std::this_thread::sleep_for(10ms);
+  CHECK(server->stats().clients == 4);
+  auto seventh_app = make(loop.io, client_opts());
+  auto seventh = dial(*seventh_app, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  CHECK(call(*seventh, post("/echo", {3})).second.status == 200);
+}
