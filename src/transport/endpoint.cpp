@@ -154,7 +154,7 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   ~Impl();
 
   bool init_client(const std::optional<NodeId>& expected);
-  bool init_server(const ngtcp2_pkt_hd& hd, const udp::endpoint& local);
+  bool init_server(const ngtcp2_pkt_hd& hd, const udp::endpoint& local, const ngtcp2_cid* retry_odcid);
 
   void on_datagram(const std::uint8_t* data, std::size_t len);
   void write();
@@ -255,6 +255,12 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
   void on_readable();
   void handle_datagram(const udp::endpoint& from, const std::uint8_t* data, std::size_t len);
   void accept(const udp::endpoint& from, const std::uint8_t* data, std::size_t len);
+  void send_stateless_reset(const std::uint8_t* dcid, std::size_t dcidlen, std::size_t trigger_len,
+                            const udp::endpoint& to);
+  void send_retry(const ngtcp2_pkt_hd& hd, const udp::endpoint& to);
+  static std::string remote_key(const udp::endpoint& e) {
+    return std::string(reinterpret_cast<const char*>(e.data()), e.size());
+  }
 
   // Send path: packets are queued, then written with sendmmsg; on EAGAIN the unsent tail is
   // kept and flushed when the socket is writable — never dropped.
@@ -276,6 +282,14 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
   bool closed = false;
   std::unordered_map<std::string, std::shared_ptr<Connection::Impl>> by_cid;
   std::unordered_set<std::shared_ptr<Connection::Impl>> connections;
+  // Connections by remote address: a stateless reset carries a random connection id, so an
+  // unknown short-header packet is first offered to the connections with its source address.
+  std::unordered_multimap<std::string, std::weak_ptr<Connection::Impl>> by_remote;
+  // NEW_TOKEN tokens servers gave us, by server address, for the next dial (bounded).
+  std::unordered_map<std::string, std::vector<std::uint8_t>> tokens;
+  // Token bucket for stateless resets: at most kResetBurst, refilled at kResetRate per second.
+  double reset_budget = 100;
+  std::chrono::steady_clock::time_point reset_refill = std::chrono::steady_clock::now();
   std::unordered_set<std::shared_ptr<Connection::Impl>> touched;
   std::unordered_set<std::shared_ptr<Connection::Impl>> blocked;  // waiting for send space
   std::size_t clients = 0;
@@ -331,6 +345,14 @@ int cb_get_new_connection_id(ngtcp2_conn*, ngtcp2_cid* cid, std::uint8_t* token,
 int cb_remove_connection_id(ngtcp2_conn*, const ngtcp2_cid* cid, void* u) { return self_of(u)->on_remove_cid(cid); }
 int cb_extend_max_local_streams_bidi(ngtcp2_conn*, std::uint64_t, void* u) {
   return self_of(u)->on_extend_max_local_streams_bidi();
+}
+int cb_recv_new_token(ngtcp2_conn*, const ngtcp2_vec* token, void* u) {
+  auto* c = self_of(u);
+  if (auto e = c->ep()) {
+    if (e->tokens.size() >= 1024) e->tokens.erase(e->tokens.begin());  // bounded
+    e->tokens[Endpoint::Impl::remote_key(c->remote)].assign(token->base, token->base + token->len);
+  }
+  return 0;
 }
 int cb_extend_max_remote_streams_bidi(ngtcp2_conn*, std::uint64_t max_streams, void* u) {
   auto* c = self_of(u);
@@ -431,6 +453,7 @@ void fill_callbacks(ngtcp2_callbacks& cb, bool server) {
   cb.remove_connection_id = cb_remove_connection_id;
   cb.extend_max_local_streams_bidi = cb_extend_max_local_streams_bidi;
   cb.extend_max_remote_streams_bidi = cb_extend_max_remote_streams_bidi;
+  if (!server) cb.recv_new_token = cb_recv_new_token;
 }
 
 void fill_settings(ngtcp2_settings& s, const EndpointOptions& o) {
@@ -479,6 +502,8 @@ bool Connection::Impl::init_client(const std::optional<NodeId>& expected) {
   fill_callbacks(cb, false);
   ngtcp2_settings settings;
   fill_settings(settings, e->options);
+  auto tok = e->tokens.find(Endpoint::Impl::remote_key(remote));
+  if (tok != e->tokens.end()) settings.token = ngtcp2_vec{tok->second.data(), tok->second.size()};
   ngtcp2_transport_params params;
   fill_params(params, e->options);
   ngtcp2_path path{{reinterpret_cast<ngtcp2_sockaddr*>(&local_sa), local_salen},
@@ -495,7 +520,7 @@ bool Connection::Impl::init_client(const std::optional<NodeId>& expected) {
   return true;
 }
 
-bool Connection::Impl::init_server(const ngtcp2_pkt_hd& hd, const udp::endpoint&) {
+bool Connection::Impl::init_server(const ngtcp2_pkt_hd& hd, const udp::endpoint&, const ngtcp2_cid* retry_odcid) {
   auto e = ep();
   if (gnutls_init(&tls, GNUTLS_SERVER | GNUTLS_NO_END_OF_EARLY_DATA) != 0) return false;
   if (gnutls_priority_set_direct(tls, kPriority, nullptr) != 0) return false;
@@ -517,6 +542,11 @@ bool Connection::Impl::init_server(const ngtcp2_pkt_hd& hd, const udp::endpoint&
   ngtcp2_transport_params params;
   fill_params(params, e->options);
   params.original_dcid = hd.dcid;
+  if (retry_odcid) {  // after our Retry: the client now uses the Retry's source id
+    params.original_dcid = *retry_odcid;
+    params.retry_scid = hd.dcid;
+    params.retry_scid_present = 1;
+  }
   params.stateless_reset_token_present = 1;
   if (ngtcp2_crypto_generate_stateless_reset_token(params.stateless_reset_token, e->static_secret.data(),
                                                    e->static_secret.size(), &scid) != 0)
@@ -577,6 +607,14 @@ int Connection::Impl::on_handshake_completed() {
     }
   }
   if (!setup_h3()) return NGTCP2_ERR_CALLBACK_FAILURE;
+  if (is_server) {
+    // NEW_TOKEN: the client may skip a Retry next time it connects from this address.
+    std::array<std::uint8_t, NGTCP2_CRYPTO_MAX_REGULAR_TOKENLEN> token;
+    const auto n = ngtcp2_crypto_generate_regular_token(token.data(), e->static_secret.data(), e->static_secret.size(),
+                                                        reinterpret_cast<const ngtcp2_sockaddr*>(&remote_sa),
+                                                        remote_salen, now_ns());
+    if (n > 0) ngtcp2_conn_submit_new_token(conn, token.data(), static_cast<std::size_t>(n));
+  }
   connect_timer.cancel();
   if (on_connected) {
     auto done = std::move(on_connected);
@@ -1465,7 +1503,18 @@ void Endpoint::Impl::handle_datagram(const udp::endpoint& from, const std::uint8
     return;
   }
   if (vc.version == 0) {  // short header for no connection of ours
+    auto [first, last] = by_remote.equal_range(remote_key(from));
+    for (auto r = first; r != last; ++r) {
+      auto c = r->second.lock();
+      if (!c || c->closing) continue;
+      c->on_datagram(data, len);
+      if (c->closing) {  // it was a stateless reset for that connection
+        ++stats.stateless_resets_received;
+        return;
+      }
+    }
     ++stats.datagrams_dropped;
+    send_stateless_reset(vc.dcid, vc.dcidlen, len, from);
     return;
   }
   accept(from, data, len);
@@ -1478,15 +1527,93 @@ void Endpoint::Impl::accept(const udp::endpoint& from, const std::uint8_t* data,
     ++stats.datagrams_dropped;
     return;
   }
+  // Address validation: a Retry token proves the client saw our Retry; a NEW_TOKEN token
+  // proves it connected from this address before. Both are HMACs under our static secret.
+  bool validated = false;
+  ngtcp2_cid odcid{};
+  const auto ts = now_ns();
+  if (hd.token.len > 0) {
+    if (hd.token.base[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
+      if (ngtcp2_crypto_verify_retry_token(&odcid, hd.token.base, hd.token.len, static_secret.data(),
+                                           static_secret.size(), hd.version,
+                                           reinterpret_cast<const ngtcp2_sockaddr*>(from.data()),
+                                           static_cast<ngtcp2_socklen>(from.size()), &hd.dcid,
+                                           10 * NGTCP2_SECONDS, ts) != 0) {
+        ++stats.datagrams_dropped;  // forged or stale: no connection, no answer
+        return;
+      }
+      validated = true;
+    } else if (hd.token.base[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_REGULAR &&
+               ngtcp2_crypto_verify_regular_token(hd.token.base, hd.token.len, static_secret.data(),
+                                                  static_secret.size(),
+                                                  reinterpret_cast<const ngtcp2_sockaddr*>(from.data()),
+                                                  static_cast<ngtcp2_socklen>(from.size()),
+                                                  3600 * NGTCP2_SECONDS, ts) == 0) {
+      validated = true;
+    }
+  }
+  if (validated) ++stats.tokens_accepted;
+  const bool want_retry = options.retry == RetryPolicy::always ||
+                          (options.retry == RetryPolicy::above_load && connections.size() >= options.retry_load_threshold);
+  if (want_retry && !validated) return send_retry(hd, from);
+
   auto c = std::make_shared<Connection::Impl>(shared_from_this(), true, from);
   connections.insert(c);
-  if (!c->init_server(hd, socket.local_endpoint())) {
+  by_remote.emplace(remote_key(from), c);
+  if (!c->init_server(hd, socket.local_endpoint(), hd.token.len > 0 && hd.token.base[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY ? &odcid : nullptr)) {
     ++stats.datagrams_dropped;
     remove(c);
     return;
   }
   c->on_datagram(data, len);
   if (!c->closing) touch(c);
+}
+
+void Endpoint::Impl::send_retry(const ngtcp2_pkt_hd& hd, const udp::endpoint& to) {
+  ngtcp2_cid scid;
+  scid.datalen = kCidLen;
+  random_bytes(scid.data, kCidLen);
+  std::array<std::uint8_t, NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN> token;
+  const auto tokenlen = ngtcp2_crypto_generate_retry_token(
+      token.data(), static_secret.data(), static_secret.size(), hd.version,
+      reinterpret_cast<const ngtcp2_sockaddr*>(to.data()), static_cast<ngtcp2_socklen>(to.size()), &scid, &hd.dcid,
+      now_ns());
+  if (tokenlen < 0) return;
+  std::uint8_t* buf = packet_buffer();
+  if (!buf) return;
+  const auto n = ngtcp2_crypto_write_retry(buf, kMaxUdpPayload, hd.version, &hd.scid, &scid, &hd.dcid, token.data(),
+                                           static_cast<std::size_t>(tokenlen));
+  if (n <= 0) return;
+  queue_packet(to, static_cast<std::size_t>(n));
+  ++stats.retries_sent;
+}
+
+void Endpoint::Impl::send_stateless_reset(const std::uint8_t* dcid, std::size_t dcidlen, std::size_t trigger_len,
+                                          const udp::endpoint& to) {
+  // Smaller than the packet that triggered it (so two endpoints cannot loop), and only
+  // when it can still be a valid reset: 1 header byte + 5 random + 16 token.
+  constexpr std::size_t kMin = 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN;
+  if (trigger_len <= kMin || dcidlen != kCidLen) return;
+  const auto now = std::chrono::steady_clock::now();
+  reset_budget = std::min(100.0, reset_budget + 100.0 * std::chrono::duration<double>(now - reset_refill).count());
+  reset_refill = now;
+  if (reset_budget < 1.0) return;  // rate-limited: a flood of garbage gets no amplification
+  reset_budget -= 1.0;
+  ngtcp2_cid cid;
+  ngtcp2_cid_init(&cid, dcid, dcidlen);
+  std::array<std::uint8_t, NGTCP2_STATELESS_RESET_TOKENLEN> token;
+  if (ngtcp2_crypto_generate_stateless_reset_token(token.data(), static_secret.data(), static_secret.size(), &cid) != 0)
+    return;
+  const std::size_t len = std::min<std::size_t>(trigger_len - 1, 64);
+  std::array<std::uint8_t, 64> rand;
+  random_bytes(rand.data(), len - 1 - NGTCP2_STATELESS_RESET_TOKENLEN);
+  std::uint8_t* buf = packet_buffer();
+  if (!buf) return;
+  const auto n = ngtcp2_pkt_write_stateless_reset(buf, len, token.data(), rand.data(),
+                                                  len - 1 - NGTCP2_STATELESS_RESET_TOKENLEN);
+  if (n <= 0) return;
+  queue_packet(to, static_cast<std::size_t>(n));
+  ++stats.stateless_resets_sent;
 }
 
 std::uint8_t* Endpoint::Impl::packet_buffer() {
@@ -1559,6 +1686,13 @@ void Endpoint::Impl::remove(const std::shared_ptr<Connection::Impl>& c) {
     if (it != by_cid.end() && it->second == c) by_cid.erase(it);
   }
   c->cids.clear();
+  auto [first, last] = by_remote.equal_range(remote_key(c->remote));
+  for (auto r = first; r != last; ++r) {
+    if (r->second.lock() == c || r->second.expired()) {
+      by_remote.erase(r);
+      break;
+    }
+  }
   if (c->counted_as_client) {
     --clients;
     c->counted_as_client = false;
@@ -1625,6 +1759,7 @@ void Endpoint::connect(const udp::endpoint& remote, std::optional<NodeId> expect
     if (remote.protocol() != impl->socket.local_endpoint().protocol()) return handler(errc::address_invalid, nullptr);
     auto c = std::make_shared<Connection::Impl>(impl, false, remote);
     impl->connections.insert(c);
+    impl->by_remote.emplace(Impl::remote_key(remote), c);
     if (!c->init_client(expected)) {
       impl->remove(c);
       return handler(errc::transport_error, nullptr);
@@ -1653,6 +1788,31 @@ void Endpoint::close() {
   // If the io_context is not running (already stopped), do it here: nothing else can touch
   // the endpoint then.
   if (fut.wait_for(std::chrono::seconds(2)) != std::future_status::ready) impl->do_close();
+}
+
+void Endpoint::abort() {
+  auto impl = impl_;
+  auto run = [impl] {
+    if (impl->closed) return;
+    impl->closed = true;
+    auto list = impl->connections;
+    for (const auto& c : list) {
+      c->on_connected = nullptr;
+      c->closing = true;
+      c->open = false;
+      impl->remove(c);
+    }
+    impl->send_count = 0;
+    boost::system::error_code ignored;
+    impl->socket.close(ignored);
+  };
+  if (impl->strand.running_in_this_thread()) return run();
+  std::promise<void> done;
+  asio::dispatch(impl->strand, [&] {
+    run();
+    done.set_value();
+  });
+  done.get_future().wait();
 }
 
 EndpointStats Endpoint::stats() const {

@@ -64,8 +64,13 @@ enum class CloseCode : std::uint64_t {
   protocol_error = 0x4d03,     ///< a malformed frame on a session stream
 };
 
+/// When the server makes a new client prove its address with a Retry round trip first.
+enum class RetryPolicy { never, always, above_load };
+
 struct EndpointOptions {
   Identity identity;
+  RetryPolicy retry = RetryPolicy::above_load;
+  std::size_t retry_load_threshold = 1000;  ///< above_load: Retry once this many connections exist
   /// false: dial without a certificate, as a *client* (an application that only calls);
   /// such an endpoint cannot accept connections.
   bool present_certificate = true;
@@ -92,6 +97,10 @@ struct EndpointStats {
   std::uint64_t send_would_block = 0;   ///< times the socket pushed back (tail kept, not dropped)
   std::uint64_t handshakes_completed = 0;
   std::uint64_t clients_refused = 0;
+  std::uint64_t retries_sent = 0;
+  std::uint64_t tokens_accepted = 0;        ///< Initials whose Retry or NEW_TOKEN token verified
+  std::uint64_t stateless_resets_sent = 0;
+  std::uint64_t stateless_resets_received = 0;  ///< our connections ended by a peer's reset
 };
 
 class Connection;
@@ -164,6 +173,10 @@ class Endpoint {
   /// Closes every connection with H3_NO_ERROR and the socket; pending operations fail with
   /// endpoint_closed. Idempotent.
   void close();
+
+  /// Drops every connection and the socket without telling any peer, as a crash would
+  /// (for fault tests; peers learn of it by stateless reset or idle timeout).
+  void abort();
 
   /// A snapshot, computed on the endpoint's strand (blocks the caller until it has run, so
   /// never call it from the strand itself).

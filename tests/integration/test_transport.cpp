@@ -470,3 +470,59 @@ TEST_CASE("transport: max_clients = 5; the 6th client is refused, and admitted o
   REQUIRE_FALSE(ec);
   CHECK(call(*seventh, post("/echo", {3})).second.status == 200);
 }
+
+TEST_CASE("transport: Retry validates the client's address; NEW_TOKEN skips it next time", "[transport][retry]") {
+  Loop loop;
+  auto so = options();
+  so.retry = RetryPolicy::always;
+  auto server = make(loop.io, std::move(so));
+  add_echo(*server);
+  auto client = make(loop.io, options());
+  std::error_code ec;
+  auto first = dial(*client, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  CHECK(call(*first, post("/echo", {1})).second.status == 200);
+  auto s = server->stats();
+  CHECK(s.retries_sent == 1);
+  CHECK(s.tokens_accepted == 1);  // the Retry token came back and verified
+  // NEW_TOKEN arrives after the handshake; give it a moment, then dial again.
+  std::this_thread::sleep_for(50ms);
+  auto second = dial(*client, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  CHECK(call(*second, post("/echo", {2})).second.status == 200);
+  s = server->stats();
+  CHECK(s.retries_sent == 1);     // no second Retry: the NEW_TOKEN token proved the address
+  CHECK(s.tokens_accepted == 2);
+}
+
+TEST_CASE("transport: a restarted peer answers stale packets with a stateless reset", "[transport][reset]") {
+  Loop loop;
+  auto so = options();
+  const Identity id = so.identity;
+  auto server = make(loop.io, so);
+  add_echo(*server);
+  const auto address = server->local_endpoint();
+  auto client = make(loop.io, options());
+  std::error_code ec;
+  auto conn = dial(*client, *server, id.node_id(), ec);
+  REQUIRE_FALSE(ec);
+  CHECK(call(*conn, post("/echo", {1})).second.status == 200);
+
+  server->abort();  // crash: no CONNECTION_CLOSE
+  // The same node (same key, so the same reset secret) comes back on the same port.
+  auto restarted = Endpoint::create(loop.io, so, address, ec);
+  REQUIRE_FALSE(ec);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto [e, resp] = call(*conn, post("/echo", {2}), 10s);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  CHECK(e == errc::connection_closed);
+  CHECK(waited < 2s);  // learned from the reset, not from the 30 s idle timeout
+  CHECK(restarted->stats().stateless_resets_sent >= 1);
+  CHECK(client->stats().stateless_resets_received == 1);
+  CHECK_FALSE(conn->is_open());
+  // And a new connection to the restarted node works.
+  add_echo(*restarted);
+  auto fresh = dial(*client, *restarted, id.node_id(), ec);
+  REQUIRE_FALSE(ec);
+  CHECK(call(*fresh, post("/echo", {3})).second.status == 200);
+}
