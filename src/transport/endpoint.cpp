@@ -280,6 +280,7 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
   gnutls_certificate_credentials_t cred = nullptr;
   std::array<std::uint8_t, 32> static_secret{};
   bool closed = false;
+  bool draining = false;  // graceful shutdown in progress: no new connections
   std::unordered_map<std::string, std::shared_ptr<Connection::Impl>> by_cid;
   std::unordered_set<std::shared_ptr<Connection::Impl>> connections;
   // Connections by remote address: a stateless reset carries a random connection id, so an
@@ -1522,7 +1523,7 @@ void Endpoint::Impl::handle_datagram(const udp::endpoint& from, const std::uint8
 
 void Endpoint::Impl::accept(const udp::endpoint& from, const std::uint8_t* data, std::size_t len) {
   ngtcp2_pkt_hd hd;
-  if (closed || !options.present_certificate || ngtcp2_accept(&hd, data, len) != 0 ||
+  if (closed || draining || !options.present_certificate || ngtcp2_accept(&hd, data, len) != 0 ||
       connections.size() >= options.max_connections) {
     ++stats.datagrams_dropped;
     return;
@@ -1755,7 +1756,7 @@ void Endpoint::route(std::string method, std::string path_prefix, RequestHandler
 
 void Endpoint::connect(const udp::endpoint& remote, std::optional<NodeId> expected, ConnectHandler handler) {
   asio::dispatch(impl_->strand, [impl = impl_, remote, expected, handler = std::move(handler)]() mutable {
-    if (impl->closed) return handler(errc::endpoint_closed, nullptr);
+    if (impl->closed || impl->draining) return handler(errc::endpoint_closed, nullptr);
     if (remote.protocol() != impl->socket.local_endpoint().protocol()) return handler(errc::address_invalid, nullptr);
     auto c = std::make_shared<Connection::Impl>(impl, false, remote);
     impl->connections.insert(c);
@@ -1788,6 +1789,38 @@ void Endpoint::close() {
   // If the io_context is not running (already stopped), do it here: nothing else can touch
   // the endpoint then.
   if (fut.wait_for(std::chrono::seconds(2)) != std::future_status::ready) impl->do_close();
+}
+
+void Endpoint::shutdown(std::chrono::nanoseconds deadline, std::function<void(std::size_t)> done) {
+  asio::dispatch(impl_->strand, [impl = impl_, deadline, done = std::move(done)]() mutable {
+    if (impl->closed) return done(0);
+    impl->draining = true;
+    const auto until = std::chrono::steady_clock::now() + deadline;
+    // Requests in flight: answers we owe (server) and answers we wait for (client).
+    auto in_flight = [impl] {
+      std::size_t n = 0;
+      for (const auto& c : impl->connections)
+        for (const auto& [sid, st] : c->streams)
+          if (!st->session && (st->on_response || (c->is_server && !st->responded))) ++n;
+      return n;
+    };
+    auto timer = std::make_shared<asio::steady_timer>(impl->strand);
+    auto check = std::make_shared<std::function<void()>>();
+    *check = [impl, until, in_flight, timer, check, done = std::move(done)]() mutable {
+      const std::size_t n = in_flight();
+      if (n == 0 || std::chrono::steady_clock::now() >= until) {
+        impl->do_close();
+        auto d = std::move(done);
+        *check = nullptr;  // break the self-reference
+        return d(n);
+      }
+      timer->expires_after(std::chrono::milliseconds(5));
+      timer->async_wait([check](boost::system::error_code ec) {
+        if (!ec && *check) (*check)();
+      });
+    };
+    (*check)();
+  });
 }
 
 void Endpoint::abort() {

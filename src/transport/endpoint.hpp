@@ -174,6 +174,12 @@ class Endpoint {
   /// endpoint_closed. Idempotent.
   void close();
 
+  /// Graceful shutdown: stops accepting connections and dialing, lets requests already in
+  /// flight (both directions) finish until `deadline`, then closes every connection with
+  /// H3_NO_ERROR. `done` runs on the strand with the number of requests that were still
+  /// unfinished at the deadline (0 when everything drained).
+  void shutdown(std::chrono::nanoseconds deadline, std::function<void(std::size_t unfinished)> done);
+
   /// Drops every connection and the socket without telling any peer, as a crash would
   /// (for fault tests; peers learn of it by stateless reset or idle timeout).
   void abort();

@@ -526,3 +526,43 @@ TEST_CASE("transport: a restarted peer answers stale packets with a stateless re
   REQUIRE_FALSE(ec);
   CHECK(call(*fresh, post("/echo", {3})).second.status == 200);
 }
+
+TEST_CASE("transport: graceful shutdown drains requests in flight, refuses new work, then closes",
+          "[transport][shutdown]") {
+  Loop loop;
+  auto server = make(loop.io, options());
+  // Answers after 200 ms from another thread, as a slow handler would.
+  std::vector<std::thread> workers;
+  server->route("POST", "/slow", [&workers](Request&& req, Responder respond) {
+    workers.emplace_back([body = std::move(req.body), respond = std::move(respond)]() mutable {
+      std::this_thread::sleep_for(200ms);
+      Response r;
+      r.body = std::move(body);
+      respond(std::move(r));
+    });
+  });
+  auto client = make(loop.io, options());
+  std::error_code ec;
+  auto conn = dial(*client, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  std::promise<std::pair<std::error_code, Response>> answered;
+  conn->request(post("/slow", {7}), 5s, [&](std::error_code e, Response r) { answered.set_value({e, std::move(r)}); });
+  std::this_thread::sleep_for(50ms);  // the request is now in flight on the server
+  std::promise<std::size_t> closed;
+  const auto t0 = std::chrono::steady_clock::now();
+  server->shutdown(3s, [&](std::size_t unfinished) { closed.set_value(unfinished); });
+  // New connections are refused while draining (the dial times out: Initials are dropped).
+  auto late_opts = options();
+  late_opts.connect_timeout = 100ms;
+  auto late = make(loop.io, std::move(late_opts));
+  dial(*late, *server, server->node_id(), ec);
+  CHECK(ec == errc::handshake_timeout);
+  auto [e, resp] = answered.get_future().get();
+  REQUIRE_FALSE(e);
+  CHECK(resp.body == std::vector<std::uint8_t>{7});
+  CHECK(closed.get_future().get() == 0);  // drained, not cut off
+  CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+  for (int i = 0; i < 100 && conn->is_open(); ++i) std::this_thread::sleep_for(10ms);
+  CHECK_FALSE(conn->is_open());  // the client saw CONNECTION_CLOSE(H3_NO_ERROR)
+  for (auto& w : workers) w.join();
+}
