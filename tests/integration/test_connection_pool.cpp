@@ -150,17 +150,31 @@ TEST_CASE("pool: the idle reaper closes connections nobody used", "[pool][reaper
 TEST_CASE("pool: a failed dial reports the error to every waiter", "[pool]") {
   Loop loop;
   auto client = make(loop.io);
-  auto server = make(loop.io);
+  asio::io_context server_io;  // not running until both get()s are queued (see above)
+  auto server = make(server_io);
   auto pool = ConnectionPool::create(loop.io, client, PoolOptions{});
   // The right address but the wrong node id: the handshake refuses the peer.
   std::promise<std::error_code> p1, p2;
   const NodeId wrong = Identity::generate().node_id();
   pool->get(wrong, server->local_endpoint(), [&](std::error_code ec, std::shared_ptr<Connection>) { p1.set_value(ec); });
   pool->get(wrong, server->local_endpoint(), [&](std::error_code ec, std::shared_ptr<Connection>) { p2.set_value(ec); });
+  auto guard = asio::make_work_guard(server_io);
+  std::thread server_thread([&] { server_io.run(); });
+  struct Join {
+    asio::io_context& io;
+    std::thread& t;
+    ~Join() {
+      io.stop();
+      t.join();
+    }
+  } join{server_io, server_thread};
   CHECK(p1.get_future().get() == errc::peer_identity_mismatch);
   CHECK(p2.get_future().get() == errc::peer_identity_mismatch);
   CHECK(pool->stats().failures == 1);
   CHECK(pool->stats().size == 0);
+  pool->close();
+  client->close();
+  server->close();
 }
 
 TEST_CASE("transport: 200 concurrent connections to one endpoint", "[transport][scale]") {
