@@ -186,6 +186,7 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   // stream closed), or after a second if the peer never reads it.
   void close_after_response(std::int64_t stream_id);
   std::int64_t close_after_stream_ = -1;
+  std::uint64_t close_after_code_ = 0;
   int h3_acked(std::int64_t stream_id, std::uint64_t len);
   void schedule_write();
   void start_session(Request head, SessionCallbacks callbacks, std::chrono::nanoseconds timeout,
@@ -882,7 +883,7 @@ int Connection::Impl::h3_stream_close(std::int64_t sid, std::uint64_t code) {
     close_after_stream_ = -1;
     asio::post(ep()->strand, [weak = std::weak_ptr<Impl>(shared_from_this())] {
       if (auto self = weak.lock())
-        self->close_with_app_error(static_cast<std::uint64_t>(CloseCode::max_clients), "max_clients reached");
+        self->close_with_app_error(self->close_after_code_, self->refuse_requests ? "max_clients reached" : "refused");
     });
   }
   auto it = streams.find(sid);
@@ -1100,7 +1101,7 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
     r.status = status;
     submit_response(sid, std::move(r));
     ngtcp2_conn_shutdown_stream_read(conn, sid, NGHTTP3_H3_REQUEST_REJECTED);
-    if (refuse_requests) close_after_response(sid);
+    if (refuse_requests || status == 403) close_after_response(sid);
     return 0;
   }
   session->callbacks = std::move(callbacks);
@@ -1151,10 +1152,10 @@ void Connection::Impl::start_session(Request head, SessionCallbacks callbacks, s
 void Connection::Impl::close_after_response(std::int64_t sid) {
   if (close_after_stream_ >= 0) return;
   close_after_stream_ = sid;
+  close_after_code_ = static_cast<std::uint64_t>(refuse_requests ? CloseCode::max_clients : CloseCode::realm_refused);
   auto t = std::make_shared<asio::steady_timer>(ep()->strand, std::chrono::seconds(1));
   t->async_wait([t, weak = std::weak_ptr<Impl>(shared_from_this())](boost::system::error_code) {
-    if (auto self = weak.lock())
-      self->close_with_app_error(static_cast<std::uint64_t>(CloseCode::max_clients), "max_clients reached");
+    if (auto self = weak.lock()) self->close_with_app_error(self->close_after_code_, "refused");
   });
 }
 

@@ -62,6 +62,7 @@ enum class CloseCode : std::uint64_t {
   max_clients = 0x4d01,        ///< the endpoint has max_clients clients already
   identity_mismatch = 0x4d02,  ///< the peer's certificate does not match its node id
   protocol_error = 0x4d03,     ///< a malformed frame on a session stream
+  realm_refused = 0x4d04,      ///< a session asked for another realm (after its 403)
 };
 
 /// When the server makes a new client prove its address with a Retry round trip first.

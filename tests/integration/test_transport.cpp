@@ -404,7 +404,7 @@ TEST_CASE("transport: a refused session reports the refusal", "[transport][sessi
   auto server = make(loop.io, options());
   auto client = make(loop.io, options());
   server->session_route("/macula/v1/session", [](const Request&, std::shared_ptr<Session>, SessionCallbacks&) {
-    return 403;
+    return 401;  // (403 also closes the connection: see the realm test)
   });
   std::error_code ec;
   auto conn = dial(*client, *server, server->node_id(), ec);
@@ -565,4 +565,53 @@ TEST_CASE("transport: graceful shutdown drains requests in flight, refuses new w
   for (int i = 0; i < 100 && conn->is_open(); ++i) std::this_thread::sleep_for(10ms);
   CHECK_FALSE(conn->is_open());  // the client saw CONNECTION_CLOSE(H3_NO_ERROR)
   for (auto& w : workers) w.join();
+}
+
+#include "transport/realm_guard.hpp"
+
+TEST_CASE("transport: sessions check the realm: 403 and close for another realm, 401 without the proof",
+          "[transport][realm]") {
+  Loop loop;
+  auto server = make(loop.io, options());
+  const RealmPolicy policy{"acme.prod", std::string("s3cret")};
+  int accepted = 0;
+  server->session_route("/macula/v1/session",
+                        realm_guarded(policy, server->node_id(),
+                                      [&](const Request&, std::shared_ptr<Session>, SessionCallbacks& cb) {
+                                        ++accepted;
+                                        cb.on_data = [](std::span<const std::uint8_t>) {};
+                                        cb.on_close = [](std::error_code) {};
+                                        return 200;
+                                      }));
+  auto client = make(loop.io, options());
+  auto open = [&](Connection& c, std::vector<Header> headers) {
+    Request head;
+    head.path = "/macula/v1/session";
+    head.headers = std::move(headers);
+    std::promise<std::error_code> p;
+    c.open_session(head, SessionCallbacks{[](std::span<const std::uint8_t>) {}, [](std::error_code) {}}, 5s,
+                   [&](std::error_code e, std::shared_ptr<Session>) { p.set_value(e); });
+    return p.get_future().get();
+  };
+  std::error_code ec;
+  auto conn = dial(*client, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  // Right realm, no proof: 401, the connection stays.
+  CHECK(open(*conn, {{"macula-realm", "acme.prod"}}) == errc::connection_refused);
+  // Right realm, a proof made with the wrong secret: 401.
+  CHECK(open(*conn, realm_headers(RealmPolicy{"acme.prod", std::string("guess")}, client->node_id(),
+                                  server->node_id())) == errc::connection_refused);
+  CHECK(conn->is_open());
+  // Right realm and proof: accepted.
+  CHECK_FALSE(open(*conn, realm_headers(policy, client->node_id(), server->node_id())));
+  CHECK(accepted == 1);
+  // A proof bound to another node pair does not transfer.
+  CHECK(open(*conn, realm_headers(policy, Identity::generate().node_id(), server->node_id())) ==
+        errc::connection_refused);
+  // Another realm: 403, then the connection is closed.
+  CHECK(open(*conn, realm_headers(RealmPolicy{"other.realm", std::string("s3cret")}, client->node_id(),
+                                  server->node_id())) == errc::connection_refused);
+  for (int i = 0; i < 100 && conn->is_open(); ++i) std::this_thread::sleep_for(10ms);
+  CHECK_FALSE(conn->is_open());
+  CHECK(accepted == 1);
 }
