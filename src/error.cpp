@@ -50,6 +50,7 @@ class MaculaCategory final : public std::error_category {
       case errc::stream_reset: return "stream reset by the peer";
       case errc::too_many_pending: return "too many requests queued on this connection";
       case errc::body_too_large: return "body exceeds the configured maximum size";
+      case errc::cancelled: return "operation cancelled";
     }
     return "unknown macula error";
   }

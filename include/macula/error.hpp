@@ -49,6 +49,7 @@ enum class errc : int {
   stream_reset,            ///< the peer reset the stream before the response was complete
   too_many_pending,        ///< a per-connection bound on queued requests was reached
   body_too_large,          ///< a request or response body exceeds the configured maximum
+  cancelled,               ///< the caller cancelled the operation
 };
 
 /// The `macula` error category; messages say what is wrong in words a user can act on.

@@ -87,6 +87,12 @@ nghttp3_nv make_nv(const std::string& name, const std::string& value) {
 
 // ============================================================================ Impl types
 
+struct RequestHandle::State {
+  std::weak_ptr<Connection::Impl> conn;
+  std::int64_t stream_id = -1;  // set once the request has a stream (on the strand)
+  bool cancelled = false;       // strand only
+};
+
 class Session::Impl {
  public:
   static constexpr std::size_t kChunk = 64 * 1024;
@@ -144,6 +150,7 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
     std::size_t send_offset = 0;
     // Client requests.
     ResponseHandler on_response;
+    std::shared_ptr<RequestHandle::State> handle;
     std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
     // Session streams.
     std::shared_ptr<Session::Impl> session;
@@ -161,7 +168,9 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   void close_with_app_error(std::uint64_t code, const std::string& reason);
   void fail(std::error_code ec);  // tears down without a CONNECTION_CLOSE (peer gone or fatal)
 
-  void send_request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler);
+  void send_request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler,
+                    std::shared_ptr<RequestHandle::State> handle);
+  void cancel_request(const std::shared_ptr<RequestHandle::State>& handle);
   void submit_response(std::int64_t stream_id, Response response);
 
   // ngtcp2 callbacks (static trampolines below call these)
@@ -217,7 +226,13 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   bool refuse_requests = false;  // over max_clients: answer 503, then close
   Endpoint::ConnectHandler on_connected;
   std::unordered_map<std::int64_t, std::unique_ptr<Stream>> streams;
-  std::deque<std::pair<Request, std::pair<std::chrono::nanoseconds, ResponseHandler>>> pending;
+  struct Pending {
+    Request request;
+    std::chrono::nanoseconds timeout;
+    ResponseHandler handler;
+    std::shared_ptr<RequestHandle::State> handle;
+  };
+  std::deque<Pending> pending;
   std::vector<std::string> cids;  // keys registered in the endpoint's routing table
 
  private:
@@ -227,7 +242,8 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   void enter_closing(std::uint64_t linger_ns);
   void complete_request(Stream& s, std::error_code ec);
   void fail_all_requests(std::error_code ec);
-  bool start_request(Request& request, std::chrono::nanoseconds timeout, ResponseHandler& handler);
+  bool start_request(Request& request, std::chrono::nanoseconds timeout, ResponseHandler& handler,
+                     const std::shared_ptr<RequestHandle::State>& handle);
   std::uint64_t timer_generation_ = 0;
   std::uint64_t armed_expiry_ = UINT64_MAX;
   bool write_scheduled_ = false;
@@ -719,8 +735,8 @@ int Connection::Impl::on_remove_cid(const ngtcp2_cid* cid) {
 
 int Connection::Impl::on_extend_max_local_streams_bidi() {
   while (!pending.empty()) {
-    auto& [req, rest] = pending.front();
-    if (!start_request(req, rest.first, rest.second)) break;
+    auto& p = pending.front();
+    if (!start_request(p.request, p.timeout, p.handler, p.handle)) break;
     pending.pop_front();
   }
   return 0;
@@ -926,29 +942,34 @@ void Connection::Impl::fail_all_requests(std::error_code ec) {
     if (s->session) s->session->finish(ec);
   }
   while (!pending.empty()) {
-    auto handler = std::move(pending.front().second.second);
+    auto handler = std::move(pending.front().handler);
     pending.pop_front();
     handler(ec, Response{});
   }
 }
 
-void Connection::Impl::send_request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler) {
+void Connection::Impl::send_request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler,
+                                    std::shared_ptr<RequestHandle::State> handle) {
+  if (handle->cancelled) return handler(errc::cancelled, Response{});
   if (closing || !h3) return handler(errc::connection_closed, Response{});
-  if (!pending.empty() || !start_request(request, timeout, handler)) {
+  if (!pending.empty() || !start_request(request, timeout, handler, handle)) {
     if (pending.size() >= ep()->options.max_pending_requests) return handler(errc::too_many_pending, Response{});
-    pending.emplace_back(std::move(request), std::make_pair(timeout, std::move(handler)));
+    pending.push_back(Pending{std::move(request), timeout, std::move(handler), std::move(handle)});
     return;
   }
   write();
   if (!in_read_) ep()->flush();
 }
 
-bool Connection::Impl::start_request(Request& req, std::chrono::nanoseconds timeout, ResponseHandler& handler) {
+bool Connection::Impl::start_request(Request& req, std::chrono::nanoseconds timeout, ResponseHandler& handler,
+                                     const std::shared_ptr<RequestHandle::State>& handle) {
   std::int64_t sid;
   if (ngtcp2_conn_open_bidi_stream(conn, &sid, nullptr) != 0) return false;  // no stream credit yet
   auto s = std::make_unique<Stream>();
   s->id = sid;
   s->on_response = std::move(handler);
+  s->handle = handle;
+  if (handle) handle->stream_id = sid;
   s->nv_strings = {":method", req.method, ":scheme", "https", ":authority",
                    req.authority.empty() ? std::string("macula") : req.authority, ":path", req.path};
   if (!req.body.empty() || req.method == "POST" || req.method == "PUT") {
@@ -1157,6 +1178,23 @@ void Connection::Impl::close_after_response(std::int64_t sid) {
   t->async_wait([t, weak = std::weak_ptr<Impl>(shared_from_this())](boost::system::error_code) {
     if (auto self = weak.lock()) self->close_with_app_error(self->close_after_code_, "refused");
   });
+}
+
+void Connection::Impl::cancel_request(const std::shared_ptr<RequestHandle::State>& handle) {
+  if (handle->cancelled) return;
+  handle->cancelled = true;
+  for (auto it = pending.begin(); it != pending.end(); ++it) {
+    if (it->handle == handle) {
+      auto h = std::move(it->handler);
+      pending.erase(it);
+      return h(errc::cancelled, Response{});
+    }
+  }
+  auto it = streams.find(handle->stream_id);
+  if (handle->stream_id < 0 || it == streams.end() || !it->second->on_response) return;  // already done
+  complete_request(*it->second, errc::cancelled);
+  ngtcp2_conn_shutdown_stream(conn, handle->stream_id, NGHTTP3_H3_REQUEST_CANCELLED);
+  schedule_write();
 }
 
 void Connection::Impl::add_deadline(std::chrono::steady_clock::time_point when, std::int64_t sid) {
@@ -1861,12 +1899,27 @@ EndpointStats Endpoint::stats() const {
   return f.get();
 }
 
-void Connection::request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler) {
+RequestHandle Connection::request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler) {
+  auto state = std::make_shared<RequestHandle::State>();
+  state->conn = impl_;
   auto e = impl_->ep();
-  if (!e) return handler(errc::endpoint_closed, Response{});
-  asio::dispatch(e->strand, [impl = impl_, r = std::move(request), timeout, h = std::move(handler)]() mutable {
-    impl->send_request(std::move(r), timeout, std::move(h));
+  if (!e) {
+    handler(errc::endpoint_closed, Response{});
+    return RequestHandle(state);
+  }
+  asio::dispatch(e->strand, [impl = impl_, r = std::move(request), timeout, h = std::move(handler), state]() mutable {
+    impl->send_request(std::move(r), timeout, std::move(h), std::move(state));
   });
+  return RequestHandle(state);
+}
+
+void RequestHandle::cancel() const {
+  if (!state_) return;
+  auto c = state_->conn.lock();
+  if (!c) return;
+  auto e = c->ep();
+  if (!e) return;
+  asio::dispatch(e->strand, [c, s = state_] { c->cancel_request(s); });
 }
 
 void Connection::open_session(Request head, SessionCallbacks callbacks, std::chrono::nanoseconds timeout,

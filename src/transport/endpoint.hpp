@@ -196,13 +196,28 @@ class Endpoint {
   std::shared_ptr<Impl> impl_;
 };
 
+/// Cancels one request (Boost 1.74's Asio predates cancellation slots, so this is a handle).
+class RequestHandle {
+ public:
+  RequestHandle() = default;
+  /// Completes the request with errc::cancelled (if it has not completed) and resets its
+  /// stream with H3_REQUEST_CANCELLED. Any thread; idempotent.
+  void cancel() const;
+
+  struct State;
+  explicit RequestHandle(std::shared_ptr<State> s) : state_(std::move(s)) {}
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
 class Connection {
  public:
   using ResponseHandler = std::function<void(std::error_code, Response)>;
 
   /// Sends an HTTP/3 request. Completes on the endpoint's strand with the whole response, or:
-  /// timed_out (after `timeout`), stream_reset, connection_closed, too_many_pending.
-  void request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler);
+  /// timed_out (after `timeout`), cancelled, stream_reset, connection_closed, too_many_pending.
+  RequestHandle request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler);
 
   using SessionHandler = std::function<void(std::error_code, std::shared_ptr<Session>)>;
   /// Opens a session: a POST to `head.path` whose request and response bodies are the two

@@ -615,3 +615,32 @@ TEST_CASE("transport: sessions check the realm: 403 and close for another realm,
   CHECK_FALSE(conn->is_open());
   CHECK(accepted == 1);
 }
+
+TEST_CASE("transport: a request can be cancelled; the connection carries on", "[transport][cancel]") {
+  Loop loop;
+  auto server = make(loop.io, options());
+  add_echo(*server);
+  std::vector<Responder> parked;
+  std::mutex m;
+  server->route("GET", "/never", [&](Request&&, Responder r) {
+    std::lock_guard lock(m);
+    parked.push_back(std::move(r));
+  });
+  auto client = make(loop.io, options());
+  std::error_code ec;
+  auto conn = dial(*client, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  Request get;
+  get.method = "GET";
+  get.path = "/never";
+  std::promise<std::error_code> p;
+  auto handle = conn->request(get, 10s, [&](std::error_code e, Response) { p.set_value(e); });
+  std::this_thread::sleep_for(50ms);
+  const auto t0 = std::chrono::steady_clock::now();
+  handle.cancel();
+  handle.cancel();  // idempotent
+  CHECK(p.get_future().get() == errc::cancelled);
+  CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+  CHECK(call(*conn, post("/echo", {4})).second.body == std::vector<std::uint8_t>{4});
+  server->close();
+}
