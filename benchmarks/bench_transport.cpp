@@ -15,6 +15,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 
 #include "macula/error.hpp"
+#include "support/io_thread.hpp"
 #include "transport/endpoint.hpp"
 #include "wire/frame.hpp"
 #include "wire/frame_reader.hpp"
@@ -27,16 +28,7 @@ using udp = asio::ip::udp;
 
 namespace {
 
-struct Loop {
-  asio::io_context io;
-  asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
-  std::thread thread{[this] { io.run(); }};
-  ~Loop() {
-    guard.reset();
-    io.stop();
-    thread.join();
-  }
-};
+using Loop = macula::test::IoThread;
 
 // Server and client endpoints; by default on one io_context thread like the raw-stack
 // measurement, or each on its own thread (two_threads) like two nodes on two cores.

@@ -8,6 +8,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 
 #include "macula/error.hpp"
+#include "support/io_thread.hpp"
 #include "transport/connection_pool.hpp"
 
 using namespace macula;
@@ -18,16 +19,7 @@ using udp = asio::ip::udp;
 
 namespace {
 
-struct Loop {
-  asio::io_context io;
-  asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
-  std::thread thread{[this] { io.run(); }};
-  ~Loop() {
-    guard.reset();
-    io.stop();
-    thread.join();
-  }
-};
+using Loop = macula::test::IoThread;
 
 std::shared_ptr<Endpoint> make(asio::io_context& io) {
   EndpointOptions o;
@@ -54,23 +46,14 @@ TEST_CASE("pool: reuses the connection to a peer; concurrent dials collapse into
   auto client = make(loop.io);
   // The server's io_context does not run until all ten get()s are queued, so the dial
   // cannot complete in between, however the threads are scheduled.
-  asio::io_context server_io;
-  auto server = make(server_io);
+  Loop server_loop(false);
+  auto server = make(server_loop.io);
   auto pool = ConnectionPool::create(loop.io, client, PoolOptions{});
   std::vector<std::promise<std::shared_ptr<Connection>>> ps(10);
   for (auto& p : ps)
     pool->get(server->node_id(), server->local_endpoint(),
               [&p](std::error_code ec, std::shared_ptr<Connection> c) { p.set_value(ec ? nullptr : c); });
-  auto guard = asio::make_work_guard(server_io);
-  std::thread server_thread([&] { server_io.run(); });
-  struct Join {
-    asio::io_context& io;
-    std::thread& t;
-    ~Join() {
-      io.stop();
-      t.join();
-    }
-  } join{server_io, server_thread};
+  server_loop.start();
   std::vector<std::shared_ptr<Connection>> got;
   for (auto& p : ps) got.push_back(p.get_future().get());
   for (auto& c : got) {
@@ -150,24 +133,15 @@ TEST_CASE("pool: the idle reaper closes connections nobody used", "[pool][reaper
 TEST_CASE("pool: a failed dial reports the error to every waiter", "[pool]") {
   Loop loop;
   auto client = make(loop.io);
-  asio::io_context server_io;  // not running until both get()s are queued (see above)
-  auto server = make(server_io);
+  Loop server_loop(false);  // not running until both get()s are queued (see above)
+  auto server = make(server_loop.io);
   auto pool = ConnectionPool::create(loop.io, client, PoolOptions{});
   // The right address but the wrong node id: the handshake refuses the peer.
   std::promise<std::error_code> p1, p2;
   const NodeId wrong = Identity::generate().node_id();
   pool->get(wrong, server->local_endpoint(), [&](std::error_code ec, std::shared_ptr<Connection>) { p1.set_value(ec); });
   pool->get(wrong, server->local_endpoint(), [&](std::error_code ec, std::shared_ptr<Connection>) { p2.set_value(ec); });
-  auto guard = asio::make_work_guard(server_io);
-  std::thread server_thread([&] { server_io.run(); });
-  struct Join {
-    asio::io_context& io;
-    std::thread& t;
-    ~Join() {
-      io.stop();
-      t.join();
-    }
-  } join{server_io, server_thread};
+  server_loop.start();
   CHECK(p1.get_future().get() == errc::peer_identity_mismatch);
   CHECK(p2.get_future().get() == errc::peer_identity_mismatch);
   CHECK(pool->stats().failures == 1);

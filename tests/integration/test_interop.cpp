@@ -17,6 +17,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 
 #include "macula/error.hpp"
+#include "support/io_thread.hpp"
 #include "transport/endpoint.hpp"
 
 extern char** environ;
@@ -29,16 +30,7 @@ using udp = asio::ip::udp;
 
 namespace {
 
-struct Loop {
-  asio::io_context io;
-  asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
-  std::thread thread{[this] { io.run(); }};
-  ~Loop() {
-    guard.reset();
-    io.stop();
-    thread.join();
-  }
-};
+using Loop = macula::test::IoThread;
 
 bool have(const char* path) { return access(path, X_OK) == 0; }
 

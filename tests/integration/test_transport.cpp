@@ -14,6 +14,7 @@
 #include <boost/asio/ip/udp.hpp>
 
 #include "macula/error.hpp"
+#include "support/io_thread.hpp"
 #include "transport/endpoint.hpp"
 #include "transport/identity.hpp"
 
@@ -25,17 +26,7 @@ using udp = asio::ip::udp;
 
 namespace {
 
-// An io_context running on its own thread for the test's lifetime.
-struct Loop {
-  asio::io_context io;
-  asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
-  std::thread thread{[this] { io.run(); }};
-  ~Loop() {
-    guard.reset();
-    io.stop();
-    thread.join();
-  }
-};
+using Loop = macula::test::IoThread;
 
 EndpointOptions options() {
   EndpointOptions o;
