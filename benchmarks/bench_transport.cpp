@@ -104,7 +104,7 @@ void SessionFrames64(benchmark::State& state) {
   std::promise<void> opened;
   Request head;
   head.path = "/s";
-  pair.conn->open_session(head, SessionCallbacks{[](std::span<const std::uint8_t>) {}, [](std::error_code) {}}, 5s,
+  pair.conn->open_session(head, SessionCallbacks{[](std::span<const std::uint8_t>) {}, [](std::error_code) {}, {}, {}}, 5s,
                           [&](std::error_code, std::shared_ptr<Session> s) {
                             session = s;
                             opened.set_value();

@@ -313,6 +313,20 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
   std::size_t clients = 0;
   std::map<std::pair<std::string, std::string>, RequestHandler> routes;
   std::map<std::string, SessionAcceptor> session_routes;
+  std::map<std::pair<std::string, std::string>, SessionAcceptor> stream_routes;
+  const SessionAcceptor* find_stream_route(const std::string& method, const std::string& path) const {
+    if (method == "POST")
+      if (auto it = session_routes.find(path); it != session_routes.end()) return &it->second;
+    const SessionAcceptor* best = nullptr;
+    std::size_t best_len = 0;
+    for (const auto& [key, acceptor] : stream_routes) {
+      if (key.first == method && path.compare(0, key.second.size(), key.second) == 0 && key.second.size() >= best_len) {
+        best = &acceptor;
+        best_len = key.second.size();
+      }
+    }
+    return best;
+  }
   EndpointStats stats;
 
   struct OutPacket {
@@ -798,8 +812,14 @@ int Connection::Impl::h3_end_stream(std::int64_t sid) {
   if (it == streams.end()) return 0;
   Stream& s = *it->second;
   if (s.session) {
-    // The peer finished its direction: the session is over; finish ours after queued bytes.
     auto session = s.session;
+    if (session->callbacks.on_end) {  // half-close: our direction goes on
+      auto on_end = std::move(session->callbacks.on_end);
+      session->callbacks.on_end = nullptr;
+      on_end();
+      return 0;
+    }
+    // The peer finished its direction: the session is over; finish ours after queued bytes.
     session->fin_requested = true;
     nghttp3_conn_resume_stream(h3, sid);
     schedule_write();
@@ -1090,7 +1110,7 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
     auto handler = std::move(s.on_session);
     s.on_session = nullptr;
     cancel_deadline(s);
-    if (s.status != 200) {
+    if (s.status < 200 || s.status > 299) {
       s.session->closed = true;
       ngtcp2_conn_shutdown_stream(conn, sid, NGHTTP3_H3_REQUEST_CANCELLED);
       schedule_write();
@@ -1101,9 +1121,9 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
     return 0;
   }
   auto e = ep();
-  if (s.method != "POST" || s.header_overflow) return 0;
-  auto route = e->session_routes.find(s.path);
-  if (route == e->session_routes.end()) return 0;  // an ordinary request: answered at end_stream
+  if (s.header_overflow) return 0;
+  const SessionAcceptor* acceptor = e->find_stream_route(s.method, s.path);
+  if (!acceptor) return 0;  // an ordinary request: buffered, answered at end_stream
   auto session = std::make_shared<Session::Impl>();
   session->conn = shared_from_this();
   session->stream_id = sid;
@@ -1116,7 +1136,7 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
   head.headers = s.headers;
   head.peer = peer;
   SessionCallbacks callbacks;
-  const int status = refuse_requests ? 503 : route->second(head, std::make_shared<Session>(session), callbacks);
+  const int status = refuse_requests ? 503 : (*acceptor)(head, std::make_shared<Session>(session), callbacks);
   if (status != 200) {
     Response r;
     r.status = status;
@@ -1125,11 +1145,17 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
     if (refuse_requests || status == 403) close_after_response(sid);
     return 0;
   }
-  session->callbacks = std::move(callbacks);
-  s.session = session;
   s.responded = true;
   s.nv_strings = {":status", "200"};
-  std::vector<nghttp3_nv> nva{make_nv(s.nv_strings[0], s.nv_strings[1])};
+  for (auto& h : callbacks.response_headers) {
+    s.nv_strings.push_back(std::move(h.name));
+    s.nv_strings.push_back(std::move(h.value));
+  }
+  callbacks.response_headers.clear();
+  session->callbacks = std::move(callbacks);
+  s.session = session;
+  std::vector<nghttp3_nv> nva;
+  for (std::size_t i = 0; i + 1 < s.nv_strings.size(); i += 2) nva.push_back(make_nv(s.nv_strings[i], s.nv_strings[i + 1]));
   nghttp3_data_reader dr{transport::h3_read_data};
   nghttp3_conn_submit_response(h3, sid, nva.data(), nva.size(), &dr);
   return 0;
@@ -1149,8 +1175,8 @@ void Connection::Impl::start_session(Request head, SessionCallbacks callbacks, s
   s->session->bound = ep()->options.session_send_buffer;
   s->session->callbacks = std::move(callbacks);
   s->on_session = std::move(handler);
-  s->nv_strings = {":method", "POST", ":scheme", "https", ":authority",
-                   head.authority.empty() ? std::string("macula") : head.authority, ":path", head.path};
+  s->nv_strings = {":method", head.method.empty() ? std::string("POST") : head.method, ":scheme", "https",
+                   ":authority", head.authority.empty() ? std::string("macula") : head.authority, ":path", head.path};
   for (auto& h : head.headers) {
     s->nv_strings.push_back(std::move(h.name));
     s->nv_strings.push_back(std::move(h.value));
@@ -1929,6 +1955,13 @@ void Connection::open_session(Request head, SessionCallbacks callbacks, std::chr
   asio::dispatch(e->strand, [impl = impl_, h = std::move(head), cb = std::move(callbacks), timeout,
                              done = std::move(handler)]() mutable {
     impl->start_session(std::move(h), std::move(cb), timeout, std::move(done));
+  });
+}
+
+void Endpoint::stream_route(std::string method, std::string path_prefix, SessionAcceptor acceptor) {
+  asio::dispatch(impl_->strand, [impl = impl_, m = std::move(method), p = std::move(path_prefix),
+                                 a = std::move(acceptor)]() mutable {
+    impl->stream_routes[{std::move(m), std::move(p)}] = std::move(a);
   });
 }
 

@@ -114,6 +114,11 @@ struct SessionCallbacks {
   std::function<void(std::span<const std::uint8_t>)> on_data;
   /// The session ended: empty error for a clean end by either side, else why.
   std::function<void(std::error_code)> on_close;
+  /// Optional: the peer finished its direction (its body ended) while ours may go on, as an
+  /// HTTP upload does before its response. Without it, the peer's end ends the session.
+  std::function<void()> on_end;
+  /// Acceptor side: extra response headers to send with the status.
+  std::vector<Header> response_headers;
 };
 
 /// A long-lived bidirectional HTTP/3 request carrying binary frames both ways (DESIGN §5).
@@ -163,6 +168,10 @@ class Endpoint {
 
   /// Accepts sessions opened with POST to exactly `path`.
   void session_route(std::string path, SessionAcceptor acceptor);
+  /// Streaming handler for any request with `method` whose path starts with `path_prefix`
+  /// (longest prefix wins; checked before buffered routes): the request body arrives through
+  /// on_data/on_end as it comes, and the response body is written with Session::send.
+  void stream_route(std::string method, std::string path_prefix, SessionAcceptor acceptor);
 
   using ConnectHandler = std::function<void(std::error_code, std::shared_ptr<Connection>)>;
   /// Dials `remote`. When `expected` is set, the peer must prove exactly that node id.
@@ -220,9 +229,9 @@ class Connection {
   RequestHandle request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler);
 
   using SessionHandler = std::function<void(std::error_code, std::shared_ptr<Session>)>;
-  /// Opens a session: a POST to `head.path` whose request and response bodies are the two
-  /// frame streams. Completes when the peer answered 200, or with: connection_refused (the
-  /// peer answered another status; `status` in the log), connection_closed, timed_out.
+  /// Opens a session: a request (`head.method`, POST when empty) to `head.path` whose request
+  /// and response bodies are the two byte streams. Completes when the peer answered 2xx, or
+  /// with: connection_refused (another status), connection_closed, timed_out.
   void open_session(Request head, SessionCallbacks callbacks, std::chrono::nanoseconds timeout,
                     SessionHandler handler);
 

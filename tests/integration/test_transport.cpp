@@ -403,7 +403,7 @@ TEST_CASE("transport: a refused session reports the refusal", "[transport][sessi
   Request head;
   head.path = "/macula/v1/session";
   std::promise<std::error_code> opened;
-  conn->open_session(head, SessionCallbacks{[](std::span<const std::uint8_t>) {}, [](std::error_code) {}}, 5s,
+  conn->open_session(head, SessionCallbacks{[](std::span<const std::uint8_t>) {}, [](std::error_code) {}, {}, {}}, 5s,
                      [&](std::error_code e, std::shared_ptr<Session>) { opened.set_value(e); });
   CHECK(opened.get_future().get() == errc::connection_refused);
   // The connection is still usable for requests.
@@ -580,7 +580,7 @@ TEST_CASE("transport: sessions check the realm: 403 and close for another realm,
     head.path = "/macula/v1/session";
     head.headers = std::move(headers);
     std::promise<std::error_code> p;
-    c.open_session(head, SessionCallbacks{[](std::span<const std::uint8_t>) {}, [](std::error_code) {}}, 5s,
+    c.open_session(head, SessionCallbacks{[](std::span<const std::uint8_t>) {}, [](std::error_code) {}, {}, {}}, 5s,
                    [&](std::error_code e, std::shared_ptr<Session>) { p.set_value(e); });
     return p.get_future().get();
   };
@@ -634,4 +634,119 @@ TEST_CASE("transport: a request can be cancelled; the connection carries on", "[
   CHECK(std::chrono::steady_clock::now() - t0 < 1s);
   CHECK(call(*conn, post("/echo", {4})).second.body == std::vector<std::uint8_t>{4});
   server->close();
+}
+
+TEST_CASE("transport: streaming routes: a 5 MiB upload streamed in, a 3 MiB download streamed out",
+          "[transport][streaming]") {
+  Loop loop;
+  auto so = options();
+  so.session_send_buffer = 512 * 1024;
+  auto server = make(loop.io, std::move(so));
+  auto co = options();
+  co.session_send_buffer = 512 * 1024;
+  auto client = make(loop.io, std::move(co));
+  constexpr std::size_t kUp = 5 << 20, kDown = 3 << 20;
+
+  // Upload: the handler sees the body as it arrives (never buffered whole), then answers.
+  struct Upload {
+    std::size_t bytes = 0;
+    std::uint64_t sum = 0;
+    std::size_t largest_piece = 0;
+  };
+  auto up = std::make_shared<Upload>();
+  server->stream_route("PUT", "/upload/", [up](const Request& head, std::shared_ptr<Session> s, SessionCallbacks& cb) {
+    if (head.path != "/upload/blob") return 404;
+    cb.response_headers.push_back({"x-upload", "streaming"});
+    cb.on_data = [up](std::span<const std::uint8_t> bytes) {
+      up->bytes += bytes.size();
+      up->largest_piece = std::max(up->largest_piece, bytes.size());
+      for (auto b : bytes) up->sum += b;
+    };
+    cb.on_end = [up, s] {
+      const std::string answer = "got " + std::to_string(up->bytes) + " sum " + std::to_string(up->sum);
+      (void)s->send({reinterpret_cast<const std::uint8_t*>(answer.data()), answer.size()});
+      s->close();
+    };
+    cb.on_close = [](std::error_code) {};
+    return 200;
+  });
+  // Download: the handler writes more than its send buffer holds, resuming on on_writable.
+  server->stream_route("GET", "/download", [](const Request&, std::shared_ptr<Session> s, SessionCallbacks& cb) {
+    auto sent = std::make_shared<std::size_t>(0);
+    auto pump = std::make_shared<std::function<void()>>();
+    *pump = [s, sent, pump] {
+      std::vector<std::uint8_t> piece(32 * 1024);
+      while (*sent < kDown) {
+        for (std::size_t i = 0; i < piece.size(); ++i) piece[i] = static_cast<std::uint8_t>((*sent + i) * 7);
+        if (s->send(piece) == errc::queue_full) return s->on_writable(*pump);
+        *sent += piece.size();
+      }
+      s->close();
+      *pump = nullptr;
+    };
+    cb.on_data = [](std::span<const std::uint8_t>) {};
+    cb.on_end = [pump] { (*pump)(); };  // start once the (empty) request body has ended
+    cb.on_close = [](std::error_code) {};
+    return 200;
+  });
+
+  std::error_code ec;
+  auto conn = dial(*client, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+
+  // --- upload
+  std::string answer;
+  std::promise<std::error_code> up_done;
+  SessionCallbacks ucb;
+  ucb.on_data = [&](std::span<const std::uint8_t> b) { answer.append(b.begin(), b.end()); };
+  ucb.on_close = [&](std::error_code e) { up_done.set_value(e); };
+  Request put;
+  put.method = "PUT";
+  put.path = "/upload/blob";
+  std::uint64_t expected_sum = 0;
+  std::vector<std::uint8_t> blob(kUp);
+  for (std::size_t i = 0; i < kUp; ++i) expected_sum += (blob[i] = static_cast<std::uint8_t>(i * 31));
+  auto offset = std::make_shared<std::size_t>(0);
+  auto uploader = std::make_shared<std::function<void()>>();
+  std::shared_ptr<Session> upload_session;
+  conn->open_session(put, ucb, 5s, [&](std::error_code e, std::shared_ptr<Session> s) {
+    REQUIRE_FALSE(e);
+    upload_session = s;
+    *uploader = [&, s, offset, uploader] {
+      while (*offset < kUp) {
+        const std::size_t n = std::min<std::size_t>(64 * 1024, kUp - *offset);
+        if (s->send({blob.data() + *offset, n}) == errc::queue_full) return s->on_writable(*uploader);
+        *offset += n;
+      }
+      s->close();  // end of the request body
+      *uploader = nullptr;
+    };
+    (*uploader)();
+  });
+  REQUIRE(up_done.get_future().wait_for(30s) == std::future_status::ready);
+  CHECK(answer == "got " + std::to_string(kUp) + " sum " + std::to_string(expected_sum));
+  CHECK(up->largest_piece < kUp);  // it arrived in pieces, not as one buffered body
+
+  // --- download
+  std::size_t received = 0;
+  bool pattern_ok = true;
+  std::promise<std::error_code> down_done;
+  SessionCallbacks dcb;
+  dcb.on_data = [&](std::span<const std::uint8_t> b) {
+    for (auto x : b) {
+      if (x != static_cast<std::uint8_t>(received * 7)) pattern_ok = false;
+      ++received;
+    }
+  };
+  dcb.on_close = [&](std::error_code e) { down_done.set_value(e); };
+  Request get;
+  get.method = "GET";
+  get.path = "/download";
+  conn->open_session(get, dcb, 5s, [&](std::error_code e, std::shared_ptr<Session> s) {
+    REQUIRE_FALSE(e);
+    s->close();  // no request body
+  });
+  REQUIRE(down_done.get_future().wait_for(30s) == std::future_status::ready);
+  CHECK(received == kDown);
+  CHECK(pattern_ok);
 }
