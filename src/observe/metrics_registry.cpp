@@ -99,9 +99,18 @@ MetricsRegistry::Series& MetricsRegistry::series(std::string_view name, std::str
   return *it->second.series.back();
 }
 
+void MetricsRegistry::counter_callback(std::string_view name, std::string_view help, const Labels& labels,
+                                       std::function<double()> read) {
+  std::lock_guard lock(mutex_);
+  Series& s = series(name, help, Type::counter, labels);
+  if (s.counter) throw std::system_error(errc::metrics_type_conflict, std::string(name));
+  s.callback = std::move(read);
+}
+
 core::Counter& MetricsRegistry::counter(std::string_view name, std::string_view help, const Labels& labels) {
   std::lock_guard lock(mutex_);
   Series& s = series(name, help, Type::counter, labels);
+  if (s.callback) throw std::system_error(errc::metrics_type_conflict, std::string(name));
   if (!s.counter) s.counter = std::make_unique<core::Counter>();
   return *s.counter;
 }

@@ -310,7 +310,12 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
   std::chrono::steady_clock::time_point reset_refill = std::chrono::steady_clock::now();
   std::unordered_set<std::shared_ptr<Connection::Impl>> touched;
   std::unordered_set<std::shared_ptr<Connection::Impl>> blocked;  // waiting for send space
-  std::size_t clients = 0;
+  std::atomic<std::size_t> clients{0};
+  std::atomic<std::size_t> connection_count{0};  // connections.size(), readable from any thread
+  void add_connection(const std::shared_ptr<Connection::Impl>& c) {
+    connections.insert(c);
+    connection_count.store(connections.size(), std::memory_order_relaxed);
+  }
   std::map<std::pair<std::string, std::string>, RequestHandler> routes;
   std::map<std::string, SessionAcceptor> session_routes;
   std::map<std::pair<std::string, std::string>, SessionAcceptor> stream_routes;
@@ -327,7 +332,12 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
     }
     return best;
   }
-  EndpointStats stats;
+  // Written on the strand, read by stats()/metrics from any thread.
+  struct Counters {
+    std::atomic<std::uint64_t> datagrams_received{0}, datagrams_sent{0}, datagrams_dropped{0}, send_would_block{0},
+        handshakes_completed{0}, clients_refused{0}, retries_sent{0}, tokens_accepted{0}, stateless_resets_sent{0},
+        stateless_resets_received{0};
+  } stats;
 
   struct OutPacket {
     sockaddr_storage to;
@@ -1624,7 +1634,7 @@ void Endpoint::Impl::accept(const udp::endpoint& from, const std::uint8_t* data,
   if (want_retry && !validated) return send_retry(hd, from);
 
   auto c = std::make_shared<Connection::Impl>(shared_from_this(), true, from);
-  connections.insert(c);
+  add_connection(c);
   by_remote.emplace(remote_key(from), c);
   if (!c->init_server(hd, socket.local_endpoint(), hd.token.len > 0 && hd.token.base[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY ? &odcid : nullptr)) {
     ++stats.datagrams_dropped;
@@ -1766,6 +1776,7 @@ void Endpoint::Impl::remove(const std::shared_ptr<Connection::Impl>& c) {
   touched.erase(c);
   blocked.erase(c);
   connections.erase(c);
+  connection_count.store(connections.size(), std::memory_order_relaxed);
 }
 
 const RequestHandler* Endpoint::Impl::find_route(const std::string& method, const std::string& path) const {
@@ -1824,7 +1835,7 @@ void Endpoint::connect(const udp::endpoint& remote, std::optional<NodeId> expect
     if (impl->closed || impl->draining) return handler(errc::endpoint_closed, nullptr);
     if (remote.protocol() != impl->socket.local_endpoint().protocol()) return handler(errc::address_invalid, nullptr);
     auto c = std::make_shared<Connection::Impl>(impl, false, remote);
-    impl->connections.insert(c);
+    impl->add_connection(c);
     impl->by_remote.emplace(Impl::remote_key(remote), c);
     if (!c->init_client(expected)) {
       impl->remove(c);
@@ -1914,15 +1925,22 @@ void Endpoint::abort() {
 }
 
 EndpointStats Endpoint::stats() const {
-  std::promise<EndpointStats> p;
-  auto f = p.get_future();
-  asio::dispatch(impl_->strand, [impl = impl_, &p] {
-    EndpointStats s = impl->stats;
-    s.connections = impl->connections.size();
-    s.clients = impl->clients;
-    p.set_value(s);
-  });
-  return f.get();
+  const auto& c = impl_->stats;
+  auto get = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  EndpointStats s;
+  s.connections = impl_->connection_count.load(std::memory_order_relaxed);
+  s.clients = impl_->clients.load(std::memory_order_relaxed);
+  s.datagrams_received = get(c.datagrams_received);
+  s.datagrams_sent = get(c.datagrams_sent);
+  s.datagrams_dropped = get(c.datagrams_dropped);
+  s.send_would_block = get(c.send_would_block);
+  s.handshakes_completed = get(c.handshakes_completed);
+  s.clients_refused = get(c.clients_refused);
+  s.retries_sent = get(c.retries_sent);
+  s.tokens_accepted = get(c.tokens_accepted);
+  s.stateless_resets_sent = get(c.stateless_resets_sent);
+  s.stateless_resets_received = get(c.stateless_resets_received);
+  return s;
 }
 
 RequestHandle Connection::request(Request request, std::chrono::nanoseconds timeout, ResponseHandler handler) {

@@ -194,8 +194,7 @@ class Endpoint {
   /// (for fault tests; peers learn of it by stateless reset or idle timeout).
   void abort();
 
-  /// A snapshot, computed on the endpoint's strand (blocks the caller until it has run, so
-  /// never call it from the strand itself).
+  /// A snapshot of the counters; any thread, never blocks.
   EndpointStats stats() const;
 
   class Impl;

@@ -10,6 +10,7 @@
 #include "macula/error.hpp"
 #include "support/io_thread.hpp"
 #include "transport/connection_pool.hpp"
+#include "macula/observe/metrics_registry.hpp"
 
 using namespace macula;
 using namespace macula::transport;
@@ -180,4 +181,34 @@ TEST_CASE("transport: 200 concurrent connections to one endpoint", "[transport][
   int served = 0;
   for (auto& r : rs) served += r.get_future().get() == 200 ? 1 : 0;
   CHECK(served == 200);
+}
+
+#include "transport/transport_metrics.hpp"
+
+TEST_CASE("metrics: endpoint and pool series render with live values and can be removed", "[pool][metrics]") {
+  Loop loop;
+  auto client = make(loop.io);
+  auto server = make(loop.io);
+  auto pool = ConnectionPool::create(loop.io, client, PoolOptions{});
+  observe::MetricsRegistry registry;
+  auto remove_ep = export_metrics(registry, server, {{"endpoint", "server"}});
+  auto remove_pool = export_metrics(registry, pool);
+  get(*pool, *server);
+  get(*pool, *server);
+  // The server completes its side of the handshake when the client's Finished arrives,
+  // which can be just after the client's side completed.
+  for (int i = 0; i < 100 && server->stats().handshakes_completed == 0; ++i) std::this_thread::sleep_for(10ms);
+  const std::string text = registry.render();
+  INFO(text);
+  CHECK(text.find("# TYPE macula_transport_connections gauge\nmacula_transport_connections{endpoint=\"server\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("# TYPE macula_transport_handshakes_total counter\nmacula_transport_handshakes_total{endpoint=\"server\"} 1\n") !=
+        std::string::npos);
+  CHECK(text.find("macula_pool_hits_total 1\n") != std::string::npos);
+  CHECK(text.find("macula_pool_misses_total 1\n") != std::string::npos);
+  CHECK(text.find("macula_pool_size 1\n") != std::string::npos);
+  CHECK(text.find("macula_transport_datagrams_received_total{endpoint=\"server\"} 0\n") == std::string::npos);
+  remove_ep();
+  remove_pool();
+  CHECK(registry.render().empty());
 }

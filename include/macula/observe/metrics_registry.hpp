@@ -43,7 +43,11 @@ class MetricsRegistry {
   /// under the registry's mutex, and must outlive the registry or be removed first.
   void gauge_callback(std::string_view name, std::string_view help, const Labels& labels,
                       std::function<double()> read);
-  /// Removes a callback gauge (for components that die before the registry).
+  /// A counter whose value `read` returns at render time (a component's own monotonic
+  /// count); same rules as gauge_callback.
+  void counter_callback(std::string_view name, std::string_view help, const Labels& labels,
+                        std::function<double()> read);
+  /// Removes a callback series (for components that die before the registry).
   void remove_gauge_callback(std::string_view name, const Labels& labels);
 
   /// Prometheus text format 0.0.4: families sorted by name, series in registration order.

@@ -1,0 +1,100 @@
+#include "transport/transport_metrics.hpp"
+
+#include <string>
+#include <vector>
+
+namespace macula::transport {
+namespace {
+
+template <class T, class Field>
+std::function<double()> reader(const std::shared_ptr<T>& source, Field field) {
+  std::weak_ptr<T> weak = source;
+  return [weak, field] {
+    auto s = weak.lock();
+    return s ? static_cast<double>(field(s->stats())) : 0.0;
+  };
+}
+
+}  // namespace
+
+std::function<void()> export_metrics(observe::MetricsRegistry& r, const std::shared_ptr<Endpoint>& ep,
+                                     const observe::Labels& labels) {
+  using S = EndpointStats;
+  struct Def {
+    const char* name;
+    const char* help;
+    bool counter;
+    std::function<double(const S&)> field;
+  };
+  const std::vector<Def> defs = {
+      {"macula_transport_connections", "Open QUIC connections (nodes and clients).", false,
+       [](const S& s) { return double(s.connections); }},
+      {"macula_transport_clients", "Connections from clients (peers without a node certificate).", false,
+       [](const S& s) { return double(s.clients); }},
+      {"macula_transport_datagrams_received_total", "UDP datagrams received.", true,
+       [](const S& s) { return double(s.datagrams_received); }},
+      {"macula_transport_datagrams_sent_total", "UDP datagrams sent.", true,
+       [](const S& s) { return double(s.datagrams_sent); }},
+      {"macula_transport_datagrams_dropped_total",
+       "Datagrams dropped: garbage, unknown connection ids, truncated, over limits.", true,
+       [](const S& s) { return double(s.datagrams_dropped); }},
+      {"macula_transport_send_would_block_total", "Times the socket pushed back (the tail is kept, not dropped).",
+       true, [](const S& s) { return double(s.send_would_block); }},
+      {"macula_transport_handshakes_total", "Completed QUIC handshakes.", true,
+       [](const S& s) { return double(s.handshakes_completed); }},
+      {"macula_transport_clients_refused_total", "Clients refused past max_clients.", true,
+       [](const S& s) { return double(s.clients_refused); }},
+      {"macula_transport_retries_total", "Retry packets sent (address validation).", true,
+       [](const S& s) { return double(s.retries_sent); }},
+      {"macula_transport_stateless_resets_sent_total", "Stateless resets sent.", true,
+       [](const S& s) { return double(s.stateless_resets_sent); }},
+      {"macula_transport_stateless_resets_received_total", "Connections ended by a peer's stateless reset.", true,
+       [](const S& s) { return double(s.stateless_resets_received); }},
+  };
+  std::vector<std::string> names;
+  for (const auto& d : defs) {
+    auto read = reader(ep, d.field);
+    if (d.counter) r.counter_callback(d.name, d.help, labels, read);
+    else r.gauge_callback(d.name, d.help, labels, read);
+    names.emplace_back(d.name);
+  }
+  return [&r, names, labels] {
+    for (const auto& n : names) r.remove_gauge_callback(n, labels);
+  };
+}
+
+std::function<void()> export_metrics(observe::MetricsRegistry& r, const std::shared_ptr<ConnectionPool>& pool,
+                                     const observe::Labels& labels) {
+  using S = PoolStats;
+  struct Def {
+    const char* name;
+    const char* help;
+    bool counter;
+    std::function<double(const S&)> field;
+  };
+  const std::vector<Def> defs = {
+      {"macula_pool_size", "Pooled connections.", false, [](const S& s) { return double(s.size); }},
+      {"macula_pool_hits_total", "get() answered by a pooled connection.", true,
+       [](const S& s) { return double(s.hits); }},
+      {"macula_pool_misses_total", "get() that started a dial.", true, [](const S& s) { return double(s.misses); }},
+      {"macula_pool_collapsed_total", "get() that joined a dial already in flight.", true,
+       [](const S& s) { return double(s.collapsed); }},
+      {"macula_pool_evictions_total", "Connections closed to stay within max_size.", true,
+       [](const S& s) { return double(s.evictions); }},
+      {"macula_pool_reaped_total", "Idle connections closed by the reaper.", true,
+       [](const S& s) { return double(s.reaped); }},
+      {"macula_pool_dial_failures_total", "Dials that failed.", true, [](const S& s) { return double(s.failures); }},
+  };
+  std::vector<std::string> names;
+  for (const auto& d : defs) {
+    auto read = reader(pool, d.field);
+    if (d.counter) r.counter_callback(d.name, d.help, labels, read);
+    else r.gauge_callback(d.name, d.help, labels, read);
+    names.emplace_back(d.name);
+  }
+  return [&r, names, labels] {
+    for (const auto& n : names) r.remove_gauge_callback(n, labels);
+  };
+}
+
+}  // namespace macula::transport
