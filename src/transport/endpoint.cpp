@@ -119,9 +119,28 @@ class Session::Impl {
   std::error_code send(std::span<const std::uint8_t> bytes);
   nghttp3_ssize read(nghttp3_vec* vec, std::size_t veccnt, std::uint32_t* pflags);
   void on_acked(std::uint64_t len);
+  // Endpoint-wide aggregates (sessions open, bytes buffered, refused sends) for metrics.
+  std::atomic<std::size_t>* total_buffered = nullptr;
+  std::atomic<std::size_t>* total_sessions = nullptr;
+  std::atomic<std::uint64_t>* total_refused = nullptr;
+  void attach(std::atomic<std::size_t>& buffered_total, std::atomic<std::size_t>& sessions_total,
+              std::atomic<std::uint64_t>& refused_total) {
+    total_buffered = &buffered_total;
+    total_sessions = &sessions_total;
+    total_refused = &refused_total;
+    total_sessions->fetch_add(1, std::memory_order_relaxed);
+  }
+  ~Impl() { detach(); }
+  void detach() {
+    if (!total_sessions) return;
+    total_sessions->fetch_sub(1, std::memory_order_relaxed);
+    total_buffered->fetch_sub(buffered, std::memory_order_relaxed);
+    total_sessions = nullptr;
+  }
   void finish(std::error_code ec) {
     if (closed) return;
     closed = true;
+    detach();
     if (callbacks.on_close) {
       auto cb = std::move(callbacks.on_close);
       callbacks = {};
@@ -248,6 +267,9 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   std::uint64_t armed_expiry_ = UINT64_MAX;
   bool write_scheduled_ = false;
   bool in_read_ = false;
+ public:
+  bool offered_reset_ = false;  // the datagram being read was offered as a possible stateless reset
+ private:
   // Request deadlines: one timer per connection at the earliest one (see arm_timer for why).
   std::multimap<std::chrono::steady_clock::time_point, std::int64_t> deadlines_;
   std::unique_ptr<asio::steady_timer> deadline_timer_;
@@ -336,7 +358,8 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
   struct Counters {
     std::atomic<std::uint64_t> datagrams_received{0}, datagrams_sent{0}, datagrams_dropped{0}, send_would_block{0},
         handshakes_completed{0}, clients_refused{0}, retries_sent{0}, tokens_accepted{0}, stateless_resets_sent{0},
-        stateless_resets_received{0};
+        stateless_resets_received{0}, session_sends_refused{0};
+    std::atomic<std::size_t> sessions{0}, session_bytes_buffered{0};
   } stats;
 
   struct OutPacket {
@@ -1033,8 +1056,10 @@ std::error_code Session::Impl::send(std::span<const std::uint8_t> bytes) {
   if (closed || fin_requested || !c || c->closing) return errc::connection_closed;
   if (buffered + bytes.size() > bound) {
     ++refused;
+    if (total_refused) total_refused->fetch_add(1, std::memory_order_relaxed);
     return errc::queue_full;
   }
+  if (total_buffered) total_buffered->fetch_add(bytes.size(), std::memory_order_relaxed);
   while (!bytes.empty()) {
     if (chunks.empty() || chunks.back().size == kChunk) chunks.emplace_back();
     Chunk& tail = chunks.back();
@@ -1074,6 +1099,7 @@ void Session::Impl::on_acked(std::uint64_t len) {
     const std::size_t take = std::min<std::uint64_t>(len, front.size - acked_front);
     acked_front += take;
     buffered -= take;
+    if (total_buffered && total_sessions) total_buffered->fetch_sub(take, std::memory_order_relaxed);
     len -= take;
     // A fully acknowledged chunk goes, unless it is the tail that may still take bytes.
     if (acked_front == front.size && front.handed == front.size && (chunks.size() > 1 || front.size == kChunk)) {
@@ -1163,6 +1189,7 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
   }
   callbacks.response_headers.clear();
   session->callbacks = std::move(callbacks);
+  session->attach(e->stats.session_bytes_buffered, e->stats.sessions, e->stats.session_sends_refused);
   s.session = session;
   std::vector<nghttp3_nv> nva;
   for (std::size_t i = 0; i + 1 < s.nv_strings.size(); i += 2) nva.push_back(make_nv(s.nv_strings[i], s.nv_strings[i + 1]));
@@ -1184,6 +1211,10 @@ void Connection::Impl::start_session(Request head, SessionCallbacks callbacks, s
   s->session->peer = peer;
   s->session->bound = ep()->options.session_send_buffer;
   s->session->callbacks = std::move(callbacks);
+  {
+    auto e = ep();
+    s->session->attach(e->stats.session_bytes_buffered, e->stats.sessions, e->stats.session_sends_refused);
+  }
   s->on_session = std::move(handler);
   s->nv_strings = {":method", head.method.empty() ? std::string("POST") : head.method, ":scheme", "https",
                    ":authority", head.authority.empty() ? std::string("macula") : head.authority, ":path", head.path};
@@ -1302,6 +1333,8 @@ void Connection::Impl::on_datagram(const std::uint8_t* data, std::size_t len) {
   in_read_ = false;
   if (rv == 0) return;
   if (rv == NGTCP2_ERR_DRAINING) {
+    if (offered_reset_)
+      if (auto e = ep()) e->stats.stateless_resets_received.fetch_add(1, std::memory_order_relaxed);
     // The peer closed: say why in the error users see.
     const auto pc = quic::peer_close(conn);
     std::error_code why = errc::connection_closed;
@@ -1309,8 +1342,9 @@ void Connection::Impl::on_datagram(const std::uint8_t* data, std::size_t len) {
     if (pc.application && pc.code == static_cast<std::uint64_t>(CloseCode::identity_mismatch))
       why = errc::peer_identity_mismatch;
     if (on_connected) return fail(why);
-    fail_all_requests(why);
+    // State first, callbacks after: a completion handler may look at the connection.
     enter_closing(3 * ngtcp2_conn_get_pto(conn));
+    fail_all_requests(why);
     return;
   }
   if (rv == NGTCP2_ERR_DROP_CONN) return fail(errc::connection_closed);
@@ -1583,11 +1617,11 @@ void Endpoint::Impl::handle_datagram(const udp::endpoint& from, const std::uint8
     for (auto r = first; r != last; ++r) {
       auto c = r->second.lock();
       if (!c || c->closing) continue;
+      const auto before = stats.stateless_resets_received.load(std::memory_order_relaxed);
+      c->offered_reset_ = true;
       c->on_datagram(data, len);
-      if (c->closing) {  // it was a stateless reset for that connection
-        ++stats.stateless_resets_received;
-        return;
-      }
+      c->offered_reset_ = false;
+      if (c->closing || stats.stateless_resets_received.load(std::memory_order_relaxed) != before) return;
     }
     ++stats.datagrams_dropped;
     send_stateless_reset(vc.dcid, vc.dcidlen, len, from);
@@ -1940,6 +1974,9 @@ EndpointStats Endpoint::stats() const {
   s.tokens_accepted = get(c.tokens_accepted);
   s.stateless_resets_sent = get(c.stateless_resets_sent);
   s.stateless_resets_received = get(c.stateless_resets_received);
+  s.sessions = c.sessions.load(std::memory_order_relaxed);
+  s.session_bytes_buffered = c.session_bytes_buffered.load(std::memory_order_relaxed);
+  s.session_sends_refused = get(c.session_sends_refused);
   return s;
 }
 

@@ -102,6 +102,9 @@ struct EndpointStats {
   std::uint64_t tokens_accepted = 0;        ///< Initials whose Retry or NEW_TOKEN token verified
   std::uint64_t stateless_resets_sent = 0;
   std::uint64_t stateless_resets_received = 0;  ///< our connections ended by a peer's reset
+  std::size_t sessions = 0;                 ///< open session / streaming-route streams
+  std::size_t session_bytes_buffered = 0;   ///< unacknowledged bytes queued on all sessions
+  std::uint64_t session_sends_refused = 0;  ///< send() answered queue_full (backpressure)
 };
 
 class Connection;

@@ -50,6 +50,12 @@ std::function<void()> export_metrics(observe::MetricsRegistry& r, const std::sha
        [](const S& s) { return double(s.stateless_resets_sent); }},
       {"macula_transport_stateless_resets_received_total", "Connections ended by a peer's stateless reset.", true,
        [](const S& s) { return double(s.stateless_resets_received); }},
+      {"macula_transport_sessions", "Open session and streaming-route streams.", false,
+       [](const S& s) { return double(s.sessions); }},
+      {"macula_transport_session_bytes_buffered", "Unacknowledged bytes queued on all sessions (bounded per session).",
+       false, [](const S& s) { return double(s.session_bytes_buffered); }},
+      {"macula_transport_session_sends_refused_total", "Session sends refused by the buffer bound (backpressure).",
+       true, [](const S& s) { return double(s.session_sends_refused); }},
   };
   std::vector<std::string> names;
   for (const auto& d : defs) {

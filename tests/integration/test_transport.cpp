@@ -750,3 +750,61 @@ TEST_CASE("transport: streaming routes: a 5 MiB upload streamed in, a 3 MiB down
   CHECK(received == kDown);
   CHECK(pattern_ok);
 }
+
+TEST_CASE("transport: keep-alive holds an idle connection open past the idle timeout", "[transport][keepalive]") {
+  Loop loop;
+  auto short_idle = [](std::chrono::nanoseconds keep_alive) {
+    auto o = options();
+    o.idle_timeout = 300ms;
+    o.keep_alive = keep_alive;
+    return o;
+  };
+  auto server = make(loop.io, short_idle(0ns));
+  add_echo(*server);
+  auto quiet = make(loop.io, short_idle(0ns));
+  auto chatty = make(loop.io, short_idle(100ms));
+  std::error_code ec;
+  auto idle_conn = dial(*quiet, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  auto kept_conn = dial(*chatty, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  std::this_thread::sleep_for(1200ms);  // four idle timeouts
+  CHECK_FALSE(idle_conn->is_open());    // closed silently by the idle timeout
+  CHECK(kept_conn->is_open());          // PINGs every 100 ms kept it alive
+  CHECK(call(*kept_conn, post("/echo", {1})).second.status == 200);
+}
+
+TEST_CASE("transport: session backpressure is visible in the endpoint's counters", "[transport][session][metrics]") {
+  Loop loop;
+  auto co = options();
+  co.session_send_buffer = 64 * 1024;
+  auto client = make(loop.io, std::move(co));
+  auto server = make(loop.io, options());
+  // The server accepts but never reads fast enough to matter: it is simply slower than a
+  // tight loop of sends, so the client's bound is hit.
+  server->session_route("/s", [](const Request&, std::shared_ptr<Session>, SessionCallbacks& cb) {
+    cb.on_data = [](std::span<const std::uint8_t>) {};
+    cb.on_close = [](std::error_code) {};
+    return 200;
+  });
+  std::error_code ec;
+  auto conn = dial(*client, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  Request head;
+  head.path = "/s";
+  std::promise<std::size_t> refused_at;
+  conn->open_session(head, SessionCallbacks{[](std::span<const std::uint8_t>) {}, [](std::error_code) {}, {}, {}}, 5s,
+                     [&](std::error_code e, std::shared_ptr<Session> s) {
+                       REQUIRE_FALSE(e);
+                       std::vector<std::uint8_t> piece(8 * 1024, 1);
+                       while (s->send(piece) != errc::queue_full) {
+                       }
+                       refused_at.set_value(s->buffered());
+                     });
+  const std::size_t buffered = refused_at.get_future().get();
+  CHECK(buffered <= 64 * 1024);
+  const auto st = client->stats();
+  CHECK(st.sessions == 1);
+  CHECK(st.session_sends_refused >= 1);
+  CHECK(st.session_bytes_buffered <= 64 * 1024);
+}
