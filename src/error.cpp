@@ -51,6 +51,7 @@ class MaculaCategory final : public std::error_category {
       case errc::too_many_pending: return "too many requests queued on this connection";
       case errc::body_too_large: return "body exceeds the configured maximum size";
       case errc::cancelled: return "operation cancelled";
+      case errc::too_many_subscriptions: return "too many subscriptions for this peer or subscriber";
     }
     return "unknown macula error";
   }

@@ -50,6 +50,7 @@ enum class errc : int {
   too_many_pending,        ///< a per-connection bound on queued requests was reached
   body_too_large,          ///< a request or response body exceeds the configured maximum
   cancelled,               ///< the caller cancelled the operation
+  too_many_subscriptions,  ///< a peer or subscriber passed its bound on subscriptions
 };
 
 /// The `macula` error category; messages say what is wrong in words a user can act on.

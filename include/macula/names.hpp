@@ -67,6 +67,11 @@ constexpr void for_each_segment(std::string_view name, F&& f) {
   }
 }
 
+/// The canonical spelling of a valid pattern: `**` becomes `#` and consecutive `#` collapse
+/// (`a.#.#.b` -> `a.#.b`). Two patterns match the same topics iff their canonical forms are
+/// equal or differ only in ways this does not cover; subscription tables key on this form.
+std::string canonical_pattern(std::string_view pattern);
+
 /// Straightforward matcher of one validated pattern against one validated topic (dynamic
 /// programming over segment positions, O(pattern segments × topic segments)). It is the
 /// reference the PatternTrie is tested against, and handy for checking a single pair.

@@ -93,6 +93,20 @@ void check_procedure(std::string_view procedure) {
   if (auto ec = validate_procedure(procedure)) throw_name_error(ec, "procedure", procedure);
 }
 
+std::string canonical_pattern(std::string_view pattern) {
+  std::string out;
+  out.reserve(pattern.size());
+  bool last_multi = false;
+  for_each_segment(pattern, [&](std::string_view seg) {
+    const bool multi = is_multi_wildcard(seg);
+    if (multi && last_multi) return;
+    if (!out.empty()) out += '.';
+    out += multi ? std::string_view("#") : seg;
+    last_multi = multi;
+  });
+  return out;
+}
+
 bool pattern_matches(std::string_view pattern, std::string_view topic) {
   const auto p = split(pattern);
   const auto t = split(topic);

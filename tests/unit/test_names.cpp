@@ -91,3 +91,11 @@ TEST_CASE("reference matcher: the SEED_FINDINGS examples", "[names][match]") {
   CHECK(pattern_matches("*.#.*", "a.b"));
   CHECK_FALSE(pattern_matches("*.#.*", "a"));
 }
+
+TEST_CASE("canonical pattern spelling", "[names]") {
+  CHECK(macula::canonical_pattern("a.**") == "a.#");
+  CHECK(macula::canonical_pattern("a.#.#.b") == "a.#.b");
+  CHECK(macula::canonical_pattern("**.#.**") == "#");
+  CHECK(macula::canonical_pattern("a.*.b") == "a.*.b");
+  CHECK(macula::canonical_pattern("ab**.c") == "ab**.c");  // not a whole-segment wildcard
+}

@@ -92,18 +92,7 @@ std::string random_name(std::mt19937& rng, bool pattern) {
   return s;
 }
 
-std::string canonical(const std::string& pattern) {
-  std::string out;
-  bool last_multi = false;
-  macula::for_each_segment(pattern, [&](std::string_view seg) {
-    const bool multi = macula::is_multi_wildcard(seg);
-    if (multi && last_multi) return;
-    if (!out.empty()) out += '.';
-    out += multi ? std::string_view("#") : seg;
-    last_multi = multi;
-  });
-  return out;
-}
+std::string canonical(const std::string& pattern) { return macula::canonical_pattern(pattern); }
 
 }  // namespace
 
