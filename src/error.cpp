@@ -52,6 +52,8 @@ class MaculaCategory final : public std::error_category {
       case errc::body_too_large: return "body exceeds the configured maximum size";
       case errc::cancelled: return "operation cancelled";
       case errc::too_many_subscriptions: return "too many subscriptions for this peer or subscriber";
+      case errc::handler_error: return "the RPC handler failed";
+      case errc::not_connected: return "no link to a peer that could carry this";
     }
     return "unknown macula error";
   }

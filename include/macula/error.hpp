@@ -51,6 +51,8 @@ enum class errc : int {
   body_too_large,          ///< a request or response body exceeds the configured maximum
   cancelled,               ///< the caller cancelled the operation
   too_many_subscriptions,  ///< a peer or subscriber passed its bound on subscriptions
+  handler_error,           ///< the remote RPC handler failed (its message is the reply payload)
+  not_connected,           ///< no link to carry the operation
 };
 
 /// The `macula` error category; messages say what is wrong in words a user can act on.

@@ -1858,6 +1858,7 @@ udp::endpoint Endpoint::local_endpoint() const {
 }
 
 const NodeId& Endpoint::node_id() const noexcept { return impl_->options.identity.node_id(); }
+asio::strand<asio::io_context::executor_type> Endpoint::strand() const { return impl_->strand; }
 
 void Endpoint::route(std::string method, std::string path_prefix, RequestHandler handler) {
   asio::dispatch(impl_->strand, [impl = impl_, m = std::move(method), p = std::move(path_prefix),

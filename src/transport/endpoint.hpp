@@ -29,6 +29,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/udp.hpp>
+#include <boost/asio/strand.hpp>
 
 namespace macula::transport {
 
@@ -164,6 +165,9 @@ class Endpoint {
 
   boost::asio::ip::udp::endpoint local_endpoint() const;
   const NodeId& node_id() const noexcept;
+  /// The strand every callback of this endpoint runs on; components that share state with
+  /// those callbacks (the node) post their own work here.
+  boost::asio::strand<boost::asio::io_context::executor_type> strand() const;
 
   /// Routes requests whose method matches and whose path starts with `path_prefix`; the
   /// longest matching prefix wins. Unrouted requests get 404.

@@ -78,6 +78,14 @@ bool valid_contacts(const std::vector<Contact>& c) {
     if (!endpoint_ok(x.endpoint)) return false;
   return true;
 }
+bool valid_procedures(const std::vector<std::string>& v) {
+  if (!list_ok(v)) return false;
+  for (const auto& p : v)
+    if (validate_procedure(p)) return false;
+  return true;
+}
+bool valid(const ProvideAdd& f) { return valid_procedures(f.procedures); }
+bool valid(const ProvideRemove& f) { return valid_procedures(f.procedures); }
 bool valid(const DhtFindNode&) { return true; }
 bool valid(const DhtFindValue&) { return true; }
 bool valid(const DhtStore&) { return true; }
@@ -144,6 +152,8 @@ void put(Writer& w, const RpcReply& f) {
   w.u8(static_cast<std::uint8_t>(f.status));
   w.bytes(f.payload);
 }
+void put(Writer& w, const ProvideAdd& f) { put_strings(w, f.procedures); }
+void put(Writer& w, const ProvideRemove& f) { put_strings(w, f.procedures); }
 void put(Writer& w, const DhtFindNode& f) {
   w.u64(f.request_id);
   w.id(f.target);
@@ -312,6 +322,8 @@ template <> RpcReply get<RpcReply>(Reader& r) {
   f.payload = r.bytes();
   return f;
 }
+template <> ProvideAdd get<ProvideAdd>(Reader& r) { return ProvideAdd{get_strings(r)}; }
+template <> ProvideRemove get<ProvideRemove>(Reader& r) { return ProvideRemove{get_strings(r)}; }
 template <> DhtFindNode get<DhtFindNode>(Reader& r) {
   DhtFindNode f;
   f.request_id = r.u64();
@@ -374,6 +386,8 @@ MACULA_FRAME_TYPE(Publish, publish)
 MACULA_FRAME_TYPE(PublishAck, publish_ack)
 MACULA_FRAME_TYPE(RpcCall, rpc_call)
 MACULA_FRAME_TYPE(RpcReply, rpc_reply)
+MACULA_FRAME_TYPE(ProvideAdd, provide_add)
+MACULA_FRAME_TYPE(ProvideRemove, provide_remove)
 MACULA_FRAME_TYPE(DhtFindNode, dht_find_node)
 MACULA_FRAME_TYPE(DhtFindValue, dht_find_value)
 MACULA_FRAME_TYPE(DhtStore, dht_store)
@@ -440,6 +454,8 @@ DecodeResult decode(std::span<const std::uint8_t> data, Frame& out, std::size_t 
     case FrameType::publish_ack: ec = decode_as<PublishAck>(payload, out); break;
     case FrameType::rpc_call: ec = decode_as<RpcCall>(payload, out); break;
     case FrameType::rpc_reply: ec = decode_as<RpcReply>(payload, out); break;
+    case FrameType::provide_add: ec = decode_as<ProvideAdd>(payload, out); break;
+    case FrameType::provide_remove: ec = decode_as<ProvideRemove>(payload, out); break;
     case FrameType::dht_find_node: ec = decode_as<DhtFindNode>(payload, out); break;
     case FrameType::dht_find_value: ec = decode_as<DhtFindValue>(payload, out); break;
     case FrameType::dht_store: ec = decode_as<DhtStore>(payload, out); break;

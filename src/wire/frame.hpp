@@ -39,6 +39,8 @@ enum class FrameType : std::uint8_t {
   publish_ack = 0x13,
   rpc_call = 0x20,
   rpc_reply = 0x21,
+  provide_add = 0x22,
+  provide_remove = 0x23,
   dht_find_node = 0x30,
   dht_find_value = 0x31,
   dht_store = 0x32,
@@ -99,6 +101,13 @@ struct RpcReply {
   RpcStatus status = RpcStatus::ok;
   std::vector<std::uint8_t> payload;  ///< result bytes, or the error message for errors
 };
+/// Procedures the sender serves (until the DHT carries provider records, links announce them).
+struct ProvideAdd {
+  std::vector<std::string> procedures;
+};
+struct ProvideRemove {
+  std::vector<std::string> procedures;
+};
 struct Contact {
   NodeId id;
   std::string endpoint;
@@ -136,7 +145,7 @@ struct DhtStoreAck {
 };
 
 using Frame = std::variant<Hello, HelloAck, GoAway, Ping, Pong, InterestAdd, InterestRemove, Publish, PublishAck,
-                           RpcCall, RpcReply, DhtFindNode, DhtFindValue, DhtStore, DhtNodes, DhtValues, DhtStoreAck>;
+                           RpcCall, RpcReply, ProvideAdd, ProvideRemove, DhtFindNode, DhtFindValue, DhtStore, DhtNodes, DhtValues, DhtStoreAck>;
 
 FrameType frame_type(const Frame& frame) noexcept;
 

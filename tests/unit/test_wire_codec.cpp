@@ -31,6 +31,8 @@ std::vector<Frame> samples() {
       PublishAck{{1, 2, 3, 0xFFFFFFFFFFFFFFFFULL}},
       RpcCall{9, 5000, "math.add", {4, 5}},
       RpcReply{9, RpcStatus::handler_error, {'b', 'a', 'd'}},
+      ProvideAdd{{"math.add", "math.mul"}},
+      ProvideRemove{{"math.add"}},
       DhtFindNode{1, id_of(4)},
       DhtFindValue{2, id_of(5)},
       DhtStore{3, id_of(6), Record{id_of(7), 300, {1}}},
@@ -116,6 +118,7 @@ TEST_CASE("wire: invalid field values are refused both ways", "[wire]") {
   CHECK(encode(Publish{id_of(1), 1, 1, 0, "a.*", {}}, out) == errc::frame_malformed);        // wildcard topic
   CHECK(encode(InterestAdd{{"ok.#", "bad..p"}}, out) == errc::frame_malformed);
   CHECK(encode(RpcCall{1, 1, "", {}}, out) == errc::frame_malformed);
+  CHECK(encode(ProvideAdd{{"math.*"}}, out) == errc::frame_malformed);
   CHECK(encode(Hello{id_of(1), "Macula.Default", 0, {}, {}}, out) == errc::frame_malformed);  // not normalized
   CHECK(encode(Hello{id_of(1), "r", 0, {1, 2}, {}}, out) == errc::frame_malformed);           // proof length
   CHECK(encode(RpcReply{1, static_cast<RpcStatus>(9), {}}, out) == errc::frame_malformed);
