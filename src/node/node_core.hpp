@@ -79,6 +79,7 @@ class NodeCore {
   void connect(const boost::asio::ip::udp::endpoint& address, std::optional<NodeId> expected, Done done);
 
   /// Subscribes `handler` to `pattern`; returns an id for unsubscribe. Errors: pattern errors.
+  /// Waits for the strand: never call it from a completion callback (those run there).
   std::uint64_t subscribe(const std::string& pattern, DeliveryHandler handler, std::error_code& ec);
   void unsubscribe(std::uint64_t id);
 
