@@ -6,12 +6,32 @@
 namespace macula::transport {
 namespace {
 
-template <class T, class Field>
-std::function<double()> reader(const std::shared_ptr<T>& source, Field field) {
-  std::weak_ptr<T> weak = source;
-  return [weak, field] {
-    auto s = weak.lock();
-    return s ? static_cast<double>(field(s->stats())) : 0.0;
+template <class Stats>
+struct SeriesDef {
+  const char* name;
+  const char* help;
+  bool counter;
+  double (*field)(const Stats&);
+};
+
+// Registers each series as a callback reading `source->stats()` through a weak reference, and
+// returns the function that removes them again.
+template <class Source, class Stats>
+std::function<void()> register_series(observe::MetricsRegistry& r, const std::shared_ptr<Source>& source,
+                                      const std::vector<SeriesDef<Stats>>& defs, const observe::Labels& labels) {
+  std::weak_ptr<Source> weak = source;
+  std::vector<std::string> names;
+  for (const auto& d : defs) {
+    auto read = [weak, field = d.field] {
+      auto s = weak.lock();
+      return s ? field(s->stats()) : 0.0;
+    };
+    if (d.counter) r.counter_callback(d.name, d.help, labels, read);
+    else r.gauge_callback(d.name, d.help, labels, read);
+    names.emplace_back(d.name);
+  }
+  return [&r, names, labels] {
+    for (const auto& n : names) r.remove_gauge_callback(n, labels);
   };
 }
 
@@ -20,13 +40,7 @@ std::function<double()> reader(const std::shared_ptr<T>& source, Field field) {
 std::function<void()> export_metrics(observe::MetricsRegistry& r, const std::shared_ptr<Endpoint>& ep,
                                      const observe::Labels& labels) {
   using S = EndpointStats;
-  struct Def {
-    const char* name;
-    const char* help;
-    bool counter;
-    std::function<double(const S&)> field;
-  };
-  const std::vector<Def> defs = {
+  static const std::vector<SeriesDef<S>> defs = {
       {"macula_transport_connections", "Open QUIC connections (nodes and clients).", false,
        [](const S& s) { return double(s.connections); }},
       {"macula_transport_clients", "Connections from clients (peers without a node certificate).", false,
@@ -57,28 +71,13 @@ std::function<void()> export_metrics(observe::MetricsRegistry& r, const std::sha
       {"macula_transport_session_sends_refused_total", "Session sends refused by the buffer bound (backpressure).",
        true, [](const S& s) { return double(s.session_sends_refused); }},
   };
-  std::vector<std::string> names;
-  for (const auto& d : defs) {
-    auto read = reader(ep, d.field);
-    if (d.counter) r.counter_callback(d.name, d.help, labels, read);
-    else r.gauge_callback(d.name, d.help, labels, read);
-    names.emplace_back(d.name);
-  }
-  return [&r, names, labels] {
-    for (const auto& n : names) r.remove_gauge_callback(n, labels);
-  };
+  return register_series(r, ep, defs, labels);
 }
 
 std::function<void()> export_metrics(observe::MetricsRegistry& r, const std::shared_ptr<ConnectionPool>& pool,
                                      const observe::Labels& labels) {
   using S = PoolStats;
-  struct Def {
-    const char* name;
-    const char* help;
-    bool counter;
-    std::function<double(const S&)> field;
-  };
-  const std::vector<Def> defs = {
+  static const std::vector<SeriesDef<S>> defs = {
       {"macula_pool_size", "Pooled connections.", false, [](const S& s) { return double(s.size); }},
       {"macula_pool_hits_total", "get() answered by a pooled connection.", true,
        [](const S& s) { return double(s.hits); }},
@@ -91,16 +90,7 @@ std::function<void()> export_metrics(observe::MetricsRegistry& r, const std::sha
        [](const S& s) { return double(s.reaped); }},
       {"macula_pool_dial_failures_total", "Dials that failed.", true, [](const S& s) { return double(s.failures); }},
   };
-  std::vector<std::string> names;
-  for (const auto& d : defs) {
-    auto read = reader(pool, d.field);
-    if (d.counter) r.counter_callback(d.name, d.help, labels, read);
-    else r.gauge_callback(d.name, d.help, labels, read);
-    names.emplace_back(d.name);
-  }
-  return [&r, names, labels] {
-    for (const auto& n : names) r.remove_gauge_callback(n, labels);
-  };
+  return register_series(r, pool, defs, labels);
 }
 
 }  // namespace macula::transport
