@@ -68,7 +68,54 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
                                                  self->attach(s, head.peer, nullptr, cb);
                                                  return 200;
                                                }));
+    serve_http();
     return {};
+  }
+
+  // External HTTP/3 clients (DESIGN §5, §6: clients may publish, call and read health):
+  // POST /macula/v1/pub/<topic> -> 202; POST /macula/v1/rpc/<procedure> -> 200 with the
+  // result, 400 bad name, 404 no provider, 500 handler error (message), 504 timeout.
+  void serve_http() {
+    static const std::string kPub = "/macula/v1/pub/", kRpc = "/macula/v1/rpc/";
+    std::weak_ptr<Impl> weak = shared_from_this();
+    auto text_response = [](int status, const std::string& body) {
+      transport::Response r;
+      r.status = status;
+      r.headers.push_back({"content-type", "text/plain"});
+      r.body.assign(body.begin(), body.end());
+      return r;
+    };
+    endpoint->route("POST", kPub, [weak, text_response](transport::Request&& req, transport::Responder respond) {
+      auto self = weak.lock();
+      if (!self) return respond(text_response(503, "stopping\n"));
+      const std::string topic = req.path.substr(kPub.size());
+      self->publish(topic, std::move(req.body), [&](std::error_code ec) {
+        respond(ec ? text_response(400, ec.message() + "\n") : text_response(202, "published\n"));
+      });
+    });
+    endpoint->route("POST", kRpc, [weak, text_response](transport::Request&& req, transport::Responder respond) {
+      auto self = weak.lock();
+      if (!self) return respond(text_response(503, "stopping\n"));
+      const std::string procedure = req.path.substr(kRpc.size());
+      self->call(procedure, std::move(req.body), std::chrono::milliseconds(5000),
+                 [respond, text_response](std::error_code ec, std::vector<std::uint8_t> result) {
+                   if (!ec) {
+                     transport::Response r;
+                     r.body = std::move(result);
+                     return respond(std::move(r));
+                   }
+                   int status = 500;
+                   if (ec == errc::no_provider) status = 404;
+                   else if (ec == errc::timed_out) status = 504;
+                   else if (ec.category() == error_category() && ec.value() <= static_cast<int>(errc::name_wildcard_not_allowed))
+                     status = 400;
+                   const std::string msg = ec == errc::handler_error ? std::string(result.begin(), result.end()) : ec.message();
+                   respond(text_response(status, msg + "\n"));
+                 });
+    });
+    endpoint->route("GET", "/health", [text_response](transport::Request&&, transport::Responder respond) {
+      respond(text_response(200, "ok\n"));
+    });
   }
 
   transport::RealmPolicy policy() const { return {options.realm, options.realm_secret}; }

@@ -8,6 +8,8 @@
 //   procedures each side provides; incoming sessions are admitted by the realm guard.
 // - pub/sub (QoS 0): a publish is matched locally with the pattern trie and sent once per link
 //   whose announced interest matches; links that push back (session bound) count a drop.
+// - HTTP/3 for external clients: POST /macula/v1/pub/<topic>, POST /macula/v1/rpc/<procedure>,
+//   GET /health (docs/PROTOCOL.md).
 // - RPC: a call goes to a link that announced the procedure (or runs locally), waits in the
 //   bounded pending-call table with a deadline, and completes with the result, no_provider,
 //   handler_error (message as payload), timed_out or connection_closed.

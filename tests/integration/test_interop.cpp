@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -148,4 +149,32 @@ TEST_CASE("interop: our client gets 200 from gtlsserver", "[interop]") {
   REQUIRE_FALSE(e);
   CHECK(resp.status == 200);
   CHECK(std::string(resp.body.begin(), resp.body.end()) == "hello from gtlsserver");
+}
+
+#include "node/node_core.hpp"
+
+TEST_CASE("interop: gtlsclient calls a procedure through POST /macula/v1/rpc/<procedure>", "[interop][node]") {
+  REQUIRE(have("/usr/bin/gtlsclient"));
+  Loop loop;
+  node::NodeCoreOptions o;
+  o.endpoint.identity = Identity::generate();
+  std::error_code ec;
+  auto n = node::NodeCore::create(loop.io, std::move(o), ec);
+  REQUIRE_FALSE(ec);
+  REQUIRE_FALSE(n->advertise("text.upper", [](std::vector<std::uint8_t> args, node::RpcReply reply) {
+    for (auto& c : args) c = static_cast<std::uint8_t>(std::toupper(c));
+    reply({}, std::move(args));
+  }));
+  const auto dir = temp_dir();
+  const auto body = dir / "args.txt";
+  std::ofstream(body) << "shout";
+  const auto port = std::to_string(n->local_endpoint().port());
+  const std::string out = run("/usr/bin/gtlsclient 127.0.0.1 " + port + " https://localhost:" + port +
+                              "/macula/v1/rpc/text.upper -m POST -d " + body.string() +
+                              " --exit-on-all-streams-close --no-quic-dump --timeout=5s");
+  INFO(out);
+  CHECK(out.find(":status: 200") != std::string::npos);
+  CHECK(out.find("|SHOUT|") != std::string::npos);
+  std::filesystem::remove_all(dir);
+  n->stop();
 }

@@ -8,6 +8,9 @@
 
 #include "macula/error.hpp"
 #include "node/node_core.hpp"
+#include "transport/endpoint.hpp"
+
+#include <cctype>
 #include "support/io_thread.hpp"
 
 using namespace macula;
@@ -196,4 +199,53 @@ TEST_CASE("node core: nodes of different realms do not link", "[node][realm]") {
   CHECK_FALSE(link(*a, *b));
   CHECK(link(*a, *c) == errc::connection_refused);
   CHECK(a->stats().links == 1);
+}
+
+TEST_CASE("node core: external HTTP/3 clients publish and call through the node", "[node][http]") {
+  Loop loop;
+  auto a = make(loop), b = make(loop);
+  REQUIRE_FALSE(link(*a, *b));
+  REQUIRE_FALSE(b->advertise("text.upper", [](std::vector<std::uint8_t> args, RpcReply reply) {
+    for (auto& c : args) c = static_cast<std::uint8_t>(std::toupper(c));
+    reply({}, std::move(args));
+  }));
+  Inbox on_b;
+  std::error_code ec;
+  b->subscribe("ext.#", [&](const Delivery& d) { on_b(d); }, ec);
+  std::this_thread::sleep_for(100ms);  // interest and PROVIDE_ADD cross the link
+  // An application without a node certificate talks to node a.
+  transport::EndpointOptions co;
+  co.identity = transport::Identity::generate();
+  co.present_certificate = false;
+  auto app = transport::Endpoint::create(loop.io, co, boost::asio::ip::udp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0), ec);
+  REQUIRE_FALSE(ec);
+  std::promise<std::shared_ptr<transport::Connection>> pc;
+  app->connect(a->local_endpoint(), a->node_id(), [&](std::error_code e, std::shared_ptr<transport::Connection> c) {
+    REQUIRE_FALSE(e);
+    pc.set_value(c);
+  });
+  auto conn = pc.get_future().get();
+  auto post = [&](const std::string& path, const std::string& body) {
+    transport::Request r;
+    r.method = "POST";
+    r.path = path;
+    r.body = bytes(body);
+    std::promise<transport::Response> p;
+    conn->request(r, 5s, [&](std::error_code e, transport::Response resp) {
+      if (e) resp.status = -1;
+      p.set_value(std::move(resp));
+    });
+    return p.get_future().get();
+  };
+  auto pub = post("/macula/v1/pub/ext.sensor.1", "from outside");
+  CHECK(pub.status == 202);
+  REQUIRE(on_b.wait_for(1));  // a forwarded it to b over the mesh
+  CHECK(text(on_b.got.front().payload) == "from outside");
+  auto rpc = post("/macula/v1/rpc/text.upper", "shout");
+  CHECK(rpc.status == 200);
+  CHECK(text(rpc.body) == "SHOUT");
+  CHECK(post("/macula/v1/rpc/text.lower", "x").status == 404);
+  CHECK(post("/macula/v1/rpc/bad..name", "x").status == 400);
+  CHECK(post("/macula/v1/pub/bad..topic", "x").status == 400);
+  app->close();
 }
