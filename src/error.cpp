@@ -54,6 +54,10 @@ class MaculaCategory final : public std::error_category {
       case errc::too_many_subscriptions: return "too many subscriptions for this peer or subscriber";
       case errc::handler_error: return "the RPC handler failed";
       case errc::not_connected: return "no link to a peer that could carry this";
+      case errc::not_started: return "the node is not running (start() it first, or it was stopped)";
+      case errc::overloaded: return "the provider is at its concurrency limit for this procedure";
+      case errc::would_deadlock: return "blocking call made from a library callback thread";
+      case errc::wrong_mode: return "operation does not fit this subscriber's mode (callback vs pull)";
     }
     return "unknown macula error";
   }

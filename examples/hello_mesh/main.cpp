@@ -1,129 +1,112 @@
 // hello_mesh: the README demo — three nodes in one process form a mesh over QUIC/HTTP/3 on
-// loopback, then do pub/sub with wildcards and an RPC across it, printing what flowed.
-//
-// It drives the internal NodeCore engine; the public Node / Publisher / Subscriber /
-// RpcClient API (the Node issue) will replace these calls without changing what happens.
+// loopback, then do pub/sub with wildcards, QoS 1, and RPC across it, printing what flowed.
+// Only the public API: macula::testing::LocalMesh, Publisher, Subscriber, RpcClient.
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <future>
 #include <mutex>
 #include <string>
 #include <thread>
 
-#include "node/node_core.hpp"
-#include "support/io_thread.hpp"
+#include <boost/asio/use_future.hpp>
 
-using namespace macula;
+#include "macula/publisher.hpp"
+#include "macula/rpc_client.hpp"
+#include "macula/subscriber.hpp"
+#include "macula/testing/local_mesh.hpp"
+
 using namespace std::chrono_literals;
 
 namespace {
-
-std::vector<std::uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
-std::string text(const std::vector<std::uint8_t>& b) { return {b.begin(), b.end()}; }
-std::string short_id(const NodeId& id) { return id.to_hex().substr(0, 8); }
-
-std::shared_ptr<node::NodeCore> start_node(boost::asio::io_context& io, const char* name) {
-  node::NodeCoreOptions o;
-  o.realm = "demo.realm";
-  o.endpoint.identity = transport::Identity::generate();
-  std::error_code ec;
-  auto n = node::NodeCore::create(io, std::move(o), ec);
-  if (ec) {
-    std::fprintf(stderr, "node %s failed to start: %s\n", name, ec.message().c_str());
-    std::exit(1);
-  }
-  std::printf("node %s  id %s…  listening on %s\n", name, short_id(n->node_id()).c_str(),
-              (n->local_endpoint().address().to_string() + ":" + std::to_string(n->local_endpoint().port())).c_str());
-  return n;
-}
-
-void link(node::NodeCore& from, node::NodeCore& to, const char* a, const char* b) {
-  std::promise<std::error_code> p;
-  from.connect(to.local_endpoint(), to.node_id(), [&](std::error_code e) { p.set_value(e); });
-  const auto ec = p.get_future().get();
-  std::printf("link %s -> %s: %s\n", a, b, ec ? ec.message().c_str() : "up (mutual node-id TLS, realm checked)");
-  if (ec) std::exit(1);
-}
-
+macula::Bytes bytes(const std::string& s) { return {s.begin(), s.end()}; }
+std::string text(const macula::Bytes& b) { return {b.begin(), b.end()}; }
+std::string short_id(const macula::NodeId& id) { return id.to_hex().substr(0, 8); }
 }  // namespace
 
 int main() {
-  test::IoThread loop;  // one io_context thread carries all three nodes' QUIC traffic
-  std::printf("== three nodes, realm demo.realm\n");
-  auto a = start_node(loop.io, "A");
-  auto b = start_node(loop.io, "B");
-  auto c = start_node(loop.io, "C");
-  link(*a, *b, "A", "B");
-  link(*a, *c, "A", "C");
+  macula::testing::LocalMeshOptions options;
+  options.size = 3;
+  options.node.realm = "demo.realm";
+  std::error_code ec;
+  macula::testing::LocalMesh mesh(options, ec);
+  if (ec) {
+    std::fprintf(stderr, "mesh failed to start: %s\n", ec.message().c_str());
+    return 1;
+  }
+  macula::Node &a = mesh[0], &b = mesh[1], &c = mesh[2];
+  std::printf("== three nodes, realm demo.realm, every pair linked (mutual node-id TLS over QUIC)\n");
+  const char* names = "ABC";
+  for (std::size_t i = 0; i < 3; ++i)
+    std::printf("node %c  id %s…  on %s  links %zu\n", names[i], short_id(mesh[i].node_id()).c_str(),
+                mesh[i].local_address().c_str(), mesh[i].stats().links);
 
   std::printf("\n== pub/sub\n");
   std::mutex print;
   std::atomic<int> received{0};
   auto show = [&](const char* who) {
-    return [&, who](const node::Delivery& d) {
+    return [&, who](const macula::Message& m) {
       std::lock_guard lock(print);
-      std::printf("  %s got %-26s via %-16s from %s… : %s\n", who, d.topic.c_str(), d.pattern.c_str(),
-                  short_id(d.publisher).c_str(), text(d.payload).c_str());
+      std::printf("  %s got %-26.*s via %-18.*s from %s… : %s\n", who, static_cast<int>(m.topic().size()),
+                  m.topic().data(), static_cast<int>(m.pattern().size()), m.pattern().data(),
+                  short_id(m.publisher()).c_str(), m.payload_string().c_str());
       ++received;
     };
   };
-  std::error_code ec;
-  b->subscribe("sensors.#.temp", show("B"), ec);
-  c->subscribe("sensors.*.humidity", show("C"), ec);
-  c->subscribe("alerts.**", show("C"), ec);
+  macula::Subscriber s1(b, "sensors.#.temp", show("B"));
+  macula::Subscriber s2(c, "sensors.*.humidity", show("C"));
+  macula::Subscriber s3(c, "alerts.**", show("C"));
   std::printf("B subscribes sensors.#.temp; C subscribes sensors.*.humidity and alerts.**\n");
-  std::this_thread::sleep_for(100ms);  // interest announcements cross the links
+  mesh.settle();  // the interest announcements crossed the links
+  macula::Publisher pub(a);
   for (const char* topic : {"sensors.temp", "sensors.kitchen.humidity", "sensors.floor1.room2.temp", "alerts.fire"}) {
-    std::printf("A publishes %s\n", topic);
-    a->publish(topic, bytes(std::string("reading for ") + topic), [](std::error_code) {});
-    std::this_thread::sleep_for(30ms);
+    {
+      std::lock_guard lock(print);
+      std::printf("A publishes %s (QoS 1)\n", topic);
+    }
+    auto acked = pub.async_publish(topic, bytes(std::string("reading for ") + topic), macula::Qos::at_least_once,
+                                   boost::asio::use_future);
+    if (auto e = acked.get()) std::printf("  not acknowledged: %s\n", e.message().c_str());
   }
-  for (int i = 0; i < 100 && received < 4; ++i) std::this_thread::sleep_for(10ms);
+  for (int i = 0; i < 200 && received < 4; ++i) std::this_thread::sleep_for(5ms);
 
   std::printf("\n== RPC\n");
-  c->advertise("math.add", [](std::vector<std::uint8_t> args, node::RpcReply reply) {
+  auto add = c.advertise("math.add", macula::sync_handler([](const macula::Bytes& args) {
     int sum = 0;
     for (auto x : args) sum += x;
-    reply({}, bytes(std::to_string(sum)));
-  });
+    return bytes(std::to_string(sum));
+  }));
   std::printf("C advertises math.add\n");
-  std::this_thread::sleep_for(100ms);
-  for (const auto& args : {std::vector<std::uint8_t>{2, 3}, std::vector<std::uint8_t>{40, 2}}) {
-    std::promise<std::pair<std::error_code, std::string>> p;
-    a->call("math.add", args, 2000ms, [&](std::error_code e, std::vector<std::uint8_t> r) { p.set_value({e, text(r)}); });
-    auto [e, r] = p.get_future().get();
-    std::printf("A calls math.add(%d, %d) on C -> %s\n", args[0], args[1], e ? e.message().c_str() : r.c_str());
+  mesh.settle();
+  macula::RpcClient client(a);
+  for (const auto& args : {macula::Bytes{2, 3}, macula::Bytes{40, 2}}) {
+    macula::Bytes r = client.call("math.add", args, ec);
+    std::printf("A calls math.add(%d, %d) -> %s\n", args[0], args[1], ec ? ec.message().c_str() : text(r).c_str());
   }
-  std::promise<std::error_code> missing;
-  a->call("math.mul", {}, 2000ms, [&](std::error_code e, std::vector<std::uint8_t>) { missing.set_value(e); });
-  std::printf("A calls math.mul -> %s\n", missing.get_future().get().message().c_str());
+  client.call("math.mul", {}, ec);
+  std::printf("A calls math.mul -> %s\n", ec.message().c_str());
 
   std::printf("\n== throughput (QoS 0, 64-byte payloads, A -> B over QUIC)\n");
   std::atomic<int> counted{0};
-  b->subscribe("bench.x", [&](const node::Delivery&) { ++counted; }, ec);
-  std::this_thread::sleep_for(100ms);
-  constexpr int kMessages = 200'000;
-  constexpr int kWindow = 10'000;  // QoS 0 drops what a full link refuses: pace by what arrived
+  macula::Subscriber sink(b, "bench.x", [&](const macula::Message&) { ++counted; }, macula::SubscribeOptions{1 << 16});
+  mesh.settle();
+  constexpr int kMessages = 500'000;
+  constexpr int kWindow = 20'000;  // QoS 0 drops what a full link refuses: pace by what arrived
+  const macula::Bytes payload(64, 1);
   const auto t0 = std::chrono::steady_clock::now();
   for (int sent = 0; sent < kMessages;) {
     if (sent - counted.load() < kWindow) {
-      a->publish("bench.x", std::vector<std::uint8_t>(64, 1), [](std::error_code) {});
-      ++sent;
+      if (!pub.publish("bench.x", payload)) ++sent;
     } else {
       std::this_thread::yield();
     }
   }
-  for (int i = 0; i < 1000 && counted < kMessages; ++i) std::this_thread::sleep_for(1ms);
+  for (int i = 0; i < 2000 && counted < kMessages; ++i) std::this_thread::sleep_for(1ms);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const auto st = a->stats();
-  std::printf("%d of %d delivered in %.3f s: %.0f msgs/s (dropped under backpressure: %llu)\n", counted.load(),
-              kMessages, secs, counted / secs, static_cast<unsigned long long>(st.dropped_backpressure));
-  std::printf("(unoptimized path, one thread for all three nodes; benchmarks/report has the measured figures)\n");
+  std::printf("%d of %d delivered in %.3f s: %.0f msgs/s (dropped: %llu)\n", counted.load(), kMessages, secs,
+              counted / secs, static_cast<unsigned long long>(a.stats().dropped));
+  std::printf("(benchmarks/report has the measured figures, against NATS)\n");
 
-  c->stop();
-  b->stop();
-  a->stop();
+  mesh.stop();
   std::printf("\nstopped cleanly\n");
   return 0;
 }

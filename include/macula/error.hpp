@@ -53,6 +53,11 @@ enum class errc : int {
   too_many_subscriptions,  ///< a peer or subscriber passed its bound on subscriptions
   handler_error,           ///< the remote RPC handler failed (its message is the reply payload)
   not_connected,           ///< no link to carry the operation
+  // Node API.
+  not_started,             ///< the node is not running (before start() or after stop())
+  overloaded,              ///< the provider is at its concurrency limit for that procedure
+  would_deadlock,          ///< a blocking call was made from a library callback thread
+  wrong_mode,              ///< a pull operation on a callback subscriber (or the reverse)
 };
 
 /// The `macula` error category; messages say what is wrong in words a user can act on.

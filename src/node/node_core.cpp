@@ -1,9 +1,13 @@
 #include "node/node_core.hpp"
 
+#include <algorithm>
 #include <exception>
 #include <future>
 #include <map>
+#include <mutex>
+#include <random>
 #include <set>
+#include <thread>
 #include <unordered_map>
 
 #include <boost/asio/dispatch.hpp>
@@ -11,13 +15,20 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 
+#include "macula/core/concurrent_cache.hpp"
 #include "macula/core/pattern_trie.hpp"
 #include "macula/error.hpp"
 #include "macula/names.hpp"
+#include "macula/observe/metrics_registry.hpp"
+#include "node/reply_slot.hpp"
+#include "node/subscription.hpp"
+#include "pubsub/dedup_window.hpp"
 #include "pubsub/local_interest.hpp"
+#include "pubsub/qos1_tracker.hpp"
 #include "pubsub/remote_interest.hpp"
 #include "rpc/pending_calls.hpp"
 #include "transport/realm_guard.hpp"
+#include "transport/transport_metrics.hpp"
 #include "wire/frame.hpp"
 #include "wire/frame_reader.hpp"
 
@@ -25,56 +36,229 @@ namespace macula::node {
 
 namespace asio = boost::asio;
 using udp = asio::ip::udp;
+using Clock = std::chrono::steady_clock;
+using PeerKey = std::uint64_t;
+using LinkId = std::uint64_t;
+using BodyPtr = std::shared_ptr<const detail::MessageBody>;
 
 namespace {
 constexpr const char* kSessionPath = "/macula/v1/session";
+constexpr PeerKey kLocal = 0;  // the "provider" key of this node itself
+constexpr std::size_t kAckChunk = wire::kMaxListItems;
+
+Bytes to_bytes(const std::string& s) { return Bytes(s.begin(), s.end()); }
+}  // namespace
+
+std::error_code parse_address(std::string_view text, udp::endpoint& out) {
+  std::string_view host, port;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
+      return errc::address_invalid;
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return errc::address_invalid;
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return errc::address_invalid;
+  const unsigned long p = std::stoul(std::string(port));
+  if (p > 65535) return errc::address_invalid;
+  boost::system::error_code bec;
+  auto addr = asio::ip::make_address(std::string(host), bec);
+  if (bec) return errc::address_invalid;
+  out = udp::endpoint(addr, static_cast<unsigned short>(p));
+  return {};
+}
+
+std::string format_address(const udp::endpoint& e) {
+  const std::string host = e.address().to_string();
+  return (e.address().is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(e.port());
 }
 
 class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
  public:
+  // ---- state types --------------------------------------------------------------------------
   struct Link {
-    pubsub::LinkId id = 0;
+    LinkId id = 0;
+    PeerKey peer = 0;
     std::shared_ptr<transport::Session> session;
     std::shared_ptr<transport::Connection> connection;  // dialed links keep their connection
-    std::optional<NodeId> peer;
     wire::FrameReader reader;
+    Bytes out;                 // frames batched for one send
+    std::size_t out_qos0 = 0;  // QoS 0 publishes in `out` (dropped if the send is refused)
+    std::vector<std::uint64_t> acks;
+    bool interest_synced = false;
+  };
+  struct Peer {
+    PeerKey key = 0;
+    NodeId id;
+    std::vector<LinkId> links;  // newest last; the newest carries traffic
+    std::optional<udp::endpoint> redial;
+    std::chrono::milliseconds backoff{100};
+    bool dialing = false;
+    Clock::time_point gone_since{};
+    std::uint32_t outstanding = 0;
     std::set<std::string> provides;
-    bool hello_seen = false;
+    std::shared_ptr<asio::steady_timer> redial_timer;
   };
-  struct Subscription {
-    std::string pattern;
-    std::shared_ptr<DeliveryHandler> handler;
+  struct Procedure {
+    std::string name;
+    RpcHandler handler;
+    AdvertiseOptions options;
+    std::size_t in_flight = 0;
   };
+  struct Outgoing {
+    std::string topic;
+    Bytes payload;
+    Qos qos;
+    detail::Completion<std::error_code> done;
+  };
+  struct CallState {
+    std::string procedure;
+    std::shared_ptr<const Bytes> args;
+    Clock::time_point started;
+    Clock::time_point deadline;
+    std::chrono::milliseconds attempt_timeout{0};
+    unsigned max_attempts = 0;
+    unsigned attempts = 0;
+    SelectionStrategy strategy = SelectionStrategy::round_robin;
+    std::vector<PeerKey> tried;
+    std::error_code last_error = errc::no_provider;
+    std::uint64_t pending_id = 0;
+    bool finished = false;
+    detail::Completion<std::error_code, Bytes> done;
+  };
+  struct Attempt {
+    std::shared_ptr<CallState> call;
+    LinkId link = 0;
+    PeerKey peer = 0;
+  };
+  using Tracker = pubsub::Qos1Tracker<BodyPtr, detail::Completion<std::error_code>>;
 
-  Impl(asio::io_context& io, NodeCoreOptions o)
-      : options(std::move(o)), workers(options.worker_threads == 0 ? 1 : options.worker_threads), io_(io),
-        remote(options.max_patterns_per_link), pending(options.max_pending_calls) {}
+  Impl(asio::io_context& io, NodeOptions o)
+      : options(std::move(o)),
+        io_(io),
+        remote(options.max_patterns_per_link),
+        pending(options.max_pending_calls),
+        qos1(options.max_qos1_in_flight),
+        dedup(options.max_dedup_publishers),
+        result_cache(core::CacheOptions{options.result_cache_capacity, 0, std::chrono::nanoseconds{0}}),
+        rng(std::random_device{}()) {
+    if (options.handler_executor) {
+      executor = options.handler_executor;
+    } else {
+      workers = std::make_unique<asio::thread_pool>(options.worker_threads == 0 ? 1 : options.worker_threads);
+      executor = [pool = workers.get()](core::detail::UniqueFunction<void()> f) { asio::post(*pool, std::move(f)); };
+    }
+    register_metrics();
+  }
 
-  std::error_code start() {
+  std::error_code start(transport::Identity identity) {
     std::error_code ec;
     options.realm = normalize_realm(options.realm, ec);
     if (ec) return ec;
-    endpoint = transport::Endpoint::create(io_, options.endpoint, options.listen, ec);
+    udp::endpoint listen;
+    if ((ec = parse_address(options.listen, listen))) return ec;
+    transport::EndpointOptions eo;
+    eo.identity = std::move(identity);
+    eo.max_clients = options.max_clients;
+    eo.connect_timeout = options.connect_timeout;
+    eo.idle_timeout = options.idle_timeout;
+    eo.keep_alive = std::chrono::seconds(15);  // links are long-lived: keep NAT and idle timers alive
+    endpoint = transport::Endpoint::create(io_, std::move(eo), listen, ec);
     if (ec) return ec;
     strand.emplace(endpoint->strand());
-    deadline_timer.emplace(*strand);
+    call_timer.emplace(*strand);
+    qos1_timer.emplace(*strand);
+    housekeeping_timer.emplace(*strand);
+    unexport_transport = transport::export_metrics(metrics, endpoint, {});
     std::weak_ptr<Impl> weak = shared_from_this();
     endpoint->session_route(
         kSessionPath, transport::realm_guarded(policy(), endpoint->node_id(),
                                                [weak](const transport::Request& head, std::shared_ptr<transport::Session> s,
                                                       transport::SessionCallbacks& cb) {
                                                  auto self = weak.lock();
-                                                 if (!self || !head.peer) return 401;  // links are node to node
-                                                 self->attach(s, head.peer, nullptr, cb);
+                                                 if (!self || !head.peer || self->stopping_flag) return 401;
+                                                 self->attach(std::move(s), *head.peer, nullptr, cb);
                                                  return 200;
                                                }));
     serve_http();
+    asio::dispatch(*strand, [self = shared_from_this()] { self->housekeeping(); });
     return {};
   }
 
-  // External HTTP/3 clients (DESIGN §5, §6: clients may publish, call and read health):
-  // POST /macula/v1/pub/<topic> -> 202; POST /macula/v1/rpc/<procedure> -> 200 with the
-  // result, 400 bad name, 404 no provider, 500 handler error (message), 504 timeout.
+  transport::RealmPolicy policy() const { return {options.realm, options.realm_secret}; }
+  const NodeId& self_id() const { return endpoint->node_id(); }
+
+  // ---- metrics ------------------------------------------------------------------------------
+  observe::MetricsRegistry metrics;
+  core::Counter* published[2];
+  core::Counter* delivered;
+  core::Counter* forwarded;
+  core::Counter* drop_queue_full;
+  core::Counter* drop_backpressure;
+  core::Counter* drop_no_link;
+  core::Counter* drop_subscriber;
+  core::Counter* duplicates;
+  core::Counter* qos1_retries;
+  core::Counter* qos1_expired;
+  core::Counter* calls_started;
+  core::Counter* calls_served;
+  core::Counter* failovers;
+  core::Counter* cache_hits;
+  core::Counter* protocol_errors;
+  std::map<std::string, core::Counter*> call_outcomes;
+  core::Histogram* call_latency;
+  core::Gauge* g_links;
+  core::Gauge* g_subscriptions;
+  core::Gauge* g_pending;
+  core::Gauge* g_qos1;
+  core::Gauge* g_outbox;
+  core::Gauge* g_outbox_hw;
+  std::function<void()> unexport_transport;
+
+  void register_metrics() {
+    auto& m = metrics;
+    published[0] = &m.counter("macula_messages_published_total", "Publishes accepted by this node", {{"qos", "0"}});
+    published[1] = &m.counter("macula_messages_published_total", "Publishes accepted by this node", {{"qos", "1"}});
+    delivered = &m.counter("macula_messages_delivered_total", "Messages matched to local subscriptions (those their queues lost are in macula_messages_dropped_total)");
+    forwarded = &m.counter("macula_messages_forwarded_total", "PUBLISH frames sent to peers, retries included");
+    const char* dh = "Messages dropped, by reason";
+    drop_queue_full = &m.counter("macula_messages_dropped_total", dh, {{"reason", "publish_queue_full"}});
+    drop_backpressure = &m.counter("macula_messages_dropped_total", dh, {{"reason", "link_backpressure"}});
+    drop_no_link = &m.counter("macula_messages_dropped_total", dh, {{"reason", "no_link"}});
+    drop_subscriber = &m.counter("macula_messages_dropped_total", dh, {{"reason", "subscriber_overflow"}});
+    duplicates = &m.counter("macula_qos1_duplicates_total", "QoS 1 re-sends recognised and not delivered again");
+    qos1_retries = &m.counter("macula_qos1_retries_total", "QoS 1 messages re-sent to a peer that had not acknowledged");
+    qos1_expired = &m.counter("macula_qos1_expired_total", "QoS 1 publishes that ran out of attempts");
+    calls_started = &m.counter("macula_rpc_calls_started_total", "RPC calls made from this node");
+    calls_served = &m.counter("macula_rpc_calls_served_total", "RPC calls this node's handlers answered");
+    failovers = &m.counter("macula_rpc_failovers_total", "RPC attempts retried on another provider");
+    cache_hits = &m.counter("macula_rpc_cache_hits_total", "Idempotent calls answered from the result cache");
+    protocol_errors = &m.counter("macula_protocol_errors_total", "Links closed for a malformed or forged frame");
+    for (const char* o : {"ok", "handler_error", "no_provider", "timed_out", "cancelled", "overloaded", "error"})
+      call_outcomes[o] = &m.counter("macula_rpc_calls_total", "RPC calls completed, by outcome", {{"outcome", o}});
+    call_latency = &m.histogram("macula_rpc_latency_seconds", "RPC call latency as the caller saw it");
+    g_links = &m.gauge("macula_links", "Live links to peer nodes");
+    g_subscriptions = &m.gauge("macula_subscriptions", "Local subscriptions");
+    g_pending = &m.gauge("macula_rpc_pending_calls", "RPC calls waiting for a reply (bounded by max_pending_calls)");
+    g_qos1 = &m.gauge("macula_qos1_in_flight", "QoS 1 messages waiting for acks (bounded by max_qos1_in_flight)");
+    g_outbox = &m.gauge("macula_queue_depth", "Depth of a bounded queue", {{"queue", "publish"}});
+    g_outbox_hw = &m.gauge("macula_queue_high_water", "Most items a bounded queue held at once", {{"queue", "publish"}});
+  }
+
+  void update_gauges() {
+    g_links->set(static_cast<double>(links.size()));
+    g_subscriptions->set(static_cast<double>(subscriptions.size()));
+    g_pending->set(static_cast<double>(pending.size()));
+    g_qos1->set(static_cast<double>(qos1.size()));
+  }
+
+  // ---- HTTP/3 for external clients ----------------------------------------------------------
   void serve_http() {
     static const std::string kPub = "/macula/v1/pub/", kRpc = "/macula/v1/rpc/";
     std::weak_ptr<Impl> weak = shared_from_this();
@@ -87,49 +271,64 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     };
     endpoint->route("POST", kPub, [weak, text_response](transport::Request&& req, transport::Responder respond) {
       auto self = weak.lock();
-      if (!self) return respond(text_response(503, "stopping\n"));
+      if (!self || self->stopping_flag) return respond(text_response(503, "stopping\n"));
       const std::string topic = req.path.substr(kPub.size());
-      self->publish(topic, std::move(req.body), [&](std::error_code ec) {
-        respond(ec ? text_response(400, ec.message() + "\n") : text_response(202, "published\n"));
-      });
+      if (auto ec = validate_topic(topic)) return respond(text_response(400, ec.message() + "\n"));
+      // Runs on the strand already: publish inline, no queue hop.
+      self->process(Outgoing{topic, std::move(req.body), Qos::at_most_once, {}});
+      self->flush_links();
+      respond(text_response(202, "published\n"));
     });
     endpoint->route("POST", kRpc, [weak, text_response](transport::Request&& req, transport::Responder respond) {
       auto self = weak.lock();
-      if (!self) return respond(text_response(503, "stopping\n"));
+      if (!self || self->stopping_flag) return respond(text_response(503, "stopping\n"));
       const std::string procedure = req.path.substr(kRpc.size());
-      self->call(procedure, std::move(req.body), std::chrono::milliseconds(5000),
-                 [respond, text_response](std::error_code ec, std::vector<std::uint8_t> result) {
-                   if (!ec) {
-                     transport::Response r;
-                     r.body = std::move(result);
-                     return respond(std::move(r));
-                   }
-                   int status = 500;
-                   if (ec == errc::no_provider) status = 404;
-                   else if (ec == errc::timed_out) status = 504;
-                   else if (ec.category() == error_category() && ec.value() <= static_cast<int>(errc::name_wildcard_not_allowed))
-                     status = 400;
-                   const std::string msg = ec == errc::handler_error ? std::string(result.begin(), result.end()) : ec.message();
-                   respond(text_response(status, msg + "\n"));
-                 });
+      auto done = detail::Completion<std::error_code, Bytes>(
+          [respond, text_response](std::error_code ec, Bytes result) {
+            if (!ec) {
+              transport::Response r;
+              r.body = std::move(result);
+              return respond(std::move(r));
+            }
+            int status = 500;
+            if (ec == errc::no_provider) status = 404;
+            else if (ec == errc::timed_out) status = 504;
+            else if (ec == errc::overloaded || ec == errc::too_many_pending) status = 503;
+            else if (ec.category() == error_category() && ec.value() <= static_cast<int>(errc::name_wildcard_not_allowed))
+              status = 400;
+            const std::string msg = ec == errc::handler_error ? std::string(result.begin(), result.end()) : ec.message();
+            respond(text_response(status, msg + "\n"));
+          });
+      self->start_call(procedure, std::move(req.body), CallOptions{}, std::move(done));
     });
     endpoint->route("GET", "/health", [text_response](transport::Request&&, transport::Responder respond) {
       respond(text_response(200, "ok\n"));
     });
   }
 
-  transport::RealmPolicy policy() const { return {options.realm, options.realm_secret}; }
+  // ---- peers and links ----------------------------------------------------------------------
+  Peer& peer_for(const NodeId& id) {
+    auto it = peer_keys.find(id);
+    if (it != peer_keys.end()) return peers.at(it->second);
+    const PeerKey key = ++last_peer;
+    peer_keys.emplace(id, key);
+    Peer& p = peers[key];
+    p.key = key;
+    p.id = id;
+    return p;
+  }
 
-  // ---- links ------------------------------------------------------------------------------
-
-  Link& attach(std::shared_ptr<transport::Session> s, std::optional<NodeId> peer,
-               std::shared_ptr<transport::Connection> conn, transport::SessionCallbacks& cb) {
-    const pubsub::LinkId id = ++last_link;
+  PeerKey attach(std::shared_ptr<transport::Session> s, const NodeId& peer_id,
+                 std::shared_ptr<transport::Connection> conn, transport::SessionCallbacks& cb) {
+    const LinkId id = ++last_link;
+    Peer& peer = peer_for(peer_id);
+    peer.links.push_back(id);
+    peer.backoff = std::chrono::milliseconds(100);
     Link& link = links[id];
     link.id = id;
+    link.peer = peer.key;
     link.session = std::move(s);
     link.connection = std::move(conn);
-    link.peer = peer;
     std::weak_ptr<Impl> weak = shared_from_this();
     cb.on_data = [weak, id](std::span<const std::uint8_t> bytes) {
       if (auto self = weak.lock()) self->on_data(id, bytes);
@@ -137,294 +336,741 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     cb.on_close = [weak, id](std::error_code) {
       if (auto self = weak.lock()) self->drop_link(id);
     };
-    // Greet: who we are, what we want, what we serve.
     wire::Hello hello;
-    hello.node_id = endpoint->node_id();
+    hello.node_id = self_id();
     hello.realm = options.realm;
     hello.capabilities = 0x3;
-    send(link, hello);
-    if (auto patterns = local.snapshot(); !patterns.empty()) send(link, wire::InterestAdd{std::move(patterns)});
+    hello.endpoints.push_back(format_address(endpoint->local_endpoint()));
+    encode_to(link, hello);
+    // Always a snapshot (even empty): the peer replaces what it knew of us with it.
+    encode_to(link, wire::InterestAdd{local.snapshot()});
     if (!procedures.empty()) {
       wire::ProvideAdd p;
-      for (const auto& [name, h] : procedures) p.procedures.push_back(name);
-      send(link, p);
+      for (const auto& [name, proc] : procedures) p.procedures.push_back(name);
+      encode_to(link, p);
     }
-    return link;
+    // QoS 1 messages this peer still owes an ack for go out again on the new link.
+    qos1.for_peer(peer.key, [&](std::uint64_t, Tracker::Entry& e) {
+      encode_publish(link, *e.message);
+      forwarded->inc();
+    });
+    flush(link);
+    update_gauges();
+    return peer.key;
   }
 
-  void drop_link(pubsub::LinkId id) {
+  Link* live_link(PeerKey key) {
+    auto p = peers.find(key);
+    if (p == peers.end() || p->second.links.empty()) return nullptr;
+    auto l = links.find(p->second.links.back());
+    return l == links.end() ? nullptr : &l->second;
+  }
+
+  void drop_link(LinkId id) {
     auto it = links.find(id);
     if (it == links.end()) return;
-    remote.drop_link(id);
-    for (const auto& proc : it->second.provides) {
-      auto p = providers.find(proc);
-      if (p == providers.end()) continue;
-      p->second.erase(id);
-      if (p->second.empty()) providers.erase(p);
-    }
+    const PeerKey key = it->second.peer;
     links.erase(it);
+    auto p = peers.find(key);
+    if (p != peers.end()) {
+      auto& v = p->second.links;
+      v.erase(std::remove(v.begin(), v.end(), id), v.end());
+      if (v.empty()) {
+        p->second.gone_since = Clock::now();
+        if (p->second.redial && !stopping_flag) schedule_redial(p->second);
+      }
+    }
+    // Calls waiting on this link fail over now rather than at their deadline.
+    std::vector<std::pair<std::uint64_t, Attempt>> lost;
+    pending.take_if([id](const Attempt& a) { return a.link == id; }, lost);
+    for (auto& [cid, a] : lost) attempt_failed(a, errc::connection_closed);
+    update_gauges();
   }
 
-  bool send(Link& link, const wire::Frame& frame) {
-    scratch.clear();
-    if (wire::encode(frame, scratch)) return false;
-    return !link.session->send(scratch);
-  }
-  void broadcast(const wire::Frame& frame) {
-    for (auto& [id, link] : links) send(link, frame);
+  void forget_peer_state(Peer& p) {
+    remote.drop_link(p.key);
+    for (const auto& proc : p.provides) {
+      auto pv = providers.find(proc);
+      if (pv == providers.end()) continue;
+      auto& v = pv->second;
+      v.erase(std::remove(v.begin(), v.end(), p.key), v.end());
+      if (v.empty()) providers.erase(pv);
+    }
+    p.provides.clear();
   }
 
-  void on_data(pubsub::LinkId id, std::span<const std::uint8_t> bytes) {
+  void schedule_redial(Peer& p) {
+    if (p.dialing || !p.redial) return;
+    p.dialing = true;
+    if (!p.redial_timer) p.redial_timer = std::make_shared<asio::steady_timer>(*strand);
+    p.redial_timer->expires_after(p.backoff);
+    p.backoff = std::min(p.backoff * 2, options.reconnect_max_backoff);
+    std::weak_ptr<Impl> weak = shared_from_this();
+    const PeerKey key = p.key;
+    p.redial_timer->async_wait([weak, key](boost::system::error_code ec) {
+      auto self = weak.lock();
+      if (!self || ec || self->stopping_flag) return;
+      auto it = self->peers.find(key);
+      if (it == self->peers.end()) return;
+      it->second.dialing = false;
+      if (!it->second.links.empty()) return;
+      self->dial(*it->second.redial, it->second.id, [weak, key](std::error_code e, PeerKey) {
+        auto s = weak.lock();
+        if (!s || !e) return;
+        auto p2 = s->peers.find(key);
+        if (p2 != s->peers.end() && p2->second.links.empty()) s->schedule_redial(p2->second);
+      });
+    });
+  }
+
+  // Dials and opens the session; `done` runs on the strand.
+  void dial(const udp::endpoint& address, std::optional<NodeId> expected,
+            std::function<void(std::error_code, PeerKey)> done) {
+    std::weak_ptr<Impl> weak = shared_from_this();
+    endpoint->connect(address, expected, [weak, done](std::error_code ec, std::shared_ptr<transport::Connection> c) {
+      auto self = weak.lock();
+      if (!self) return done(errc::endpoint_closed, 0);
+      if (ec) return done(ec, 0);
+      transport::Request head;
+      head.path = kSessionPath;
+      head.headers = transport::realm_headers(self->policy(), self->self_id(), *c->peer_id());
+      auto cb_slot = std::make_shared<transport::SessionCallbacks>();
+      transport::SessionCallbacks forward;
+      forward.on_data = [cb_slot](std::span<const std::uint8_t> b) {
+        if (cb_slot->on_data) cb_slot->on_data(b);
+      };
+      forward.on_close = [cb_slot](std::error_code e) {
+        if (cb_slot->on_close) cb_slot->on_close(e);
+      };
+      c->open_session(head, forward, self->options.connect_timeout,
+                      [weak, c, cb_slot, done](std::error_code e, std::shared_ptr<transport::Session> s) {
+                        auto node = weak.lock();
+                        if (!node) return done(errc::endpoint_closed, 0);
+                        if (e) {
+                          c->close(transport::CloseCode::no_error, "session refused");
+                          return done(e, 0);
+                        }
+                        done({}, node->attach(std::move(s), *c->peer_id(), c, *cb_slot));
+                      });
+    });
+  }
+
+  void housekeeping() {
+    if (stopping_flag) return;
+    const auto now = Clock::now();
+    for (auto& [key, p] : peers)
+      if (p.links.empty() && p.gone_since != Clock::time_point{} && now - p.gone_since > options.peer_grace) {
+        forget_peer_state(p);
+        p.gone_since = {};
+      }
+    update_gauges();
+    housekeeping_timer->expires_after(std::chrono::seconds(1));
+    std::weak_ptr<Impl> weak = shared_from_this();
+    housekeeping_timer->async_wait([weak](boost::system::error_code ec) {
+      if (auto self = weak.lock(); self && !ec) self->housekeeping();
+    });
+  }
+
+  // ---- frames -------------------------------------------------------------------------------
+  void encode_to(Link& link, const wire::Frame& frame) { (void)wire::encode(frame, link.out); }
+
+  void encode_publish(Link& link, const detail::MessageBody& b) {
+    scratch_publish.publisher = b.publisher;
+    scratch_publish.message_id = b.sequence;
+    scratch_publish.sequence = b.sequence;
+    scratch_publish.qos = static_cast<std::uint8_t>(b.qos);
+    scratch_publish.topic = b.topic;
+    scratch_publish.payload.assign(b.payload.begin(), b.payload.end());
+    scratch_frame = std::move(scratch_publish);
+    if (wire::encode(scratch_frame, link.out)) return;  // frame too large: refused at publish
+    scratch_publish = std::move(std::get<wire::Publish>(scratch_frame));
+    if (b.qos == Qos::at_most_once) ++link.out_qos0;
+    if (std::find(dirty.begin(), dirty.end(), link.id) == dirty.end()) dirty.push_back(link.id);
+  }
+
+  void flush(Link& link) {
+    if (link.out.empty()) return;
+    if (link.session->send(link.out)) drop_backpressure->inc(link.out_qos0);  // QoS 1 is retried later
+    link.out.clear();
+    link.out_qos0 = 0;
+  }
+  void flush_links() {
+    for (LinkId id : dirty)
+      if (auto it = links.find(id); it != links.end()) flush(it->second);
+    dirty.clear();
+  }
+
+  void on_data(LinkId id, std::span<const std::uint8_t> bytes) {
     auto it = links.find(id);
     if (it == links.end()) return;
     const std::error_code ec = it->second.reader.feed(bytes, [&](wire::Frame&& f) { on_frame(id, std::move(f)); });
-    if (ec) protocol_error(id);
+    if (ec) return protocol_error(id);
+    it = links.find(id);
+    if (it == links.end()) return;
+    Link& link = it->second;
+    for (std::size_t i = 0; i < link.acks.size(); i += kAckChunk) {
+      const auto end = std::min(link.acks.size(), i + kAckChunk);
+      encode_to(link, wire::PublishAck{{link.acks.begin() + static_cast<std::ptrdiff_t>(i),
+                                        link.acks.begin() + static_cast<std::ptrdiff_t>(end)}});
+    }
+    link.acks.clear();
+    flush(link);
   }
 
-  void protocol_error(pubsub::LinkId id) {
-    ++stats.protocol_errors;
+  void protocol_error(LinkId id) {
+    protocol_errors->inc();
     auto it = links.find(id);
     if (it == links.end()) return;
     auto session = it->second.session;
+    auto connection = it->second.connection;
     drop_link(id);
-    session->close();
+    if (connection) connection->close(transport::CloseCode::protocol_error, "malformed or forged frame");
+    else session->close();
   }
 
-  void on_frame(pubsub::LinkId id, wire::Frame&& frame) {
+  void on_frame(LinkId id, wire::Frame&& frame) {
     auto it = links.find(id);
     if (it == links.end()) return;
     Link& link = it->second;
-    if (auto* h = std::get_if<wire::Hello>(&frame)) {
-      // The id a node claims must be the one its certificate proved, and its realm ours.
-      if ((link.peer && h->node_id != *link.peer) || h->realm != options.realm) return protocol_error(id);
-      link.hello_seen = true;
+    Peer& peer = peers.at(link.peer);
+    if (auto* pub = std::get_if<wire::Publish>(&frame)) {
+      // One hop: the publisher must be the peer at the other end (its certificate says so).
+      if (pub->publisher != peer.id) return protocol_error(id);
+      if (pub->qos == 1) {
+        link.acks.push_back(pub->message_id);
+        if (!dedup.first_time(pub->publisher, pub->message_id)) return duplicates->inc();
+      }
+      auto body = std::make_shared<detail::MessageBody>(detail::MessageBody{
+          std::move(pub->topic), std::move(pub->payload), pub->publisher, pub->sequence, static_cast<Qos>(pub->qos)});
+      deliver_local(body);
+    } else if (auto* ack = std::get_if<wire::PublishAck>(&frame)) {
+      for (auto mid : ack->message_ids)
+        if (auto done = qos1.ack(mid, link.peer)) (*done)({});
+      update_gauges();
+    } else if (auto* h = std::get_if<wire::Hello>(&frame)) {
+      if (h->node_id != peer.id || h->realm != options.realm) return protocol_error(id);
     } else if (auto* ia = std::get_if<wire::InterestAdd>(&frame)) {
+      if (!link.interest_synced) {
+        // First announcement on a new link is the peer's full snapshot: replace what we had.
+        link.interest_synced = true;
+        remote.drop_link(link.peer);
+      }
       for (const auto& p : ia->patterns)
-        if (remote.add(id, p)) return protocol_error(id);  // over the per-link bound
+        if (remote.add(link.peer, p)) return protocol_error(id);
     } else if (auto* ir = std::get_if<wire::InterestRemove>(&frame)) {
-      for (const auto& p : ir->patterns) remote.remove(id, p);
+      for (const auto& p : ir->patterns) remote.remove(link.peer, p);
     } else if (auto* pa = std::get_if<wire::ProvideAdd>(&frame)) {
-      for (const auto& p : pa->procedures) {
-        link.provides.insert(p);
-        providers[p].insert(id);
+      for (auto& p : pa->procedures) {
+        if (validate_procedure(p)) return protocol_error(id);
+        if (peer.provides.insert(p).second) providers[p].push_back(peer.key);
       }
     } else if (auto* pr = std::get_if<wire::ProvideRemove>(&frame)) {
       for (const auto& p : pr->procedures) {
-        link.provides.erase(p);
+        if (!peer.provides.erase(p)) continue;
         if (auto pv = providers.find(p); pv != providers.end()) {
-          pv->second.erase(id);
-          if (pv->second.empty()) providers.erase(pv);
+          auto& v = pv->second;
+          v.erase(std::remove(v.begin(), v.end(), peer.key), v.end());
+          if (v.empty()) providers.erase(pv);
         }
       }
-    } else if (auto* pub = std::get_if<wire::Publish>(&frame)) {
-      deliver_local(pub->topic, pub->payload, pub->publisher, pub->sequence);
+    } else if (auto* ping = std::get_if<wire::Ping>(&frame)) {
+      encode_to(link, wire::Pong{ping->nonce});
+      flush(link);
+    } else if (auto* pong = std::get_if<wire::Pong>(&frame)) {
+      auto sy = syncs.find(pong->nonce);
+      if (sy != syncs.end() && --sy->second.first == 0) {
+        auto done = std::move(sy->second.second);
+        syncs.erase(sy);
+        done({});
+      }
     } else if (auto* callf = std::get_if<wire::RpcCall>(&frame)) {
       serve(id, std::move(*callf));
     } else if (auto* reply = std::get_if<wire::RpcReply>(&frame)) {
-      on_reply(std::move(*reply));
+      on_reply(id, std::move(*reply));
     }
     // Other frame types (DHT) are not served by this node yet: ignored.
   }
 
-  // ---- pub/sub ----------------------------------------------------------------------------
-
-  void deliver_local(const std::string& topic, const std::vector<std::uint8_t>& payload, const NodeId& publisher,
-                     std::uint64_t seq) {
+  // ---- pub/sub ------------------------------------------------------------------------------
+  void deliver_local(const BodyPtr& body) {
     match_scratch.clear();
-    trie.match(topic, match_scratch);
-    if (match_scratch.empty()) return;
-    auto shared_payload = std::make_shared<const std::vector<std::uint8_t>>(payload);
+    trie.match(body->topic, match_scratch);
     for (auto sub_id : match_scratch) {
       auto s = subscriptions.find(sub_id);
       if (s == subscriptions.end()) continue;
-      ++stats.delivered_local;
-      asio::post(workers, [h = s->second.handler, topic, pattern = s->second.pattern, shared_payload, publisher,
-                           seq] { (*h)(Delivery{topic, pattern, *shared_payload, publisher, seq}); });
+      const std::uint64_t lost = s->second->deliver(body);
+      delivered->inc();
+      if (lost) drop_subscriber->inc(lost);
     }
   }
 
-  void publish(std::string topic, std::vector<std::uint8_t> payload, Done done) {
-    if (auto ec = validate_topic(topic)) return done(ec);
-    ++stats.published;
-    const std::uint64_t seq = ++sequence;
-    deliver_local(topic, payload, endpoint->node_id(), seq);
+  // Any thread.
+  std::error_code enqueue(Outgoing&& m) {
+    bool post = false;
+    {
+      std::lock_guard lock(outbox_mutex);
+      if (stopping_flag) return errc::not_started;
+      if (outbox.size() >= options.max_publish_queue) {
+        drop_queue_full->inc();
+        return errc::queue_full;
+      }
+      outbox.push_back(std::move(m));
+      outbox_hw = std::max(outbox_hw, outbox.size());
+      post = !drain_scheduled;
+      drain_scheduled = true;
+    }
+    if (post) asio::post(*strand, [self = shared_from_this()] { self->drain_outbox(); });
+    return {};
+  }
+
+  void drain_outbox() {
+    {
+      std::lock_guard lock(outbox_mutex);
+      drain_batch.swap(outbox);
+      drain_scheduled = false;
+      g_outbox->set(static_cast<double>(drain_batch.size()));
+      g_outbox_hw->set(static_cast<double>(outbox_hw));
+    }
+    for (auto& m : drain_batch) process(std::move(m));
+    drain_batch.clear();
+    flush_links();
+    arm_qos1_timer();
+    update_gauges();
+  }
+
+  void process(Outgoing&& m) {
+    published[m.qos == Qos::at_least_once ? 1 : 0]->inc();
+    auto body = std::make_shared<detail::MessageBody>(
+        detail::MessageBody{std::move(m.topic), std::move(m.payload), self_id(), ++sequence, m.qos});
+    deliver_local(body);
     link_scratch.clear();
-    remote.links_for(topic, link_scratch);
-    if (!link_scratch.empty()) {
-      const wire::Frame frame = wire::Publish{endpoint->node_id(), seq, seq, 0, topic, std::move(payload)};
-      for (auto id : link_scratch) {
-        auto it = links.find(id);
-        if (it == links.end()) continue;
-        if (send(it->second, frame)) ++stats.forwarded;
-        else ++stats.dropped_backpressure;  // QoS 0 under backpressure: dropped, counted
+    remote.links_for(body->topic, link_scratch);  // peer keys, ascending
+    if (m.qos == Qos::at_most_once) {
+      for (PeerKey key : link_scratch) {
+        if (Link* l = live_link(key)) {
+          encode_publish(*l, *body);
+          forwarded->inc();
+        } else {
+          drop_no_link->inc();
+        }
+      }
+      if (m.done) m.done({});
+      return;
+    }
+    if (link_scratch.empty()) {
+      if (m.done) m.done({});
+      return;
+    }
+    if (qos1.size() >= qos1.capacity()) {
+      if (m.done) m.done(errc::too_many_pending);
+      return;
+    }
+    const std::uint64_t id = body->sequence;
+    std::vector<PeerKey> waiting(link_scratch.begin(), link_scratch.end());
+    (void)qos1.track(id, body, waiting, Clock::now() + options.qos1_retry_period, std::move(m.done));
+    for (PeerKey key : waiting)
+      if (Link* l = live_link(key)) {
+        encode_publish(*l, *body);
+        forwarded->inc();
+      }
+  }
+
+  void arm_qos1_timer() {
+    const auto next = qos1.next_deadline();
+    if (!next || *next >= qos1_armed) return;
+    qos1_armed = *next;
+    qos1_timer->expires_at(*next);
+    std::weak_ptr<Impl> weak = shared_from_this();
+    qos1_timer->async_wait([weak](boost::system::error_code ec) {
+      auto self = weak.lock();
+      if (!self || ec) return;
+      self->qos1_armed = Clock::time_point::max();
+      self->qos1_tick();
+    });
+  }
+
+  void qos1_tick() {
+    std::vector<std::uint64_t> due;
+    const auto now = Clock::now();
+    qos1.due(now, due);
+    for (auto id : due) {
+      auto* e = qos1.find(id);
+      if (!e) continue;
+      if (e->sends >= options.qos1_attempts) {
+        qos1_expired->inc();
+        if (auto done = qos1.remove(id); done && *done) (*done)(errc::timed_out);
+        continue;
+      }
+      for (PeerKey key : e->waiting)
+        if (Link* l = live_link(key)) {
+          encode_publish(*l, *e->message);
+          forwarded->inc();
+          qos1_retries->inc();
+        }
+      qos1.resent(id, now + options.qos1_retry_period);
+    }
+    flush_links();
+    arm_qos1_timer();
+    update_gauges();
+  }
+
+  void subscribe(const std::shared_ptr<Subscription>& s) {
+    if (s->closed()) {
+      --subscription_count;
+      return;
+    }
+    const std::uint64_t id = ++last_subscription;
+    sub_ids[s.get()] = id;
+    subscriptions[id] = s;
+    (void)trie.add(*s->pattern(), id);
+    if (auto announce = local.add(*s->pattern()); !announce.empty()) broadcast(wire::InterestAdd{{announce}});
+    update_gauges();
+  }
+
+  void unsubscribe(const std::shared_ptr<Subscription>& s) {
+    auto it = sub_ids.find(s.get());
+    if (it == sub_ids.end()) return;
+    const std::uint64_t id = it->second;
+    sub_ids.erase(it);
+    --subscription_count;
+    trie.remove(*s->pattern(), id);
+    subscriptions.erase(id);
+    if (auto withdraw = local.remove(*s->pattern()); !withdraw.empty()) broadcast(wire::InterestRemove{{withdraw}});
+    update_gauges();
+  }
+
+  void broadcast(const wire::Frame& frame) {
+    for (auto& [id, link] : links) {
+      encode_to(link, frame);
+      flush(link);
+    }
+  }
+
+  // ---- RPC: serving -------------------------------------------------------------------------
+  static std::string cache_key(const std::string& procedure, const Bytes& args) {
+    std::string k;
+    k.reserve(procedure.size() + 1 + args.size());
+    k.append(procedure).push_back('\0');
+    k.append(args.begin(), args.end());
+    return k;
+  }
+
+  // Runs the procedure's handler on the handler executor; `answer` runs on the strand.
+  void run_procedure(const std::shared_ptr<Procedure>& proc, Bytes args,
+                     std::function<void(wire::RpcStatus, Bytes)> answer) {
+    std::string key;
+    if (proc->options.idempotent) {
+      key = cache_key(proc->name, args);
+      if (auto hit = result_cache.get(key)) {
+        cache_hits->inc();
+        return answer(wire::RpcStatus::ok, std::move(*hit));
       }
     }
-    done({});
-  }
-
-  std::uint64_t subscribe(const std::string& pattern, DeliveryHandler handler) {
-    const std::uint64_t id = ++last_subscription;
-    (void)trie.add(pattern, id);
-    subscriptions[id] = Subscription{pattern, std::make_shared<DeliveryHandler>(std::move(handler))};
-    if (auto announce = local.add(pattern); !announce.empty()) broadcast(wire::InterestAdd{{announce}});
-    return id;
-  }
-
-  void unsubscribe(std::uint64_t id) {
-    auto it = subscriptions.find(id);
-    if (it == subscriptions.end()) return;
-    trie.remove(it->second.pattern, id);
-    if (auto withdraw = local.remove(it->second.pattern); !withdraw.empty())
-      broadcast(wire::InterestRemove{{withdraw}});
-    subscriptions.erase(it);
-  }
-
-  // ---- RPC --------------------------------------------------------------------------------
-
-  // Runs a handler on the worker pool; the reply comes back to the strand.
-  void run_handler(const std::shared_ptr<RpcHandler>& h, std::vector<std::uint8_t> args,
-                   std::function<void(wire::RpcStatus, std::vector<std::uint8_t>)> answer) {
-    auto strand_answer = [s = *strand, answer = std::move(answer)](wire::RpcStatus st, std::vector<std::uint8_t> bytes) {
-      asio::post(s, [answer, st, b = std::move(bytes)]() mutable { answer(st, std::move(b)); });
-    };
-    asio::post(workers, [h, args = std::move(args), strand_answer]() mutable {
-      auto once = std::make_shared<std::atomic<bool>>(false);
-      RpcReply reply = [strand_answer, once](std::error_code ec, std::vector<std::uint8_t> bytes) {
-        if (once->exchange(true)) return;  // a handler answers once
-        strand_answer(ec ? wire::RpcStatus::handler_error : wire::RpcStatus::ok, std::move(bytes));
-      };
+    if (proc->options.max_concurrency && proc->in_flight >= proc->options.max_concurrency)
+      return answer(wire::RpcStatus::overloaded, {});
+    ++proc->in_flight;
+    ++serving;
+    std::weak_ptr<Impl> weak = shared_from_this();
+    auto slot = std::make_shared<detail::ReplySlot>(
+        [weak, s = *strand, proc, key = std::move(key), answer = std::move(answer)](wire::RpcStatus st, Bytes b) mutable {
+          asio::post(s, [weak, proc, key = std::move(key), answer = std::move(answer), st, b = std::move(b)]() mutable {
+            auto self = weak.lock();
+            --proc->in_flight;
+            if (!self) return;
+            --self->serving;
+            if (st == wire::RpcStatus::ok && proc->options.idempotent)
+              self->result_cache.put(key, b, std::chrono::duration_cast<std::chrono::nanoseconds>(proc->options.cache_ttl));
+            self->calls_served->inc();
+            answer(st, std::move(b));
+          });
+        });
+    executor([proc, slot, args = std::move(args)]() mutable {
+      CallbackScope scope;
       try {
-        (*h)(std::move(args), reply);
+        proc->handler(std::move(args), RpcResponder(slot));
       } catch (const std::exception& e) {
-        const std::string what = e.what();
-        reply(make_error_code(errc::handler_error), std::vector<std::uint8_t>(what.begin(), what.end()));
+        slot->give(wire::RpcStatus::handler_error, to_bytes(e.what()));
       } catch (...) {
-        const std::string what = "handler threw a non-standard exception";
-        reply(make_error_code(errc::handler_error), std::vector<std::uint8_t>(what.begin(), what.end()));
+        slot->give(wire::RpcStatus::handler_error, to_bytes("handler threw a non-standard exception"));
       }
     });
   }
 
-  void serve(pubsub::LinkId id, wire::RpcCall call) {
-    auto proc = procedures.find(call.procedure);
+  void serve(LinkId id, wire::RpcCall call) {
     std::weak_ptr<Impl> weak = shared_from_this();
-    auto answer = [weak, id, call_id = call.call_id](wire::RpcStatus st, std::vector<std::uint8_t> bytes) {
+    auto answer = [weak, id, call_id = call.call_id](wire::RpcStatus st, Bytes bytes) {
       auto self = weak.lock();
       if (!self) return;
       auto it = self->links.find(id);
-      if (it != self->links.end()) self->send(it->second, wire::RpcReply{call_id, st, std::move(bytes)});
+      if (it == self->links.end()) return;  // the caller's link is gone; it fails over
+      self->encode_to(it->second, wire::RpcReply{call_id, st, std::move(bytes)});
+      self->flush(it->second);
     };
+    auto proc = procedures.find(call.procedure);
     if (proc == procedures.end()) return answer(wire::RpcStatus::no_handler, {});
-    ++stats.calls_served;
-    run_handler(proc->second, std::move(call.payload), answer);
+    run_procedure(proc->second, std::move(call.payload), answer);
   }
 
+  // ---- RPC: calling -------------------------------------------------------------------------
   static std::error_code status_error(wire::RpcStatus st) {
     switch (st) {
       case wire::RpcStatus::ok: return {};
       case wire::RpcStatus::no_handler: return errc::no_provider;
       case wire::RpcStatus::handler_error: return errc::handler_error;
-      case wire::RpcStatus::overloaded: return errc::too_many_pending;
+      case wire::RpcStatus::overloaded: return errc::overloaded;
       case wire::RpcStatus::timeout: return errc::timed_out;
     }
     return errc::transport_error;
   }
 
-  void call(std::string procedure, std::vector<std::uint8_t> args, std::chrono::milliseconds timeout, CallHandler done) {
+  std::size_t provider_count(const std::string& procedure) const {
+    std::size_t n = procedures.count(procedure);
+    if (auto pv = providers.find(procedure); pv != providers.end()) n += pv->second.size();
+    return n;
+  }
+
+  void start_call(std::string procedure, Bytes args, CallOptions o, detail::Completion<std::error_code, Bytes> done) {
     if (auto ec = validate_procedure(procedure)) return done(ec, {});
-    if (auto local_proc = procedures.find(procedure); local_proc != procedures.end()) {
-      return run_handler(local_proc->second, std::move(args),
-                         [done](wire::RpcStatus st, std::vector<std::uint8_t> b) { done(status_error(st), std::move(b)); });
+    // Refusal for stopping happens where the call is made (NodeCore::call): a call accepted
+    // before stop() began is work in flight and is carried out.
+    if (o.cancel && o.cancel->cancelled()) return done(errc::cancelled, {});
+    calls_started->inc();
+    auto call = std::make_shared<CallState>();
+    call->procedure = std::move(procedure);
+    call->args = std::make_shared<const Bytes>(std::move(args));
+    call->started = Clock::now();
+    const auto timeout = o.timeout.count() > 0 ? o.timeout : options.rpc_timeout;
+    call->deadline = call->started + timeout;
+    const std::size_t n = provider_count(call->procedure);
+    call->max_attempts = o.max_attempts ? o.max_attempts : static_cast<unsigned>(std::clamp<std::size_t>(n, 1, 3));
+    call->attempt_timeout = o.attempt_timeout.count() > 0 ? o.attempt_timeout : timeout / call->max_attempts;
+    call->strategy = o.strategy;
+    call->done = std::move(done);
+    if (o.cancel) {
+      std::weak_ptr<Impl> weak = shared_from_this();
+      std::weak_ptr<CallState> wc = call;
+      o.cancel->on_cancel(call, [weak, wc, s = *strand] {
+        asio::post(s, [weak, wc] {
+          auto self = weak.lock();
+          auto c = wc.lock();
+          if (!self || !c || c->finished) return;
+          if (c->pending_id) self->pending.take(c->pending_id);
+          self->finish(*c, errc::cancelled, {});
+        });
+      });
     }
-    auto pv = providers.find(procedure);
-    if (pv == providers.end() || pv->second.empty()) return done(errc::no_provider, {});
-    // Round robin over the links that serve it (the Node issue brings ProviderSelector here).
-    auto pick = pv->second.begin();
-    std::advance(pick, static_cast<std::ptrdiff_t>(round_robin++ % pv->second.size()));
-    auto link = links.find(*pick);
-    if (link == links.end()) return done(errc::not_connected, {});
-    if (pending.size() >= pending.capacity()) return done(errc::too_many_pending, {});
+    next_attempt(call);
+  }
+
+  std::optional<PeerKey> choose(CallState& c) {
+    candidates.clear();
+    if (procedures.count(c.procedure)) candidates.push_back(kLocal);
+    if (auto pv = providers.find(c.procedure); pv != providers.end())
+      for (PeerKey k : pv->second)
+        if (live_link(k)) candidates.push_back(k);
+    auto excluded = [&](PeerKey k) { return std::find(c.tried.begin(), c.tried.end(), k) != c.tried.end(); };
+    std::erase_if(candidates, excluded);
+    if (candidates.empty()) return std::nullopt;
+    const std::size_t n = candidates.size();
+    switch (c.strategy) {
+      case SelectionStrategy::local_first:
+        if (candidates.front() == kLocal) return kLocal;
+        [[fallthrough]];
+      case SelectionStrategy::round_robin:
+        return candidates[round_robin[c.procedure]++ % n];
+      case SelectionStrategy::random:
+        return candidates[rng() % n];
+      case SelectionStrategy::least_outstanding: {
+        // Power of two choices over the outstanding counts.
+        const PeerKey a = candidates[rng() % n], b = candidates[rng() % n];
+        auto load = [&](PeerKey k) { return k == kLocal ? 0u : peers.at(k).outstanding; };
+        return load(a) <= load(b) ? a : b;
+      }
+    }
+    return candidates.front();
+  }
+
+  void next_attempt(const std::shared_ptr<CallState>& call) {
+    CallState& c = *call;
+    const auto now = Clock::now();
+    if (now >= c.deadline) return finish(c, errc::timed_out, {});
+    if (c.attempts >= c.max_attempts) return finish(c, c.last_error, {});
+    const auto pick = choose(c);
+    if (!pick) return finish(c, c.last_error, {});
+    ++c.attempts;
+    c.tried.push_back(*pick);
+    if (c.attempts > 1) failovers->inc();
+    if (*pick == kLocal) {
+      // The answer keeps the call alive (no pending-table entry does for local attempts).
+      return run_procedure(procedures.at(c.procedure), *c.args, [this, call](wire::RpcStatus st, Bytes b) {
+        if (!call->finished) attempt_answered(call, st, std::move(b));
+      });
+    }
+    Link* link = live_link(*pick);
+    if (pending.size() >= pending.capacity()) return finish(c, errc::too_many_pending, {});
     std::error_code ec;
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    const std::uint64_t call_id = pending.insert(deadline, std::move(done), ec);
-    if (ec) return;  // cannot happen: capacity was checked above on this strand
-    ++stats.calls_sent;
-    if (!send(link->second, wire::RpcCall{call_id, static_cast<std::uint32_t>(timeout.count()), procedure,
-                                          std::move(args)})) {
-      if (auto h = pending.take(call_id)) (*h)(errc::queue_full, {});
-      return;
+    const auto attempt_deadline = std::min(c.deadline, now + c.attempt_timeout);
+    c.pending_id = pending.insert(attempt_deadline, Attempt{call, link->id, *pick}, ec);
+    ++peers.at(*pick).outstanding;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(attempt_deadline - now).count();
+    encode_to(*link, wire::RpcCall{c.pending_id, static_cast<std::uint32_t>(std::max<std::int64_t>(ms, 1)),
+                                   c.procedure, *c.args});
+    flush(*link);
+    arm_call_timer();
+    update_gauges();
+  }
+
+  void attempt_answered(const std::shared_ptr<CallState>& call, wire::RpcStatus st, Bytes b) {
+    switch (st) {
+      case wire::RpcStatus::ok: return finish(*call, {}, std::move(b));
+      case wire::RpcStatus::handler_error: return finish(*call, errc::handler_error, std::move(b));
+      default:
+        call->last_error = status_error(st);
+        return next_attempt(call);
     }
-    arm_deadline();
   }
 
-  void on_reply(wire::RpcReply reply) {
-    auto h = pending.take(reply.call_id);
-    if (!h) return;  // late, duplicate or unknown: the caller already had its answer
-    (*h)(status_error(reply.status), std::move(reply.payload));
-    arm_deadline();
+  void attempt_failed(Attempt& a, std::error_code ec) {
+    if (auto p = peers.find(a.peer); p != peers.end() && p->second.outstanding) --p->second.outstanding;
+    a.call->pending_id = 0;
+    if (a.call->finished) return;
+    a.call->last_error = ec;
+    next_attempt(a.call);
   }
 
-  void arm_deadline() {
+  void on_reply(LinkId, wire::RpcReply reply) {
+    auto a = pending.take(reply.call_id);
+    if (!a) return;  // late, duplicate or unknown: the caller already had its answer
+    if (auto p = peers.find(a->peer); p != peers.end() && p->second.outstanding) --p->second.outstanding;
+    a->call->pending_id = 0;
+    if (!a->call->finished) attempt_answered(a->call, reply.status, std::move(reply.payload));
+    update_gauges();
+  }
+
+  void finish(CallState& c, std::error_code ec, Bytes result) {
+    if (c.finished) return;
+    c.finished = true;
+    const double secs = std::chrono::duration<double>(Clock::now() - c.started).count();
+    call_latency->observe(secs);
+    std::string outcome = "error";
+    if (!ec) outcome = "ok";
+    else if (ec == errc::handler_error) outcome = "handler_error";
+    else if (ec == errc::no_provider) outcome = "no_provider";
+    else if (ec == errc::timed_out) outcome = "timed_out";
+    else if (ec == errc::cancelled) outcome = "cancelled";
+    else if (ec == errc::overloaded) outcome = "overloaded";
+    call_outcomes[outcome]->inc();
+    if (c.done) c.done(ec, std::move(result));
+  }
+
+  void arm_call_timer() {
     const auto next = pending.next_deadline();
-    if (!next || *next >= armed_deadline) return;
-    armed_deadline = *next;
-    deadline_timer->expires_at(*next);
+    if (!next || *next >= call_armed) return;
+    call_armed = *next;
+    call_timer->expires_at(*next);
     std::weak_ptr<Impl> weak = shared_from_this();
-    deadline_timer->async_wait([weak](boost::system::error_code ec) {
-      if (ec) return;
+    call_timer->async_wait([weak](boost::system::error_code ec) {
       auto self = weak.lock();
-      if (!self) return;
-      self->armed_deadline = std::chrono::steady_clock::time_point::max();
-      std::vector<std::pair<std::uint64_t, CallHandler>> expired;
-      self->pending.expire(std::chrono::steady_clock::now(), expired);
-      for (auto& [id, h] : expired) h(errc::timed_out, {});
-      self->arm_deadline();
+      if (!self || ec) return;
+      self->call_armed = Clock::time_point::max();
+      std::vector<std::pair<std::uint64_t, Attempt>> expired;
+      self->pending.expire(Clock::now(), expired);
+      for (auto& [id, a] : expired) self->attempt_failed(a, errc::timed_out);
+      self->arm_call_timer();
+      self->update_gauges();
     });
   }
 
-  void stop() {
-    if (stopped) return;
-    stopped = true;
-    if (deadline_timer) deadline_timer->cancel();
-    std::vector<std::pair<std::uint64_t, CallHandler>> expired;
-    pending.expire(std::chrono::steady_clock::time_point::max(), expired);
-    for (auto& [id, h] : expired) h(errc::connection_closed, {});
-    links.clear();
+  // ---- stop ---------------------------------------------------------------------------------
+  bool drained() const { return qos1.size() == 0 && pending.size() == 0 && serving == 0 && outbox_empty(); }
+  bool outbox_empty() const {
+    std::lock_guard lock(outbox_mutex);
+    return outbox.empty();
   }
 
-  NodeCoreOptions options;
-  asio::thread_pool workers;
+  void fail_everything() {
+    housekeeping_timer->cancel();
+    call_timer->cancel();
+    qos1_timer->cancel();
+    for (auto& [k, p] : peers)
+      if (p.redial_timer) p.redial_timer->cancel();
+    std::vector<std::pair<std::uint64_t, Attempt>> calls;
+    pending.expire(Clock::time_point::max(), calls);
+    for (auto& [id, a] : calls) finish(*a.call, errc::cancelled, {});
+    for (auto id : qos1.ids())
+      if (auto done = qos1.remove(id); done && *done) (*done)(errc::cancelled);
+    // Closing may call back into drop_link(): take the links out of the map first.
+    auto closing = std::move(links);
+    links.clear();
+    for (auto& [id, link] : closing) {
+      if (link.connection) link.connection->close(transport::CloseCode::no_error, "node stopping");
+      else link.session->close();
+    }
+    update_gauges();
+  }
+
+  // ---- members ------------------------------------------------------------------------------
+  NodeOptions options;
   asio::io_context& io_;
+  std::unique_ptr<asio::thread_pool> workers;
+  HandlerExecutor executor;
   std::shared_ptr<transport::Endpoint> endpoint;
   std::optional<asio::strand<asio::io_context::executor_type>> strand;
-  std::optional<asio::steady_timer> deadline_timer;
-  std::chrono::steady_clock::time_point armed_deadline = std::chrono::steady_clock::time_point::max();
+  std::optional<asio::steady_timer> call_timer, qos1_timer, housekeeping_timer;
+  Clock::time_point call_armed = Clock::time_point::max();
+  Clock::time_point qos1_armed = Clock::time_point::max();
+  std::atomic<bool> stopping_flag{false};
 
-  std::map<pubsub::LinkId, Link> links;
-  pubsub::LinkId last_link = 0;
+  std::map<LinkId, Link> links;
+  LinkId last_link = 0;
+  std::map<PeerKey, Peer> peers;
+  std::unordered_map<NodeId, PeerKey> peer_keys;
+  PeerKey last_peer = 0;
+
   core::PatternTrie trie;
-  std::unordered_map<std::uint64_t, Subscription> subscriptions;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Subscription>> subscriptions;
+  std::unordered_map<const Subscription*, std::uint64_t> sub_ids;
   std::uint64_t last_subscription = 0;
+  std::atomic<std::size_t> subscription_count{0};
   pubsub::LocalInterest local;
   pubsub::RemoteInterest remote;
-  std::map<std::string, std::shared_ptr<RpcHandler>> procedures;
-  std::map<std::string, std::set<pubsub::LinkId>> providers;
-  rpc::PendingCalls<CallHandler> pending;
+
+  std::map<std::string, std::shared_ptr<Procedure>> procedures;
+  std::map<std::string, std::vector<PeerKey>> providers;
+  std::map<std::string, std::uint64_t> round_robin;
+  rpc::PendingCalls<Attempt> pending;
+  std::size_t serving = 0;
+  Tracker qos1;
+  pubsub::DedupWindow dedup;
+  core::ConcurrentCache<std::string, Bytes> result_cache;
+  std::minstd_rand rng;
+
+  mutable std::mutex outbox_mutex;
+  std::vector<Outgoing> outbox, drain_batch;
+  std::size_t outbox_hw = 0;
+  bool drain_scheduled = false;
+
+  std::map<std::uint64_t, std::pair<std::size_t, detail::Completion<std::error_code>>> syncs;
+  std::uint64_t last_nonce = 0;
   std::uint64_t sequence = 0;
-  std::uint64_t round_robin = 0;
-  bool stopped = false;
-  NodeCoreStats stats;
-  std::vector<std::uint8_t> scratch;
   std::vector<core::SubscriberId> match_scratch;
-  std::vector<pubsub::LinkId> link_scratch;
+  std::vector<PeerKey> link_scratch;
+  std::vector<PeerKey> candidates;
+  std::vector<LinkId> dirty;
+  wire::Publish scratch_publish;
+  wire::Frame scratch_frame;
 };
 
-// ============================================================================ public API
+// ============================================================================ NodeCore
 
-std::shared_ptr<NodeCore> NodeCore::create(asio::io_context& io, NodeCoreOptions options, std::error_code& ec) {
-  auto impl = std::make_shared<Impl>(io, std::move(options));
-  ec = impl->start();
-  if (ec) return nullptr;
+std::shared_ptr<NodeCore> NodeCore::create(asio::io_context& io, const NodeOptions& options,
+                                           transport::Identity identity, std::error_code& ec) {
+  auto impl = std::make_shared<Impl>(io, options);
+  ec = impl->start(std::move(identity));
+  if (ec) {
+    if (impl->workers) impl->workers->join();
+    return nullptr;
+  }
   return std::shared_ptr<NodeCore>(new NodeCore(impl));
 }
 
@@ -432,60 +1078,54 @@ NodeCore::~NodeCore() { stop(); }
 
 const NodeId& NodeCore::node_id() const noexcept { return impl_->endpoint->node_id(); }
 udp::endpoint NodeCore::local_endpoint() const { return impl_->endpoint->local_endpoint(); }
+const HandlerExecutor& NodeCore::handler_executor() const noexcept { return impl_->executor; }
+bool NodeCore::stopping() const noexcept { return impl_->stopping_flag; }
 
-void NodeCore::connect(const udp::endpoint& address, std::optional<NodeId> expected, Done done) {
-  std::weak_ptr<Impl> weak = impl_;
-  impl_->endpoint->connect(address, expected, [weak, done](std::error_code ec, std::shared_ptr<transport::Connection> c) {
-    auto self = weak.lock();
-    if (!self) return done(errc::endpoint_closed);
-    if (ec) return done(ec);
-    transport::Request head;
-    head.path = kSessionPath;
-    head.headers = transport::realm_headers(self->policy(), self->endpoint->node_id(), *c->peer_id());
-    // The link's callbacks are set once the session exists; until then bytes cannot arrive
-    // (the acceptor speaks only after answering 200, which completes the open first).
-    auto cb_slot = std::make_shared<transport::SessionCallbacks>();
-    transport::SessionCallbacks forward;
-    forward.on_data = [cb_slot](std::span<const std::uint8_t> b) {
-      if (cb_slot->on_data) cb_slot->on_data(b);
-    };
-    forward.on_close = [cb_slot](std::error_code e) {
-      if (cb_slot->on_close) cb_slot->on_close(e);
-    };
-    c->open_session(head, forward, std::chrono::seconds(5),
-                    [weak, c, cb_slot, done](std::error_code e, std::shared_ptr<transport::Session> s) {
-                      auto node = weak.lock();
-                      if (!node) return done(errc::endpoint_closed);
-                      if (e) return done(e);
-                      node->attach(s, c->peer_id(), c, *cb_slot);
-                      done({});
-                    });
+void NodeCore::connect(const udp::endpoint& address, std::optional<NodeId> expected, bool redial,
+                       detail::Completion<std::error_code> done) {
+  auto shared_done = std::make_shared<detail::Completion<std::error_code>>(std::move(done));
+  asio::dispatch(*impl_->strand, [impl = impl_, address, expected, redial, shared_done] {
+    if (impl->stopping_flag) return (*shared_done)(errc::not_started);
+    impl->dial(address, expected, [impl, address, redial, shared_done](std::error_code ec, PeerKey key) {
+      if (!ec && redial) impl->peers.at(key).redial = address;  // how to get the link back
+      (*shared_done)(ec);
+    });
   });
 }
 
-std::uint64_t NodeCore::subscribe(const std::string& pattern, DeliveryHandler handler, std::error_code& ec) {
-  ec = validate_pattern(pattern);
-  if (ec) return 0;
-  std::promise<std::uint64_t> p;
-  asio::dispatch(*impl_->strand, [&] { p.set_value(impl_->subscribe(pattern, std::move(handler))); });
-  return p.get_future().get();
+std::error_code NodeCore::publish(std::string topic, Bytes payload, Qos qos, detail::Completion<std::error_code> done) {
+  if (auto ec = validate_topic(topic)) return ec;
+  if (payload.size() + topic.size() + 128 > wire::kDefaultMaxFrameSize) return errc::frame_too_large;
+  return impl_->enqueue(Impl::Outgoing{std::move(topic), std::move(payload), qos, std::move(done)});
 }
 
-void NodeCore::unsubscribe(std::uint64_t id) {
-  asio::dispatch(*impl_->strand, [impl = impl_, id] { impl->unsubscribe(id); });
+std::error_code NodeCore::subscribe(const std::shared_ptr<Subscription>& s) {
+  if (impl_->stopping_flag) return errc::not_started;
+  // Counted here, registered on the strand: subscribing never waits for the io_context, so a
+  // host may subscribe before it runs its io_context.
+  if (impl_->subscription_count.fetch_add(1) >= impl_->options.max_subscriptions) {
+    --impl_->subscription_count;
+    return errc::too_many_subscriptions;
+  }
+  asio::dispatch(*impl_->strand, [impl = impl_, s] { impl->subscribe(s); });
+  return {};
 }
 
-void NodeCore::publish(std::string topic, std::vector<std::uint8_t> payload, Done done) {
-  asio::dispatch(*impl_->strand, [impl = impl_, t = std::move(topic), p = std::move(payload), d = std::move(done)]() mutable {
-    impl->publish(std::move(t), std::move(p), std::move(d));
-  });
+void NodeCore::unsubscribe(const std::shared_ptr<Subscription>& s) {
+  asio::dispatch(*impl_->strand, [impl = impl_, s] { impl->unsubscribe(s); });
 }
 
-std::error_code NodeCore::advertise(const std::string& procedure, RpcHandler handler) {
+std::error_code NodeCore::advertise(std::string procedure, RpcHandler handler, AdvertiseOptions options) {
   if (auto ec = validate_procedure(procedure)) return ec;
-  asio::dispatch(*impl_->strand, [impl = impl_, procedure, h = std::make_shared<RpcHandler>(std::move(handler))] {
-    impl->procedures[procedure] = h;
-    impl->broadcast(wire::ProvideAdd{{procedure}});
+  if (impl_->stopping_flag) return errc::not_started;
+  auto proc = std::make_shared<Impl::Procedure>();
+  proc->name = procedure;
+  proc->handler = std::move(handler);
+  proc->options = options;
+  asio::dispatch(*impl_->strand, [impl = impl_, proc] {
+    const bool fresh = impl->procedures.find(proc->name) == impl->procedures.end();
+    impl->procedures[proc->name] = proc;
+    if (fresh) impl->broadcast(wire::ProvideAdd{{proc->name}});
   });
   return {};
 }
@@ -496,35 +1136,113 @@ void NodeCore::unadvertise(const std::string& procedure) {
   });
 }
 
-void NodeCore::call(std::string procedure, std::vector<std::uint8_t> args, std::chrono::milliseconds timeout,
-                    CallHandler done) {
-  asio::dispatch(*impl_->strand, [impl = impl_, pr = std::move(procedure), a = std::move(args), timeout,
-                                  d = std::move(done)]() mutable {
-    impl->call(std::move(pr), std::move(a), timeout, std::move(d));
+void NodeCore::call(std::string procedure, Bytes args, CallOptions options, detail::Completion<std::error_code, Bytes> done) {
+  if (impl_->stopping_flag) return done(errc::cancelled, {});
+  auto shared_done = std::make_shared<detail::Completion<std::error_code, Bytes>>(std::move(done));
+  asio::dispatch(*impl_->strand, [impl = impl_, pr = std::move(procedure), a = std::move(args), o = std::move(options),
+                                  shared_done]() mutable {
+    impl->start_call(std::move(pr), std::move(a), std::move(o), std::move(*shared_done));
   });
 }
 
-NodeCoreStats NodeCore::stats() const {
-  std::promise<NodeCoreStats> p;
+void NodeCore::sync(detail::Completion<std::error_code> done) {
+  auto slot = std::make_shared<detail::Completion<std::error_code>>(std::move(done));
+  asio::dispatch(*impl_->strand, [impl = impl_, slot] {
+    impl->drain_outbox();
+    if (impl->links.empty()) return (*slot)({});
+    const std::uint64_t nonce = ++impl->last_nonce;
+    impl->syncs.emplace(nonce, std::make_pair(impl->links.size(), std::move(*slot)));
+    for (auto& [id, link] : impl->links) {
+      impl->encode_to(link, wire::Ping{nonce});
+      impl->flush(link);
+    }
+  });
+}
+
+NodeStats NodeCore::stats() const {
+  std::promise<NodeStats> p;
+  auto f = p.get_future();
   asio::dispatch(*impl_->strand, [&] {
-    NodeCoreStats s = impl_->stats;
-    s.links = impl_->links.size();
+    const Impl& i = *impl_;
+    NodeStats s;
+    s.links = i.links.size();
+    s.subscriptions = i.subscriptions.size();
+    s.published = i.published[0]->value() + i.published[1]->value();
+    s.delivered = i.delivered->value();
+    s.forwarded = i.forwarded->value();
+    s.dropped = i.drop_queue_full->value() + i.drop_backpressure->value() + i.drop_no_link->value() +
+                i.drop_subscriber->value();
+    s.duplicates = i.duplicates->value();
+    s.qos1_in_flight = i.qos1.size();
+    s.qos1_retries = i.qos1_retries->value();
+    s.qos1_expired = i.qos1_expired->value();
+    s.calls_started = i.calls_started->value();
+    s.calls_served = i.calls_served->value();
+    s.calls_failed_over = i.failovers->value();
+    s.pending_calls = i.pending.size();
+    s.protocol_errors = i.protocol_errors->value();
     p.set_value(s);
   });
-  return p.get_future().get();
+  return f.get();
 }
 
-void NodeCore::stop() {
-  if (!impl_->endpoint) return;
+std::string NodeCore::metrics_text() const { return impl_->metrics.render(); }
+
+void NodeCore::drop_links_for_test() {
   std::promise<void> p;
   auto f = p.get_future();
   asio::dispatch(*impl_->strand, [&] {
-    impl_->stop();
+    std::vector<std::shared_ptr<transport::Connection>> conns;
+    std::vector<std::shared_ptr<transport::Session>> sessions;
+    for (auto& [id, l] : impl_->links) {
+      if (l.connection) conns.push_back(l.connection);
+      else sessions.push_back(l.session);
+    }
+    for (auto& c : conns) c->close(transport::CloseCode::no_error, "test: link dropped");
+    for (auto& s : sessions) s->close();
     p.set_value();
   });
-  if (f.wait_for(std::chrono::seconds(2)) != std::future_status::ready) impl_->stop();
-  impl_->endpoint->close();
-  impl_->workers.join();
+  f.get();
+}
+
+void NodeCore::stop() {
+  auto impl = impl_;
+  if (!impl->endpoint || impl->stopping_flag.exchange(true)) return;
+  // Runs f on the strand and waits for it, up to 2 s (the io_context may not be running).
+  // Everything the strand task touches is owned by the task, never by this stack frame.
+  auto on_strand = [&impl](std::function<bool(Impl&)> f) -> std::optional<bool> {
+    auto p = std::make_shared<std::promise<bool>>();
+    auto fut = p->get_future();
+    asio::dispatch(*impl->strand, [impl, p, f = std::move(f)] { p->set_value(f(*impl)); });
+    if (fut.wait_for(std::chrono::seconds(2)) != std::future_status::ready) return std::nullopt;
+    return fut.get();
+  };
+  // New work is refused from here (stopping_flag); wait, bounded, for QoS 1 acks, RPC replies
+  // and running handlers, sending whatever was queued meanwhile.
+  const bool blocking_ok = !CallbackScope::active();
+  const auto deadline = Clock::now() + impl->options.stop_timeout;
+  bool strand_alive = true;
+  while (blocking_ok) {
+    const auto r = on_strand([](Impl& i) {
+      i.drain_outbox();
+      return i.drained();
+    });
+    if (!r) {
+      strand_alive = false;
+      break;
+    }
+    if (*r || Clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  // Fail what is left, close links and the endpoint, finish the handlers.
+  if (!strand_alive || !on_strand([](Impl& i) {
+        i.fail_everything();
+        return true;
+      }))
+    impl->fail_everything();
+  if (impl->unexport_transport) impl->unexport_transport();
+  impl->endpoint->close();
+  if (impl->workers && blocking_ok) impl->workers->join();
 }
 
 }  // namespace macula::node

@@ -1,103 +1,84 @@
-// NodeCore: one mesh node wired together — transport endpoint, session links, pub/sub and RPC.
+// NodeCore: the engine under the public Node / Publisher / Subscriber / RpcClient API.
 //
-// Internal (src/node): the engine under the public Node / Publisher / Subscriber / RpcClient
-// API of the Node issue, which adds completion tokens, QoS 1, bounded per-subscription
-// queues, failover and metrics on top. What it does now:
-// - links: `connect()` dials a peer node (mutual node-id TLS), opens a session with the realm
-//   headers (DESIGN §6) and exchanges HELLO, the aggregated subscription interest and the
-//   procedures each side provides; incoming sessions are admitted by the realm guard.
-// - pub/sub (QoS 0): a publish is matched locally with the pattern trie and sent once per link
-//   whose announced interest matches; links that push back (session bound) count a drop.
-// - HTTP/3 for external clients: POST /macula/v1/pub/<topic>, POST /macula/v1/rpc/<procedure>,
-//   GET /health (docs/PROTOCOL.md).
-// - RPC: a call goes to a link that announced the procedure (or runs locally), waits in the
-//   bounded pending-call table with a deadline, and completes with the result, no_provider,
-//   handler_error (message as payload), timed_out or connection_closed.
-// Threading: all state lives on the endpoint's strand; public member functions may be called
-// from any thread. Subscription and RPC handlers run on a worker pool, never on the strand;
-// completion callbacks of connect/publish/call run on the strand and must not block.
+// One NodeCore is one mesh node: a transport endpoint, links to peer nodes (one HTTP/3
+// session each, carrying wire frames), the local subscriptions, the interest and procedures
+// peers announced, the QoS 1 tracker, the pending-call table, and the HTTP/3 routes external
+// clients use. docs/ARCHITECTURE.md ("Node") explains the flows; docs/PROTOCOL.md the frames.
+//
+// Threading: all mutable state lives on the endpoint's strand. Public member functions may be
+// called from any thread; they hand work to the strand (publishes in batches through a
+// bounded queue). Subscription and RPC handlers run on the handler executor. Completions are
+// detail::Completion objects, which post themselves to their own executor.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <system_error>
-#include <vector>
 
+#include "macula/detail/completion.hpp"
+#include "macula/message.hpp"
+#include "macula/node.hpp"
 #include "macula/node_id.hpp"
+#include "macula/node_options.hpp"
+#include "macula/rpc_client.hpp"
+#include "macula/rpc_handler.hpp"
 #include "transport/endpoint.hpp"
+#include "transport/identity.hpp"
 
 namespace macula::node {
 
-struct NodeCoreOptions {
-  std::string realm = "macula.default";
-  std::optional<std::string> realm_secret;
-  transport::EndpointOptions endpoint;  ///< identity, limits (identity must be set)
-  boost::asio::ip::udp::endpoint listen{boost::asio::ip::make_address("127.0.0.1"), 0};
-  std::size_t worker_threads = 2;
-  std::size_t max_pending_calls = 100'000;
-  std::size_t max_patterns_per_link = 10'000;
-};
-
-struct Delivery {
-  std::string topic;
-  std::string pattern;  ///< the subscription's pattern that matched
-  std::vector<std::uint8_t> payload;
-  NodeId publisher;
-  std::uint64_t sequence = 0;
-};
-
-using DeliveryHandler = std::function<void(const Delivery&)>;
-/// Answers one RPC: an empty error and the result, or an error and a message for the caller.
-using RpcReply = std::function<void(std::error_code, std::vector<std::uint8_t>)>;
-using RpcHandler = std::function<void(std::vector<std::uint8_t> args, RpcReply reply)>;
-using CallHandler = std::function<void(std::error_code, std::vector<std::uint8_t>)>;
-using Done = std::function<void(std::error_code)>;
-
-struct NodeCoreStats {
-  std::size_t links = 0;
-  std::uint64_t published = 0;
-  std::uint64_t delivered_local = 0;
-  std::uint64_t forwarded = 0;             ///< PUBLISH frames sent to links
-  std::uint64_t dropped_backpressure = 0;  ///< QoS 0 publishes a link's session bound refused
-  std::uint64_t calls_sent = 0;
-  std::uint64_t calls_served = 0;
-  std::uint64_t protocol_errors = 0;
-};
+class Subscription;
 
 class NodeCore {
  public:
-  /// Binds and starts listening. Errors: those of transport::Endpoint::create, invalid realm.
-  static std::shared_ptr<NodeCore> create(boost::asio::io_context& io, NodeCoreOptions options, std::error_code& ec);
+  /// Binds and starts serving. Errors: invalid realm, address errors, those of
+  /// transport::Endpoint::create.
+  static std::shared_ptr<NodeCore> create(boost::asio::io_context& io, const NodeOptions& options,
+                                          transport::Identity identity, std::error_code& ec);
   ~NodeCore();
 
   const NodeId& node_id() const noexcept;
   boost::asio::ip::udp::endpoint local_endpoint() const;
 
-  /// Links to the node at `address` (which must prove `expected` when given).
-  void connect(const boost::asio::ip::udp::endpoint& address, std::optional<NodeId> expected, Done done);
+  /// Links to `address`; with `redial`, re-links with backoff whenever the link drops.
+  void connect(const boost::asio::ip::udp::endpoint& address, std::optional<NodeId> expected, bool redial,
+               detail::Completion<std::error_code> done);
 
-  /// Subscribes `handler` to `pattern`; returns an id for unsubscribe. Errors: pattern errors.
-  /// Waits for the strand: never call it from a completion callback (those run there).
-  std::uint64_t subscribe(const std::string& pattern, DeliveryHandler handler, std::error_code& ec);
-  void unsubscribe(std::uint64_t id);
+  /// Hands a publish to the strand. Returns errors it can tell at once (topic, queue_full,
+  /// not_started); then `done` (may be empty) is not called. Otherwise `done` gets the outcome.
+  std::error_code publish(std::string topic, Bytes payload, Qos qos, detail::Completion<std::error_code> done);
 
-  /// QoS 0 publish. `done` gets topic errors or success once the message was handed to local
-  /// subscribers and interested links.
-  void publish(std::string topic, std::vector<std::uint8_t> payload, Done done);
+  /// Registers a subscription (its pattern validated by the caller). Errors:
+  /// too_many_subscriptions, not_started. Delivery may start before this returns.
+  std::error_code subscribe(const std::shared_ptr<Subscription>& subscription);
+  void unsubscribe(const std::shared_ptr<Subscription>& subscription);
 
-  /// Serves `procedure` from this node. Errors: procedure name errors.
-  std::error_code advertise(const std::string& procedure, RpcHandler handler);
+  std::error_code advertise(std::string procedure, RpcHandler handler, AdvertiseOptions options);
   void unadvertise(const std::string& procedure);
 
-  void call(std::string procedure, std::vector<std::uint8_t> args, std::chrono::milliseconds timeout,
-            CallHandler done);
+  void call(std::string procedure, Bytes args, CallOptions options, detail::Completion<std::error_code, Bytes> done);
 
-  NodeCoreStats stats() const;  ///< blocks until the strand answers; not from the strand
-  void stop();                  ///< closes links and the endpoint, joins the workers
+  /// Completes once every link answered a PING sent after everything this thread handed to
+  /// the node before (subscriptions, publishes): frames on a link are ordered, so the peer
+  /// has processed them all. A link that drops meanwhile leaves it waiting (callers bound it).
+  void sync(detail::Completion<std::error_code> done);
+
+  /// Runs `f` on the handler executor (for the public API's own callbacks).
+  const HandlerExecutor& handler_executor() const noexcept;
+
+  NodeStats stats() const;  ///< waits for the strand (not from it)
+  std::string metrics_text() const;
+
+  /// Graceful stop (see Node::stop). Must not run on the strand or a handler thread.
+  void stop();
+  bool stopping() const noexcept;
+
+  /// Test hook: closes every link's connection as if the network dropped it. Dialed links
+  /// with redial come back on their own.
+  void drop_links_for_test();
 
   class Impl;
 
@@ -105,5 +86,9 @@ class NodeCore {
   explicit NodeCore(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
   std::shared_ptr<Impl> impl_;
 };
+
+/// Parses "host:port" / "[v6]:port" with a numeric host. Errors: address_invalid.
+std::error_code parse_address(std::string_view text, boost::asio::ip::udp::endpoint& out);
+std::string format_address(const boost::asio::ip::udp::endpoint& e);
 
 }  // namespace macula::node

@@ -65,6 +65,21 @@ class PendingCalls {
     }
   }
 
+  /// Moves every call whose handler satisfies `pred` into `out` (e.g. the calls sent over a
+  /// link that just closed). O(size): for rare events only.
+  template <class Pred>
+  void take_if(Pred&& pred, std::vector<std::pair<std::uint64_t, Handler>>& out) {
+    for (auto it = calls_.begin(); it != calls_.end();) {
+      if (pred(static_cast<const Handler&>(it->second.handler))) {
+        out.emplace_back(it->first, std::move(it->second.handler));
+        deadlines_.erase(it->second.deadline);
+        it = calls_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
   std::optional<Clock::time_point> next_deadline() const {
     if (deadlines_.empty()) return std::nullopt;
     return deadlines_.begin()->first;

@@ -151,24 +151,22 @@ TEST_CASE("interop: our client gets 200 from gtlsserver", "[interop]") {
   CHECK(std::string(resp.body.begin(), resp.body.end()) == "hello from gtlsserver");
 }
 
-#include "node/node_core.hpp"
+#include "macula/node.hpp"
 
 TEST_CASE("interop: gtlsclient calls a procedure through POST /macula/v1/rpc/<procedure>", "[interop][node]") {
   REQUIRE(have("/usr/bin/gtlsclient"));
   Loop loop;
-  node::NodeCoreOptions o;
-  o.endpoint.identity = Identity::generate();
-  std::error_code ec;
-  auto n = node::NodeCore::create(loop.io, std::move(o), ec);
-  REQUIRE_FALSE(ec);
-  REQUIRE_FALSE(n->advertise("text.upper", [](std::vector<std::uint8_t> args, node::RpcReply reply) {
+  macula::Node n(loop.io, macula::NodeOptions{});
+  REQUIRE_FALSE(n.start());
+  auto adv = n.advertise("text.upper", [](macula::Bytes args, macula::RpcResponder reply) {
     for (auto& c : args) c = static_cast<std::uint8_t>(std::toupper(c));
-    reply({}, std::move(args));
-  }));
+    reply.reply(std::move(args));
+  });
   const auto dir = temp_dir();
   const auto body = dir / "args.txt";
   std::ofstream(body) << "shout";
-  const auto port = std::to_string(n->local_endpoint().port());
+  const std::string addr = n.local_address();
+  const auto port = addr.substr(addr.rfind(':') + 1);
   const std::string out = run("/usr/bin/gtlsclient 127.0.0.1 " + port + " https://localhost:" + port +
                               "/macula/v1/rpc/text.upper -m POST -d " + body.string() +
                               " --exit-on-all-streams-close --no-quic-dump --timeout=5s");
@@ -176,5 +174,5 @@ TEST_CASE("interop: gtlsclient calls a procedure through POST /macula/v1/rpc/<pr
   CHECK(out.find(":status: 200") != std::string::npos);
   CHECK(out.find("|SHOUT|") != std::string::npos);
   std::filesystem::remove_all(dir);
-  n->stop();
+  n.stop();
 }

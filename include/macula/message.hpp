@@ -1,0 +1,69 @@
+// Message: one publication as a subscriber receives it.
+//
+// A Message is a cheap, immutable, shareable view: every subscription that matched the same
+// publication shares one body (topic, payload, publisher, sequence), so a fan-out to 1,000
+// local subscriptions copies no payload. Copying a Message costs two reference-count
+// increments. Any thread may read a Message; it stays valid as long as any copy lives.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "macula/node_id.hpp"
+
+namespace macula {
+
+/// Payloads are bytes; libmacula imposes no encoding.
+using Bytes = std::vector<std::uint8_t>;
+
+/// Delivery guarantee of one publish.
+enum class Qos : std::uint8_t {
+  at_most_once = 0,   ///< QoS 0: fire-and-forget; a drop anywhere is counted, not retried
+  at_least_once = 1,  ///< QoS 1: acknowledged per receiving node, retried, de-duplicated
+};
+
+namespace detail {
+/// The shared, immutable part of a publication (one allocation per publish, not per delivery).
+struct MessageBody {
+  std::string topic;
+  Bytes payload;
+  NodeId publisher;
+  std::uint64_t sequence = 0;
+  Qos qos = Qos::at_most_once;
+};
+}  // namespace detail
+
+class Message {
+ public:
+  Message() = default;
+  Message(std::shared_ptr<const detail::MessageBody> body, std::shared_ptr<const std::string> pattern) noexcept
+      : body_(std::move(body)), pattern_(std::move(pattern)) {}
+
+  /// The concrete topic it was published to, e.g. "sensors.kitchen.temp".
+  std::string_view topic() const noexcept { return body_ ? std::string_view(body_->topic) : std::string_view(); }
+  /// The subscription's pattern that matched, e.g. "sensors.*.temp".
+  std::string_view pattern() const noexcept { return pattern_ ? std::string_view(*pattern_) : std::string_view(); }
+  std::span<const std::uint8_t> payload() const noexcept {
+    return body_ ? std::span<const std::uint8_t>(body_->payload) : std::span<const std::uint8_t>();
+  }
+  /// The payload as text, for payloads that are text (a copy).
+  std::string payload_string() const { return {payload().begin(), payload().end()}; }
+  /// The node that published it (certificate-verified for remote publishers).
+  const NodeId& publisher() const noexcept { return body_ ? body_->publisher : kNoPublisher; }
+  /// The publisher's message number: increases by publish order on that node.
+  std::uint64_t sequence() const noexcept { return body_ ? body_->sequence : 0; }
+  Qos qos() const noexcept { return body_ ? body_->qos : Qos::at_most_once; }
+  explicit operator bool() const noexcept { return body_ != nullptr; }
+
+ private:
+  static inline const NodeId kNoPublisher{};
+  std::shared_ptr<const detail::MessageBody> body_;
+  std::shared_ptr<const std::string> pattern_;
+};
+
+}  // namespace macula

@@ -1,0 +1,66 @@
+// NodeOptions: everything a Node is configured with. Defaults are DESIGN §7's (the old
+// system's numbers, kept as configuration); every bound here is enforced and visible in the
+// node's metrics (docs/OPERATIONS.md lists the series).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "macula/core/unique_function.hpp"
+
+namespace macula {
+
+/// Runs a unit of work somewhere else (a user thread pool, an Asio executor: for one,
+/// `[ex](auto f) { boost::asio::post(ex, std::move(f)); }`). Must not run `f` inline if the
+/// caller may hold library locks: always queue it. Called from library threads.
+using HandlerExecutor = std::function<void(core::detail::UniqueFunction<void()>)>;
+
+struct NodeOptions {
+  /// Nodes of different realms never exchange topics, procedures or records.
+  std::string realm = "macula.default";
+  /// Optional shared secret: peers must prove it (HMAC) to join the realm.
+  std::optional<std::string> realm_secret;
+  /// UDP address to listen on, "host:port" or "[v6]:port"; port 0 picks a free port.
+  std::string listen = "127.0.0.1:0";
+  /// PEM files of the node's ECDSA P-256 key and certificate; both or neither. Neither: an
+  /// ephemeral identity is generated at start (the node id changes each run).
+  std::optional<std::string> key_file;
+  std::optional<std::string> cert_file;
+  /// Peers ("host:port") linked at start and re-linked with backoff whenever the link drops.
+  std::vector<std::string> bootstrap;
+
+  /// Where subscription and RPC handlers run. Empty: a worker pool of `worker_threads`.
+  HandlerExecutor handler_executor;
+  std::size_t worker_threads = 2;
+  /// Threads for the io_context when the node owns it (the Node(NodeOptions) constructor).
+  std::size_t io_threads = 1;
+
+  // Bounds.
+  std::size_t max_clients = 10'000;             ///< connections from certificate-less clients
+  std::size_t max_pending_calls = 100'000;      ///< RPC calls waiting for replies
+  std::size_t max_subscriptions = 100'000;      ///< local subscriptions
+  std::size_t max_patterns_per_link = 10'000;   ///< interest one peer may announce
+  std::size_t max_publish_queue = 65'536;       ///< publishes handed over but not yet sent
+  std::size_t max_qos1_in_flight = 100'000;     ///< QoS 1 messages waiting for acks
+  std::size_t result_cache_capacity = 10'000;   ///< idempotent RPC results kept
+  std::size_t max_dedup_publishers = 10'000;    ///< QoS 1 publishers remembered for de-duplication
+
+  // Timing.
+  std::chrono::milliseconds rpc_timeout{5000};         ///< default per-call deadline
+  std::chrono::milliseconds qos1_retry_period{5000};   ///< resend an unacknowledged QoS 1 message
+  unsigned qos1_attempts = 3;                          ///< sends before giving up (timed_out)
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
+  std::chrono::milliseconds reconnect_max_backoff{5000};  ///< redial backoff doubles up to this
+  /// How long a peer's announced interest and procedures outlive its last link (it may be
+  /// reconnecting; QoS 1 messages for it wait meanwhile).
+  std::chrono::milliseconds peer_grace{15000};
+  /// stop() waits this long for in-flight QoS 1 acks, RPC replies and running handlers.
+  std::chrono::milliseconds stop_timeout{2000};
+};
+
+}  // namespace macula

@@ -1,0 +1,134 @@
+// The public Node, Advertisement and RpcResponder over the NodeCore engine.
+#include "macula/node.hpp"
+
+#include <future>
+
+#include "macula/error.hpp"
+#include "node/node_core.hpp"
+#include "node/reply_slot.hpp"
+#include "node/subscription.hpp"
+
+namespace macula {
+
+// ---- RpcResponder -----------------------------------------------------------------------------
+
+void RpcResponder::reply(Bytes result) const {
+  if (slot_) slot_->give(wire::RpcStatus::ok, std::move(result));
+}
+void RpcResponder::fail(std::string message) const {
+  if (slot_) slot_->give(wire::RpcStatus::handler_error, Bytes(message.begin(), message.end()));
+}
+bool RpcResponder::answered() const noexcept { return slot_ && slot_->answered.load(); }
+
+// ---- Advertisement ----------------------------------------------------------------------------
+
+void Advertisement::reset() noexcept {
+  if (procedure_.empty()) return;
+  if (auto core = core_.lock()) core->unadvertise(procedure_);
+  procedure_.clear();
+  core_.reset();
+}
+
+// ---- Node -------------------------------------------------------------------------------------
+
+Node::Node(boost::asio::io_context& io, NodeOptions options) : options_(std::move(options)), io_(&io) {}
+
+Node::Node(NodeOptions options)
+    : options_(std::move(options)), owned_io_(std::make_unique<boost::asio::io_context>()), io_(owned_io_.get()) {}
+
+Node::~Node() {
+  stop();
+}
+
+std::error_code Node::start() {
+  if (core_) return {};
+  std::error_code ec;
+  transport::Identity identity;
+  if (options_.key_file || options_.cert_file) {
+    if (!options_.key_file || !options_.cert_file) return errc::identity_invalid;
+    identity = transport::Identity::from_pem_files(*options_.key_file, *options_.cert_file, ec);
+  } else {
+    identity = transport::Identity::generate(ec);
+  }
+  if (ec) return ec;
+  std::vector<boost::asio::ip::udp::endpoint> bootstrap;
+  for (const auto& b : options_.bootstrap) {
+    boost::asio::ip::udp::endpoint e;
+    if ((ec = node::parse_address(b, e))) return ec;
+    bootstrap.push_back(e);
+  }
+  core_ = node::NodeCore::create(*io_, options_, std::move(identity), ec);
+  if (ec) return ec;
+  if (owned_io_) {
+    work_ = std::make_unique<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>(
+        owned_io_->get_executor());
+    const std::size_t n = options_.io_threads == 0 ? 1 : options_.io_threads;
+    for (std::size_t i = 0; i < n; ++i) io_threads_.emplace_back([io = owned_io_.get()] { io->run(); });
+  }
+  // Bootstrap links come up in the background and are re-dialed when they drop.
+  for (const auto& e : bootstrap) core_->connect(e, std::nullopt, true, [](std::error_code) {});
+  return {};
+}
+
+void Node::stop() {
+  if (core_) core_->stop();
+  if (owned_io_) {
+    work_.reset();
+    owned_io_->stop();
+    for (auto& t : io_threads_)
+      if (t.joinable()) t.join();
+    io_threads_.clear();
+  }
+}
+
+bool Node::running() const noexcept { return core_ && !core_->stopping(); }
+
+const NodeId& Node::node_id() const {
+  if (!core_) throw std::system_error(make_error_code(errc::not_started));
+  return core_->node_id();
+}
+
+std::string Node::local_address() const {
+  if (!core_) return {};
+  return node::format_address(core_->local_endpoint());
+}
+
+void Node::connect_impl(std::string address, detail::Completion<std::error_code> done) {
+  if (!core_ || core_->stopping()) return done(errc::not_started);
+  boost::asio::ip::udp::endpoint e;
+  if (auto ec = node::parse_address(address, e)) return done(ec);
+  core_->connect(e, std::nullopt, true, std::move(done));
+}
+
+std::error_code Node::connect(const std::string& address) {
+  if (node::CallbackScope::active()) return errc::would_deadlock;
+  std::promise<std::error_code> p;
+  auto f = p.get_future();
+  if (!core_ || core_->stopping()) return errc::not_started;
+  boost::asio::ip::udp::endpoint e;
+  if (auto ec = node::parse_address(address, e)) return ec;
+  core_->connect(e, std::nullopt, true, [&p](std::error_code ec) { p.set_value(ec); });
+  return f.get();
+}
+
+Advertisement Node::advertise(std::string procedure, RpcHandler handler, AdvertiseOptions options, std::error_code& ec) {
+  if (!core_ || core_->stopping()) {
+    ec = errc::not_started;
+    return {};
+  }
+  ec = core_->advertise(procedure, std::move(handler), options);
+  if (ec) return {};
+  return Advertisement(core_, std::move(procedure));
+}
+
+Advertisement Node::advertise(std::string procedure, RpcHandler handler, AdvertiseOptions options) {
+  std::error_code ec;
+  auto a = advertise(procedure, std::move(handler), options, ec);
+  if (ec) throw std::system_error(ec, "advertise " + procedure);
+  return a;
+}
+
+NodeStats Node::stats() const { return core_ ? core_->stats() : NodeStats{}; }
+std::string Node::metrics_text() const { return core_ ? core_->metrics_text() : std::string(); }
+
+}  // namespace macula

@@ -1,0 +1,132 @@
+// Subscription: one local subscriber's bounded queue and the task that drains it.
+//
+// The network strand pushes matched messages (deliver()); the queue's overflow policy decides
+// what a full queue loses, and the loss is counted here. In callback mode at most one drain
+// task per subscription is scheduled on the handler executor at a time, so one subscription's
+// handler sees messages in order and a slow handler holds only its own queue and one worker.
+// In pull mode receivers wait on the queue. close() stops both: no handler call starts after
+// it, waiting receivers complete with errc::cancelled.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "macula/core/bounded_queue.hpp"
+#include "macula/detail/completion.hpp"
+#include "macula/error.hpp"
+#include "macula/message.hpp"
+#include "macula/node_options.hpp"
+#include "macula/subscriber.hpp"
+
+namespace macula::node {
+
+/// Marks library callback threads, so blocking calls made from them fail fast.
+struct CallbackScope {
+  CallbackScope() noexcept { ++depth(); }
+  ~CallbackScope() { --depth(); }
+  CallbackScope(const CallbackScope&) = delete;
+  CallbackScope& operator=(const CallbackScope&) = delete;
+  static bool active() noexcept { return depth() > 0; }
+  static int& depth() noexcept {
+    thread_local int d = 0;
+    return d;
+  }
+};
+
+class Subscription : public std::enable_shared_from_this<Subscription> {
+ public:
+  Subscription(std::string pattern, MessageHandler handler, const SubscribeOptions& options, HandlerExecutor executor)
+      : pattern_(std::make_shared<const std::string>(std::move(pattern))),
+        handler_(std::move(handler)),
+        queue_(options.queue_capacity == 0 ? 1 : options.queue_capacity,
+               options.overflow == SubscriberOverflow::drop_oldest ? core::OverflowPolicy::drop_oldest
+                                                                   : core::OverflowPolicy::reject),
+        batch_(options.batch == 0 ? 1 : options.batch),
+        executor_(std::move(executor)) {}
+
+  const std::shared_ptr<const std::string>& pattern() const noexcept { return pattern_; }
+  bool pull_mode() const noexcept { return !handler_; }
+
+  /// Network strand. Returns how many messages the queue lost to this delivery: 1 when the
+  /// arriving message was refused (drop_newest, or closed) or an old one made room for it
+  /// (drop_oldest), else 0.
+  std::uint64_t deliver(const std::shared_ptr<const detail::MessageBody>& body) {
+    if (closed_.load(std::memory_order_relaxed)) return 1;
+    const std::uint64_t before = queue_.dropped();
+    Message m(body, pattern_);
+    if (queue_.try_push(m)) return 1;  // drop_newest refused it (or the queue closed)
+    received_.fetch_add(1, std::memory_order_relaxed);
+    if (handler_) schedule();
+    return queue_.dropped() - before;
+  }
+
+  /// Pull mode: completes `done` with the next message (now or when one arrives).
+  void receive(detail::Completion<std::error_code, Message> done) {
+    if (!pull_mode()) return done(errc::wrong_mode, Message{});
+    if (auto m = queue_.try_pop()) return done({}, std::move(*m));
+    if (closed_.load()) return done(errc::cancelled, Message{});
+    auto slot = std::make_shared<detail::Completion<std::error_code, Message>>(std::move(done));
+    const std::error_code ec = queue_.wait_for_item([self = shared_from_this(), slot](std::error_code e) {
+      if (e) return (*slot)(e == errc::queue_closed ? make_error_code(errc::cancelled) : e, Message{});
+      self->receive(std::move(*slot));
+    });
+    if (ec) (*slot)(ec == errc::queue_closed ? make_error_code(errc::cancelled) : ec, Message{});
+  }
+  std::optional<Message> try_receive() { return queue_.try_pop(); }
+
+  void close() {
+    closed_.store(true);
+    queue_.close();
+  }
+  bool closed() const noexcept { return closed_.load(std::memory_order_relaxed); }
+
+  std::size_t queued() const noexcept { return queue_.size(); }
+  std::size_t high_water() const noexcept { return queue_.high_water(); }
+  std::size_t capacity() const noexcept { return queue_.capacity(); }
+  std::uint64_t dropped() const noexcept { return queue_.dropped() + queue_.rejected(); }
+  std::uint64_t received() const noexcept { return received_.load(std::memory_order_relaxed); }
+  std::uint64_t handler_errors() const noexcept { return handler_errors_.load(std::memory_order_relaxed); }
+
+ private:
+  void schedule() {
+    // Dekker pattern with drain(): each side's write (queue depth / scheduled_ = false) must be
+    // visible before its read of the other, hence the full fences.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (scheduled_.exchange(true, std::memory_order_seq_cst)) return;
+    executor_([self = shared_from_this()] { self->drain(); });
+  }
+
+  void drain() {
+    CallbackScope scope;
+    batch_buffer_.clear();
+    queue_.pop_batch(batch_buffer_, batch_);
+    for (const Message& m : batch_buffer_) {
+      if (closed_.load(std::memory_order_relaxed)) break;
+      try {
+        handler_(m);
+      } catch (...) {
+        handler_errors_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    batch_buffer_.clear();
+    scheduled_.store(false, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // A push between pop_batch and the store above saw scheduled_ set and did not schedule.
+    if (queue_.size() > 0 && !closed_.load(std::memory_order_relaxed)) schedule();
+  }
+
+  std::shared_ptr<const std::string> pattern_;
+  MessageHandler handler_;
+  core::BoundedQueue<Message> queue_;
+  std::size_t batch_;
+  HandlerExecutor executor_;
+  std::vector<Message> batch_buffer_;  // only the (single) running drain task touches it
+  std::atomic<bool> scheduled_{false};
+  std::atomic<bool> closed_{false};
+  std::atomic<std::uint64_t> received_{0};
+  std::atomic<std::uint64_t> handler_errors_{0};
+};
+
+}  // namespace macula::node
