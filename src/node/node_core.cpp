@@ -20,6 +20,7 @@
 #include "macula/error.hpp"
 #include "macula/names.hpp"
 #include "macula/observe/metrics_registry.hpp"
+#include "node/dispatch_queue.hpp"
 #include "node/reply_slot.hpp"
 #include "node/subscription.hpp"
 #include "pubsub/dedup_window.hpp"
@@ -154,6 +155,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
       workers = std::make_unique<asio::thread_pool>(options.worker_threads == 0 ? 1 : options.worker_threads);
       executor = [pool = workers.get()](core::detail::UniqueFunction<void()> f) { asio::post(*pool, std::move(f)); };
     }
+    dispatch = std::make_shared<DispatchQueue>(executor, options.worker_threads);
     register_metrics();
   }
 
@@ -389,6 +391,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
 
   void forget_peer_state(Peer& p) {
     remote.drop_link(p.key);
+    routes.clear();
     for (const auto& proc : p.provides) {
       auto pv = providers.find(proc);
       if (pv == providers.end()) continue;
@@ -555,10 +558,12 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
         link.interest_synced = true;
         remote.drop_link(link.peer);
       }
+      routes.clear();
       for (const auto& p : ia->patterns)
         if (remote.add(link.peer, p)) return protocol_error(id);
     } else if (auto* ir = std::get_if<wire::InterestRemove>(&frame)) {
       for (const auto& p : ir->patterns) remote.remove(link.peer, p);
+      routes.clear();
     } else if (auto* pa = std::get_if<wire::ProvideAdd>(&frame)) {
       for (auto& p : pa->procedures) {
         if (validate_procedure(p)) return protocol_error(id);
@@ -592,16 +597,40 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
   }
 
   // ---- pub/sub ------------------------------------------------------------------------------
-  void deliver_local(const BodyPtr& body) {
+  // Where a topic goes: the local subscriptions and the peers whose interest matches. Cached
+  // per topic (most traffic repeats topics) and dropped whenever a subscription or a peer's
+  // interest changes; bounded by kMaxRoutes (cleared when full).
+  struct Route {
+    std::vector<std::shared_ptr<Subscription>> subscriptions;
+    std::vector<PeerKey> peers;
+  };
+  static constexpr std::size_t kMaxRoutes = 4096;
+
+  const Route& route_for(const std::string& topic) {
+    auto it = routes.find(topic);
+    if (it != routes.end()) return it->second;
+    if (routes.size() >= kMaxRoutes) routes.clear();
+    Route r;
     match_scratch.clear();
-    trie.match(body->topic, match_scratch);
-    for (auto sub_id : match_scratch) {
-      auto s = subscriptions.find(sub_id);
-      if (s == subscriptions.end()) continue;
-      const std::uint64_t lost = s->second->deliver(body);
-      delivered->inc();
-      if (lost) drop_subscriber->inc(lost);
+    trie.match(topic, match_scratch);
+    for (auto sub_id : match_scratch)
+      if (auto s = subscriptions.find(sub_id); s != subscriptions.end()) r.subscriptions.push_back(s->second);
+    remote.links_for(topic, r.peers);  // peer keys, ascending
+    return routes.emplace(topic, std::move(r)).first->second;
+  }
+
+  void deliver_local(const BodyPtr& body) { deliver_local(body, route_for(body->topic)); }
+  void deliver_local(const BodyPtr& body, const Route& route) {
+    std::uint64_t lost = 0;
+    for (const auto& sub : route.subscriptions) {
+      bool ready = false;
+      lost += sub->deliver(body, ready);
+      if (ready) ready_scratch.push_back(sub);
     }
+    if (route.subscriptions.empty()) return;
+    delivered->inc(route.subscriptions.size());
+    if (lost) drop_subscriber->inc(lost);
+    dispatch->schedule(ready_scratch);
   }
 
   // Any thread.
@@ -642,9 +671,9 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     published[m.qos == Qos::at_least_once ? 1 : 0]->inc();
     auto body = std::make_shared<detail::MessageBody>(
         detail::MessageBody{std::move(m.topic), std::move(m.payload), self_id(), ++sequence, m.qos});
-    deliver_local(body);
-    link_scratch.clear();
-    remote.links_for(body->topic, link_scratch);  // peer keys, ascending
+    const Route& route = route_for(body->topic);
+    deliver_local(body, route);
+    link_scratch.assign(route.peers.begin(), route.peers.end());  // the route may be dropped below
     if (m.qos == Qos::at_most_once) {
       for (PeerKey key : link_scratch) {
         if (Link* l = live_link(key)) {
@@ -723,6 +752,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     sub_ids[s.get()] = id;
     subscriptions[id] = s;
     (void)trie.add(*s->pattern(), id);
+    routes.clear();
     if (auto announce = local.add(*s->pattern()); !announce.empty()) broadcast(wire::InterestAdd{{announce}});
     update_gauges();
   }
@@ -734,6 +764,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     sub_ids.erase(it);
     --subscription_count;
     trie.remove(*s->pattern(), id);
+    routes.clear();
     subscriptions.erase(id);
     if (auto withdraw = local.remove(*s->pattern()); !withdraw.empty()) broadcast(wire::InterestRemove{{withdraw}});
     update_gauges();
@@ -1014,6 +1045,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
   asio::io_context& io_;
   std::unique_ptr<asio::thread_pool> workers;
   HandlerExecutor executor;
+  std::shared_ptr<DispatchQueue> dispatch;
   std::shared_ptr<transport::Endpoint> endpoint;
   std::optional<asio::strand<asio::io_context::executor_type>> strand;
   std::optional<asio::steady_timer> call_timer, qos1_timer, housekeeping_timer;
@@ -1054,6 +1086,8 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
   std::uint64_t last_nonce = 0;
   std::uint64_t sequence = 0;
   std::vector<core::SubscriberId> match_scratch;
+  std::vector<std::shared_ptr<Subscription>> ready_scratch;
+  std::unordered_map<std::string, Route> routes;
   std::vector<PeerKey> link_scratch;
   std::vector<PeerKey> candidates;
   std::vector<LinkId> dirty;

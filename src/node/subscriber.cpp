@@ -15,8 +15,7 @@ void Subscriber::init(Node& node, std::string pattern, MessageHandler handler, S
     return;
   }
   if ((ec = validate_pattern(pattern))) return;
-  auto state = std::make_shared<node::Subscription>(std::move(pattern), std::move(handler), options,
-                                                    core->handler_executor());
+  auto state = std::make_shared<node::Subscription>(std::move(pattern), std::move(handler), options);
   if ((ec = core->subscribe(state))) return;
   state_ = std::move(state);
   core_ = core;

@@ -1,9 +1,10 @@
 // Subscription: one local subscriber's bounded queue and the task that drains it.
 //
 // The network strand pushes matched messages (deliver()); the queue's overflow policy decides
-// what a full queue loses, and the loss is counted here. In callback mode at most one drain
-// task per subscription is scheduled on the handler executor at a time, so one subscription's
-// handler sees messages in order and a slow handler holds only its own queue and one worker.
+// what a full queue loses, and the loss is counted here. In callback mode a subscription that
+// becomes ready is handed to the node's DispatchQueue, at most once at a time (the scheduled
+// mark), so one subscription's handler sees messages in order and a slow handler holds only
+// its own queue and one worker.
 // In pull mode receivers wait on the queue. close() stops both: no handler call starts after
 // it, waiting receivers complete with errc::cancelled.
 #pragma once
@@ -37,29 +38,52 @@ struct CallbackScope {
 
 class Subscription : public std::enable_shared_from_this<Subscription> {
  public:
-  Subscription(std::string pattern, MessageHandler handler, const SubscribeOptions& options, HandlerExecutor executor)
+  Subscription(std::string pattern, MessageHandler handler, const SubscribeOptions& options)
       : pattern_(std::make_shared<const std::string>(std::move(pattern))),
         handler_(std::move(handler)),
         queue_(options.queue_capacity == 0 ? 1 : options.queue_capacity,
                options.overflow == SubscriberOverflow::drop_oldest ? core::OverflowPolicy::drop_oldest
                                                                    : core::OverflowPolicy::reject),
-        batch_(options.batch == 0 ? 1 : options.batch),
-        executor_(std::move(executor)) {}
+        batch_(options.batch == 0 ? 1 : options.batch) {}
 
   const std::shared_ptr<const std::string>& pattern() const noexcept { return pattern_; }
   bool pull_mode() const noexcept { return !handler_; }
 
   /// Network strand. Returns how many messages the queue lost to this delivery: 1 when the
   /// arriving message was refused (drop_newest, or closed) or an old one made room for it
-  /// (drop_oldest), else 0.
-  std::uint64_t deliver(const std::shared_ptr<const detail::MessageBody>& body) {
+  /// (drop_oldest), else 0. Sets `schedule_me` when the subscription just became ready and
+  /// must be handed to the DispatchQueue (callback mode).
+  std::uint64_t deliver(const std::shared_ptr<const detail::MessageBody>& body, bool& schedule_me) {
+    schedule_me = false;
     if (closed_.load(std::memory_order_relaxed)) return 1;
     const std::uint64_t before = queue_.dropped();
     Message m(body, pattern_);
     if (queue_.try_push(m)) return 1;  // drop_newest refused it (or the queue closed)
     received_.fetch_add(1, std::memory_order_relaxed);
-    if (handler_) schedule();
+    if (handler_) schedule_me = try_mark_scheduled();
     return queue_.dropped() - before;
+  }
+
+  /// Handler executor (one caller at a time: whoever holds the scheduled mark). Runs the
+  /// handler on up to `batch` queued messages. Returns true when messages remain and this
+  /// caller still holds the mark: queue the subscription again.
+  bool drain_batch() {
+    CallbackScope scope;
+    batch_buffer_.clear();
+    queue_.pop_batch(batch_buffer_, batch_);
+    for (const Message& m : batch_buffer_) {
+      if (closed_.load(std::memory_order_relaxed)) break;
+      try {
+        handler_(m);
+      } catch (...) {
+        handler_errors_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    batch_buffer_.clear();
+    scheduled_.store(false, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // A push between pop_batch and the store above saw the mark set and did not schedule.
+    return queue_.size() > 0 && !closed_.load(std::memory_order_relaxed) && try_mark_scheduled();
   }
 
   /// Pull mode: completes `done` with the next message (now or when one arrives).
@@ -90,38 +114,17 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
   std::uint64_t handler_errors() const noexcept { return handler_errors_.load(std::memory_order_relaxed); }
 
  private:
-  void schedule() {
-    // Dekker pattern with drain(): each side's write (queue depth / scheduled_ = false) must be
-    // visible before its read of the other, hence the full fences.
+  bool try_mark_scheduled() {
+    // Dekker pattern with drain_batch(): each side's write (queue depth / mark cleared) must
+    // be visible before its read of the other, hence the full fences.
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (scheduled_.exchange(true, std::memory_order_seq_cst)) return;
-    executor_([self = shared_from_this()] { self->drain(); });
-  }
-
-  void drain() {
-    CallbackScope scope;
-    batch_buffer_.clear();
-    queue_.pop_batch(batch_buffer_, batch_);
-    for (const Message& m : batch_buffer_) {
-      if (closed_.load(std::memory_order_relaxed)) break;
-      try {
-        handler_(m);
-      } catch (...) {
-        handler_errors_.fetch_add(1, std::memory_order_relaxed);
-      }
-    }
-    batch_buffer_.clear();
-    scheduled_.store(false, std::memory_order_seq_cst);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    // A push between pop_batch and the store above saw scheduled_ set and did not schedule.
-    if (queue_.size() > 0 && !closed_.load(std::memory_order_relaxed)) schedule();
+    return !scheduled_.exchange(true, std::memory_order_seq_cst);
   }
 
   std::shared_ptr<const std::string> pattern_;
   MessageHandler handler_;
   core::BoundedQueue<Message> queue_;
   std::size_t batch_;
-  HandlerExecutor executor_;
   std::vector<Message> batch_buffer_;  // only the (single) running drain task touches it
   std::atomic<bool> scheduled_{false};
   std::atomic<bool> closed_{false};

@@ -1,0 +1,377 @@
+// The Node API end to end over QUIC on loopback, each workload also run through NATS 2.9
+// (nats-server on 127.0.0.1 + libnats) in the same process and run: pub/sub 1 -> 1 across
+// nodes, fan-out to 1,000 local subscriptions, 1 -> 10 nodes x 100 subscriptions, RPC
+// sequential latency and RPC throughput at 100 and 4,096 in flight. benchmarks/report prints
+// each libmacula row next to its NATS row. MACULA_BENCH_SCALE (default 1) scales the
+// message counts (the report's --quick uses 0.05).
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "macula/publisher.hpp"
+#include "macula/rpc_client.hpp"
+#include "macula/subscriber.hpp"
+#include "macula/testing/local_mesh.hpp"
+#include "nats_peer.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using macula::bench::NatsPeer;
+
+std::size_t scaled(std::size_t n) {
+  const char* s = std::getenv("MACULA_BENCH_SCALE");
+  const double f = s ? std::atof(s) : 1.0;
+  return std::max<std::size_t>(100, static_cast<std::size_t>(static_cast<double>(n) * f));
+}
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+template <class Pred>
+bool wait_until(Pred p, std::chrono::seconds limit = std::chrono::seconds(30)) {
+  const auto until = Clock::now() + limit;
+  while (!p()) {
+    if (Clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+  return true;
+}
+
+struct alignas(128) PaddedCounter {
+  std::atomic<std::uint64_t> n{0};
+};
+
+macula::testing::LocalMeshOptions mesh_options(std::size_t nodes) {
+  macula::testing::LocalMeshOptions o;
+  o.size = nodes;
+  o.io_threads = std::getenv("MACULA_BENCH_IO") ? std::strtoul(std::getenv("MACULA_BENCH_IO"), nullptr, 10) : 2;
+  o.node.realm = "bench.realm";
+  o.node.worker_threads = std::getenv("MACULA_BENCH_WORKERS") ? std::strtoul(std::getenv("MACULA_BENCH_WORKERS"), nullptr, 10) : 2;
+  return o;
+}
+
+// ---- 1 publisher -> 1 subscriber on another node, 64 B -------------------------------------
+// Both sides pace by what arrived (a window of 20,000), so neither system's drop policy
+// decides the figure; msgs/s is measured at the subscriber.
+constexpr std::size_t kWindow = 20'000;
+
+void MaculaPubSub1to1(benchmark::State& state) {
+  macula::testing::LocalMesh mesh(mesh_options(2));
+  std::atomic<std::uint64_t> got{0};
+  macula::Subscriber sub(mesh[1], "bench.x", [&](const macula::Message&) { got.fetch_add(1, std::memory_order_relaxed); },
+                         macula::SubscribeOptions{1 << 17});
+  mesh.settle();
+  macula::Publisher pub(mesh[0]);
+  const macula::Bytes payload(64, 7);
+  const std::size_t n = scaled(1'000'000);
+  for (auto _ : state) {
+    got = 0;
+    const auto t0 = Clock::now();
+    for (std::size_t sent = 0; sent < n;) {
+      if (sent - got.load(std::memory_order_relaxed) < kWindow) {
+        if (!pub.publish("bench.x", payload)) ++sent;
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));  // 2 cores: do not spin
+      }
+    }
+    if (!wait_until([&] { return got.load() >= n; }, std::chrono::seconds(5))) state.SkipWithError("messages lost");
+    state.SetIterationTime(seconds_since(t0));
+    state.SetItemsProcessed(state.items_processed() + static_cast<std::int64_t>(got.load()));
+  }
+  state.counters["dropped"] = static_cast<double>(mesh[0].stats().dropped);
+}
+
+void NatsPubSub1to1(benchmark::State& state) {
+  auto& peer = NatsPeer::instance();
+  if (!peer.ok()) return state.SkipWithError("nats-server unavailable");
+  natsConnection* pc = peer.connect();
+  natsConnection* sc = peer.connect();
+  std::atomic<std::uint64_t> got{0};
+  natsSubscription* sub = nullptr;
+  natsConnection_Subscribe(&sub, sc, "bench.x", [](natsConnection*, natsSubscription*, natsMsg* m, void* c) {
+    static_cast<std::atomic<std::uint64_t>*>(c)->fetch_add(1, std::memory_order_relaxed);
+    natsMsg_Destroy(m);
+  }, &got);
+  natsSubscription_SetPendingLimits(sub, -1, -1);
+  natsConnection_Flush(sc);
+  const std::string payload(64, 'x');
+  const std::size_t n = scaled(1'000'000);
+  for (auto _ : state) {
+    got = 0;
+    const auto t0 = Clock::now();
+    for (std::size_t sent = 0; sent < n;) {
+      if (sent - got.load(std::memory_order_relaxed) < kWindow) {
+        natsConnection_Publish(pc, "bench.x", payload.data(), static_cast<int>(payload.size()));
+        ++sent;
+      } else {
+        natsConnection_Flush(pc);
+        std::this_thread::sleep_for(std::chrono::microseconds(50));  // 2 cores: do not spin
+      }
+    }
+    natsConnection_Flush(pc);
+    if (!wait_until([&] { return got.load() >= n; }, std::chrono::seconds(5))) state.SkipWithError("messages lost");
+    state.SetIterationTime(seconds_since(t0));
+    state.SetItemsProcessed(state.items_processed() + static_cast<std::int64_t>(got.load()));
+  }
+  natsSubscription_Destroy(sub);
+  natsConnection_Destroy(pc);
+  natsConnection_Destroy(sc);
+}
+
+// ---- fan-out ------------------------------------------------------------------------------
+// 1,000 subscriptions with mixed patterns that all match "fan.room.t"; publishes go in bursts
+// of `burst` and the next burst waits for every delivery of the last (no queue overflows).
+const char* const kMaculaPatterns[] = {"fan.room.t", "fan.*.t", "fan.#", "#", "*.room.*", "fan.**", "fan.room.*"};
+const char* const kNatsPatterns[] = {"fan.room.t", "fan.*.t", "fan.>", ">", "*.room.*", "fan.room.>", "fan.room.*"};
+
+void MaculaFanout(benchmark::State& state) {
+  const std::size_t nodes = static_cast<std::size_t>(state.range(0));  // 1: local; else 1 + subscriber nodes
+  const std::size_t subs_per_node = nodes == 1 ? 1000 : 1000 / (nodes - 1);
+  macula::testing::LocalMesh mesh(mesh_options(nodes));
+  std::vector<std::unique_ptr<PaddedCounter>> counters;
+  std::vector<macula::Subscriber> subs;
+  for (std::size_t node = nodes == 1 ? 0 : 1; node < nodes; ++node)
+    for (std::size_t i = 0; i < subs_per_node; ++i) {
+      counters.push_back(std::make_unique<PaddedCounter>());
+      auto* c = counters.back().get();
+      subs.emplace_back(mesh[node], kMaculaPatterns[i % 7],
+                        [c](const macula::Message&) { c->n.fetch_add(1, std::memory_order_relaxed); },
+                        macula::SubscribeOptions{4096});
+    }
+  mesh.settle();
+  auto delivered = [&] {
+    std::uint64_t s = 0;
+    for (auto& c : counters) s += c->n.load(std::memory_order_relaxed);
+    return s;
+  };
+  macula::Publisher pub(mesh[0]);
+  const macula::Bytes payload(64, 7);
+  const std::size_t publishes = scaled(nodes == 1 ? 10'000 : 5'000), burst = 1000;
+  const std::uint64_t fan = counters.size();
+  for (auto _ : state) {
+    const std::uint64_t base = delivered();
+    const auto t0 = Clock::now();
+    for (std::size_t sent = 0; sent < publishes;) {
+      for (std::size_t k = 0; k < burst && sent < publishes; ++k)
+        if (!pub.publish("fan.room.t", payload)) ++sent;
+      if (!wait_until([&] { return delivered() - base >= sent * fan; }, std::chrono::seconds(10)))
+        return state.SkipWithError("deliveries lost");
+    }
+    state.SetIterationTime(seconds_since(t0));
+    state.SetItemsProcessed(state.items_processed() + static_cast<std::int64_t>(publishes * fan));
+  }
+  state.counters["publishes_per_s"] = benchmark::Counter(static_cast<double>(publishes) * static_cast<double>(state.iterations()),
+                                                         benchmark::Counter::kIsRate);
+}
+
+void NatsFanout(benchmark::State& state) {
+  auto& peer = NatsPeer::instance();
+  if (!peer.ok()) return state.SkipWithError("nats-server unavailable");
+  constexpr std::size_t kConns = 10, kSubs = 1000;
+  std::vector<natsConnection*> conns;
+  for (std::size_t i = 0; i < kConns; ++i) conns.push_back(peer.connect());
+  natsConnection* pc = peer.connect();
+  std::vector<std::unique_ptr<PaddedCounter>> counters;
+  std::vector<natsSubscription*> subs;
+  for (std::size_t i = 0; i < kSubs; ++i) {
+    counters.push_back(std::make_unique<PaddedCounter>());
+    natsSubscription* s = nullptr;
+    natsConnection_Subscribe(&s, conns[i % kConns], kNatsPatterns[i % 7], [](natsConnection*, natsSubscription*, natsMsg* m, void* c) {
+      static_cast<PaddedCounter*>(c)->n.fetch_add(1, std::memory_order_relaxed);
+      natsMsg_Destroy(m);
+    }, counters.back().get());
+    natsSubscription_SetPendingLimits(s, -1, -1);
+    subs.push_back(s);
+  }
+  for (auto* c : conns) natsConnection_Flush(c);
+  auto delivered = [&] {
+    std::uint64_t s = 0;
+    for (auto& c : counters) s += c->n.load(std::memory_order_relaxed);
+    return s;
+  };
+  const std::string payload(64, 'x');
+  const std::size_t publishes = scaled(10'000), burst = 1000;
+  for (auto _ : state) {
+    const std::uint64_t base = delivered();
+    const auto t0 = Clock::now();
+    for (std::size_t sent = 0; sent < publishes;) {
+      for (std::size_t k = 0; k < burst && sent < publishes; ++k, ++sent)
+        natsConnection_Publish(pc, "fan.room.t", payload.data(), static_cast<int>(payload.size()));
+      natsConnection_Flush(pc);
+      if (!wait_until([&] { return delivered() - base >= sent * kSubs; }, std::chrono::seconds(10)))
+        return state.SkipWithError("deliveries lost");
+    }
+    state.SetIterationTime(seconds_since(t0));
+    state.SetItemsProcessed(state.items_processed() + static_cast<std::int64_t>(publishes * kSubs));
+  }
+  for (auto* s : subs) natsSubscription_Destroy(s);
+  for (auto* c : conns) natsConnection_Destroy(c);
+  natsConnection_Destroy(pc);
+}
+
+// ---- RPC ----------------------------------------------------------------------------------
+void report_latencies(benchmark::State& state, std::vector<double>& us) {
+  if (us.empty()) return;
+  std::sort(us.begin(), us.end());
+  state.counters["p50_us"] = us[us.size() / 2];
+  state.counters["p99_us"] = us[us.size() * 99 / 100];
+}
+
+void MaculaRpcSequential(benchmark::State& state) {
+  macula::testing::LocalMesh mesh(mesh_options(2));
+  auto echo = mesh[1].advertise("bench.echo", [](macula::Bytes a, macula::RpcResponder r) { r.reply(std::move(a)); });
+  mesh.settle();
+  macula::RpcClient client(mesh[0]);
+  const macula::Bytes payload(64, 7);
+  const std::size_t n = scaled(20'000);
+  std::vector<double> us;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto c0 = Clock::now();
+      std::error_code ec;
+      client.call("bench.echo", payload, ec);
+      if (ec) return state.SkipWithError("call failed");
+      us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - c0).count());
+    }
+    state.SetIterationTime(seconds_since(t0));
+    state.SetItemsProcessed(state.items_processed() + static_cast<std::int64_t>(n));
+  }
+  report_latencies(state, us);
+}
+
+void NatsRpcSequential(benchmark::State& state) {
+  auto& peer = NatsPeer::instance();
+  if (!peer.ok()) return state.SkipWithError("nats-server unavailable");
+  natsConnection* server = peer.connect();
+  natsConnection* client = peer.connect();
+  natsSubscription* sub = nullptr;
+  natsConnection_Subscribe(&sub, server, "bench.echo", [](natsConnection* nc, natsSubscription*, natsMsg* m, void*) {
+    natsConnection_Publish(nc, natsMsg_GetReply(m), natsMsg_GetData(m), natsMsg_GetDataLength(m));
+    natsMsg_Destroy(m);
+  }, nullptr);
+  natsConnection_Flush(server);
+  const std::string payload(64, 'x');
+  const std::size_t n = scaled(20'000);
+  std::vector<double> us;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto c0 = Clock::now();
+      natsMsg* reply = nullptr;
+      if (natsConnection_Request(&reply, client, "bench.echo", payload.data(), static_cast<int>(payload.size()), 5000) !=
+          NATS_OK)
+        return state.SkipWithError("request failed");
+      natsMsg_Destroy(reply);
+      us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - c0).count());
+    }
+    state.SetIterationTime(seconds_since(t0));
+    state.SetItemsProcessed(state.items_processed() + static_cast<std::int64_t>(n));
+  }
+  report_latencies(state, us);
+  natsSubscription_Destroy(sub);
+  natsConnection_Destroy(server);
+  natsConnection_Destroy(client);
+}
+
+void MaculaRpcInFlight(benchmark::State& state) {
+  const std::size_t window = static_cast<std::size_t>(state.range(0));
+  macula::testing::LocalMesh mesh(mesh_options(2));
+  auto echo = mesh[1].advertise("bench.echo", [](macula::Bytes a, macula::RpcResponder r) { r.reply(std::move(a)); });
+  mesh.settle();
+  macula::RpcClient client(mesh[0]);
+  const macula::Bytes payload(64, 7);
+  const std::size_t n = scaled(200'000);
+  std::atomic<std::uint64_t> done{0}, failed{0};
+  for (auto _ : state) {
+    done = 0;
+    const auto t0 = Clock::now();
+    for (std::size_t issued = 0; issued < n;) {
+      if (issued - done.load(std::memory_order_relaxed) < window) {
+        client.async_call("bench.echo", payload, [&](std::error_code ec, macula::Bytes) {
+          if (ec) failed.fetch_add(1);
+          done.fetch_add(1, std::memory_order_relaxed);
+        });
+        ++issued;
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+      }
+    }
+    if (!wait_until([&] { return done.load() >= n; })) return state.SkipWithError("calls lost");
+    state.SetIterationTime(seconds_since(t0));
+    state.SetItemsProcessed(state.items_processed() + static_cast<std::int64_t>(n));
+  }
+  state.counters["failed"] = static_cast<double>(failed.load());
+}
+
+void NatsRpcInFlight(benchmark::State& state) {
+  auto& peer = NatsPeer::instance();
+  if (!peer.ok()) return state.SkipWithError("nats-server unavailable");
+  const std::size_t window = static_cast<std::size_t>(state.range(0));
+  natsConnection* server = peer.connect();
+  natsConnection* client = peer.connect();
+  natsSubscription *responder = nullptr, *inbox = nullptr;
+  natsConnection_Subscribe(&responder, server, "bench.echo", [](natsConnection* nc, natsSubscription*, natsMsg* m, void*) {
+    natsConnection_Publish(nc, natsMsg_GetReply(m), natsMsg_GetData(m), natsMsg_GetDataLength(m));
+    natsMsg_Destroy(m);
+  }, nullptr);
+  natsSubscription_SetPendingLimits(responder, -1, -1);
+  std::atomic<std::uint64_t> done{0};
+  natsConnection_Subscribe(&inbox, client, "_INBOX.bench", [](natsConnection*, natsSubscription*, natsMsg* m, void* c) {
+    static_cast<std::atomic<std::uint64_t>*>(c)->fetch_add(1, std::memory_order_relaxed);
+    natsMsg_Destroy(m);
+  }, &done);
+  natsSubscription_SetPendingLimits(inbox, -1, -1);
+  natsConnection_Flush(server);
+  natsConnection_Flush(client);
+  const std::string payload(64, 'x');
+  const std::size_t n = scaled(200'000);
+  for (auto _ : state) {
+    done = 0;
+    const auto t0 = Clock::now();
+    for (std::size_t issued = 0; issued < n;) {
+      if (issued - done.load(std::memory_order_relaxed) < window) {
+        natsConnection_PublishRequest(client, "bench.echo", "_INBOX.bench", payload.data(), static_cast<int>(payload.size()));
+        ++issued;
+      } else {
+        natsConnection_Flush(client);
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+      }
+    }
+    natsConnection_Flush(client);
+    if (!wait_until([&] { return done.load() >= n; })) return state.SkipWithError("replies lost");
+    state.SetIterationTime(seconds_since(t0));
+    state.SetItemsProcessed(state.items_processed() + static_cast<std::int64_t>(n));
+  }
+  natsSubscription_Destroy(responder);
+  natsSubscription_Destroy(inbox);
+  natsConnection_Destroy(server);
+  natsConnection_Destroy(client);
+}
+
+}  // namespace
+
+BENCHMARK(MaculaPubSub1to1)->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
+BENCHMARK(NatsPubSub1to1)->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
+BENCHMARK(MaculaFanout)->Arg(1)->Arg(11)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(NatsFanout)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(MaculaRpcSequential)->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(NatsRpcSequential)->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(MaculaRpcInFlight)->Arg(100)->Arg(4096)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(NatsRpcInFlight)->Arg(100)->Arg(4096)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  nats_Close();
+  return 0;
+}
