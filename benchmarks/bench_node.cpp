@@ -61,7 +61,7 @@ macula::testing::LocalMeshOptions mesh_options(std::size_t nodes) {
 // ---- 1 publisher -> 1 subscriber on another node, 64 B -------------------------------------
 // Both sides pace by what arrived (a window of 20,000), so neither system's drop policy
 // decides the figure; msgs/s is measured at the subscriber.
-constexpr std::size_t kWindow = 20'000;
+const std::size_t kWindow = std::getenv("MACULA_BENCH_WINDOW") ? std::strtoul(std::getenv("MACULA_BENCH_WINDOW"), nullptr, 10) : 20000;
 
 void MaculaPubSub1to1(benchmark::State& state) {
   macula::testing::LocalMesh mesh(mesh_options(2));
@@ -177,7 +177,7 @@ void NatsFanout(benchmark::State& state) {
   if (!peer.ok()) return state.SkipWithError("nats-server unavailable");
   constexpr std::size_t kConns = 10, kSubs = 1000;
   std::vector<natsConnection*> conns;
-  for (std::size_t i = 0; i < kConns; ++i) conns.push_back(peer.connect());
+  for (std::size_t i = 0; i < kConns; ++i) conns.push_back(peer.connect(false, true));
   natsConnection* pc = peer.connect();
   std::vector<std::unique_ptr<PaddedCounter>> counters;
   std::vector<natsSubscription*> subs;
@@ -251,8 +251,8 @@ void MaculaRpcSequential(benchmark::State& state) {
 void NatsRpcSequential(benchmark::State& state) {
   auto& peer = NatsPeer::instance();
   if (!peer.ok()) return state.SkipWithError("nats-server unavailable");
-  natsConnection* server = peer.connect();
-  natsConnection* client = peer.connect();
+  natsConnection* server = peer.connect(true);
+  natsConnection* client = peer.connect(true);
   natsSubscription* sub = nullptr;
   natsConnection_Subscribe(&sub, server, "bench.echo", [](natsConnection* nc, natsSubscription*, natsMsg* m, void*) {
     natsConnection_Publish(nc, natsMsg_GetReply(m), natsMsg_GetData(m), natsMsg_GetDataLength(m));

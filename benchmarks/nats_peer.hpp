@@ -28,13 +28,18 @@ class NatsPeer {
   bool ok() const noexcept { return ok_; }
   const std::string& url() const noexcept { return url_; }
 
-  natsConnection* connect() const {
+  /// `send_asap`: flush every publish at once (what request/reply latency needs; nats.c's
+  /// default buffers up to a flusher tick of ~1 ms). `global_delivery`: share delivery
+  /// threads between subscriptions (nats.c's default is one thread per subscription).
+  natsConnection* connect(bool send_asap = false, bool global_delivery = false) const {
     natsConnection* nc = nullptr;
     natsOptions* o = nullptr;
     natsOptions_Create(&o);
     natsOptions_SetURL(o, url_.c_str());
     natsOptions_SetMaxPendingMsgs(o, 1 << 20);
     natsOptions_SetIOBufSize(o, 1 << 20);
+    natsOptions_SetSendAsap(o, send_asap);
+    natsOptions_UseGlobalMessageDelivery(o, global_delivery);
     if (natsConnection_Connect(&nc, o) != NATS_OK) nc = nullptr;
     natsOptions_Destroy(o);
     return nc;

@@ -478,15 +478,9 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
   void encode_to(Link& link, const wire::Frame& frame) { (void)wire::encode(frame, link.out); }
 
   void encode_publish(Link& link, const detail::MessageBody& b) {
-    scratch_publish.publisher = b.publisher;
-    scratch_publish.message_id = b.sequence;
-    scratch_publish.sequence = b.sequence;
-    scratch_publish.qos = static_cast<std::uint8_t>(b.qos);
-    scratch_publish.topic = b.topic;
-    scratch_publish.payload.assign(b.payload.begin(), b.payload.end());
-    scratch_frame = std::move(scratch_publish);
-    if (wire::encode(scratch_frame, link.out)) return;  // frame too large: refused at publish
-    scratch_publish = std::move(std::get<wire::Publish>(scratch_frame));
+    if (wire::encode_publish(b.publisher, b.sequence, b.sequence, static_cast<std::uint8_t>(b.qos), b.topic, b.payload,
+                             link.out))
+      return;  // too large: publish() refuses those before they get here
     if (b.qos == Qos::at_most_once) ++link.out_qos0;
     if (std::find(dirty.begin(), dirty.end(), link.id) == dirty.end()) dirty.push_back(link.id);
   }
@@ -1091,8 +1085,6 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
   std::vector<PeerKey> link_scratch;
   std::vector<PeerKey> candidates;
   std::vector<LinkId> dirty;
-  wire::Publish scratch_publish;
-  wire::Frame scratch_frame;
 };
 
 // ============================================================================ NodeCore

@@ -430,6 +430,26 @@ std::error_code encode(const Frame& frame, std::vector<std::uint8_t>& out, std::
   return {};
 }
 
+std::error_code encode_publish(const NodeId& publisher, std::uint64_t message_id, std::uint64_t sequence,
+                               std::uint8_t qos, std::string_view topic, std::span<const std::uint8_t> payload,
+                               std::vector<std::uint8_t>& out, std::size_t max_frame_size) {
+  if (max_frame_size > kMaxFrameSizeLimit) max_frame_size = kMaxFrameSizeLimit;
+  const std::size_t len = NodeId::kBytes + 8 + 8 + 1 + 2 + topic.size() + 4 + payload.size();
+  if (len > max_frame_size || topic.size() > 0xffff) return errc::frame_too_large;
+  Writer w(out);
+  w.u8(kVersion);
+  w.u8(static_cast<std::uint8_t>(FrameType::publish));
+  w.u16(0);
+  w.u32(static_cast<std::uint32_t>(len));
+  w.id(publisher);
+  w.u64(message_id);
+  w.u64(sequence);
+  w.u8(qos);
+  w.str(topic);
+  w.bytes(payload);
+  return {};
+}
+
 DecodeResult decode(std::span<const std::uint8_t> data, Frame& out, std::size_t max_frame_size) {
   if (max_frame_size > kMaxFrameSizeLimit) max_frame_size = kMaxFrameSizeLimit;
   if (data.size() < kHeaderSize) return {errc::frame_truncated, 0};

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <variant>
 #include <vector>
@@ -154,6 +155,13 @@ FrameType frame_type(const Frame& frame) noexcept;
 /// (invalid topic, too many list items, qos > 1); `out` is unchanged on error.
 std::error_code encode(const Frame& frame, std::vector<std::uint8_t>& out,
                        std::size_t max_frame_size = kDefaultMaxFrameSize);
+
+/// Appends a PUBLISH frame built from views, without an intermediate Publish value (the hot
+/// path: no copy of topic or payload besides the one into `out`). The caller has validated
+/// `topic` and `qos`. Errors: frame_too_large (`out` unchanged).
+std::error_code encode_publish(const NodeId& publisher, std::uint64_t message_id, std::uint64_t sequence,
+                               std::uint8_t qos, std::string_view topic, std::span<const std::uint8_t> payload,
+                               std::vector<std::uint8_t>& out, std::size_t max_frame_size = kDefaultMaxFrameSize);
 
 struct DecodeResult {
   std::error_code error;     ///< empty on success

@@ -168,3 +168,14 @@ TEST_CASE("wire: bounded random and mutated input never crashes", "[wire][random
   CHECK(errors > 0);
   CHECK(decoded > 0);  // mutations of the payload bytes often still decode
 }
+
+TEST_CASE("wire: encode_publish writes exactly what encode(Publish) writes", "[wire]") {
+  const std::vector<std::uint8_t> payload = {9, 8, 7, 6};
+  std::vector<std::uint8_t> a, b = {0xAA};  // appends after existing bytes
+  REQUIRE_FALSE(encode(Publish{id_of(5), 41, 42, 1, "sensors.kitchen.temp", payload}, a));
+  REQUIRE_FALSE(encode_publish(id_of(5), 41, 42, 1, "sensors.kitchen.temp", payload, b));
+  CHECK(std::vector<std::uint8_t>(b.begin() + 1, b.end()) == a);
+  std::vector<std::uint8_t> out;
+  CHECK(encode_publish(id_of(1), 1, 1, 0, "t", std::vector<std::uint8_t>(5000), out, 4096) == errc::frame_too_large);
+  CHECK(out.empty());
+}
