@@ -20,6 +20,7 @@
 #include "macula/error.hpp"
 #include "macula/names.hpp"
 #include "macula/observe/metrics_registry.hpp"
+#include "node/discovery.hpp"
 #include "node/dispatch_queue.hpp"
 #include "node/reply_slot.hpp"
 #include "node/subscription.hpp"
@@ -131,6 +132,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     std::error_code last_error = errc::no_provider;
     std::uint64_t pending_id = 0;
     bool finished = false;
+    bool discovered = false;  // discovery was asked once already
     detail::Completion<std::error_code, Bytes> done;
   };
   struct Attempt {
@@ -747,7 +749,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     subscriptions[id] = s;
     (void)trie.add(*s->pattern(), id);
     routes.clear();
-    if (auto announce = local.add(*s->pattern()); !announce.empty()) broadcast(wire::InterestAdd{{announce}});
+    if (auto announce = local.add(*s->pattern()); !announce.empty()) {
+      broadcast(wire::InterestAdd{{announce}});
+      discovery->advertise_interest(announce);
+    }
     update_gauges();
   }
 
@@ -760,7 +765,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     trie.remove(*s->pattern(), id);
     routes.clear();
     subscriptions.erase(id);
-    if (auto withdraw = local.remove(*s->pattern()); !withdraw.empty()) broadcast(wire::InterestRemove{{withdraw}});
+    if (auto withdraw = local.remove(*s->pattern()); !withdraw.empty()) {
+      broadcast(wire::InterestRemove{{withdraw}});
+      discovery->withdraw_interest(withdraw);
+    }
     update_gauges();
   }
 
@@ -921,7 +929,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     if (now >= c.deadline) return finish(c, errc::timed_out, {});
     if (c.attempts >= c.max_attempts) return finish(c, c.last_error, {});
     const auto pick = choose(c);
-    if (!pick) return finish(c, c.last_error, {});
+    if (!pick) {
+      if (c.attempts == 0 && !c.discovered) return discover_providers(call);
+      return finish(c, c.last_error, {});
+    }
     ++c.attempts;
     c.tried.push_back(*pick);
     if (c.attempts > 1) failovers->inc();
@@ -943,6 +954,37 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     flush(*link);
     arm_call_timer();
     update_gauges();
+  }
+
+  // Nobody linked serves the procedure: ask discovery for providers, link to them, retry.
+  void discover_providers(const std::shared_ptr<CallState>& call) {
+    call->discovered = true;
+    std::weak_ptr<Impl> weak = shared_from_this();
+    discovery->find_providers(call->procedure, [weak, call](std::vector<PeerAddress> found) {
+      auto self = weak.lock();
+      if (!self || call->finished) return;
+      auto remaining = std::make_shared<std::size_t>(found.size());
+      if (found.empty()) return self->next_attempt(call);
+      for (const auto& peer : found) {
+        udp::endpoint address;
+        auto linked = [weak, call, remaining, id = peer.id](std::error_code ec, PeerKey key) {
+          auto s = weak.lock();
+          if (!s) return;
+          if (!ec && key) {  // the record says it serves the procedure
+            auto& v = s->providers[call->procedure];
+            if (std::find(v.begin(), v.end(), key) == v.end()) v.push_back(key);
+            s->peers.at(key).provides.insert(call->procedure);
+          }
+          if (--*remaining == 0 && !call->finished) s->next_attempt(call);
+        };
+        if (self->peer_keys.count(peer.id) && self->live_link(self->peer_keys.at(peer.id)))
+          linked({}, self->peer_keys.at(peer.id));
+        else if (parse_address(peer.endpoint, address))
+          linked(errc::address_invalid, 0);
+        else
+          self->dial(address, peer.id, linked);
+      }
+    });
   }
 
   void attempt_answered(const std::shared_ptr<CallState>& call, wire::RpcStatus st, Bytes b) {
@@ -1040,6 +1082,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
   std::unique_ptr<asio::thread_pool> workers;
   HandlerExecutor executor;
   std::shared_ptr<DispatchQueue> dispatch;
+  std::unique_ptr<Discovery> discovery = std::make_unique<LinkDiscovery>();
   std::shared_ptr<transport::Endpoint> endpoint;
   std::optional<asio::strand<asio::io_context::executor_type>> strand;
   std::optional<asio::steady_timer> call_timer, qos1_timer, housekeeping_timer;
@@ -1151,14 +1194,18 @@ std::error_code NodeCore::advertise(std::string procedure, RpcHandler handler, A
   asio::dispatch(*impl_->strand, [impl = impl_, proc] {
     const bool fresh = impl->procedures.find(proc->name) == impl->procedures.end();
     impl->procedures[proc->name] = proc;
-    if (fresh) impl->broadcast(wire::ProvideAdd{{proc->name}});
+    if (!fresh) return;
+    impl->broadcast(wire::ProvideAdd{{proc->name}});
+    impl->discovery->advertise_procedure(proc->name);
   });
   return {};
 }
 
 void NodeCore::unadvertise(const std::string& procedure) {
   asio::dispatch(*impl_->strand, [impl = impl_, procedure] {
-    if (impl->procedures.erase(procedure)) impl->broadcast(wire::ProvideRemove{{procedure}});
+    if (!impl->procedures.erase(procedure)) return;
+    impl->broadcast(wire::ProvideRemove{{procedure}});
+    impl->discovery->withdraw_procedure(procedure);
   });
 }
 
@@ -1213,6 +1260,16 @@ NodeStats NodeCore::stats() const {
 }
 
 std::string NodeCore::metrics_text() const { return impl_->metrics.render(); }
+
+void NodeCore::set_discovery(std::unique_ptr<Discovery> discovery) {
+  std::promise<void> p;
+  auto f = p.get_future();
+  asio::dispatch(*impl_->strand, [&] {
+    impl_->discovery = std::move(discovery);
+    p.set_value();
+  });
+  f.get();
+}
 
 void NodeCore::drop_links_for_test() {
   std::promise<void> p;

@@ -76,6 +76,10 @@ class NodeCore {
   void stop();
   bool stopping() const noexcept;
 
+  /// Replaces the discovery (default: LinkDiscovery). The DHT installs itself through this;
+  /// tests install fakes. Waits for the strand.
+  void set_discovery(std::unique_ptr<class Discovery> discovery);
+
   /// Test hook: closes every link's connection as if the network dropped it. Dialed links
   /// with redial come back on their own.
   void drop_links_for_test();

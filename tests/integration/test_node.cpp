@@ -22,6 +22,7 @@
 #include "macula/rpc_client.hpp"
 #include "macula/subscriber.hpp"
 #include "macula/testing/local_mesh.hpp"
+#include "node/discovery.hpp"
 #include "node/node_core.hpp"
 #include "transport/endpoint.hpp"
 #include "support/io_thread.hpp"
@@ -548,4 +549,46 @@ TEST_CASE("node: external HTTP/3 clients publish and call through a node", "[nod
   CHECK(post("/macula/v1/rpc/bad..name", "x").status == 400);
   CHECK(post("/macula/v1/pub/bad..topic", "x").status == 400);
   app->close();
+}
+
+TEST_CASE("node: a call with no linked provider asks discovery, links to what it finds, and succeeds", "[node][rpc]") {
+  // The seam the DHT plugs into: a fake discovery that knows node 1 serves svc.far.
+  struct FakeDiscovery final : node::Discovery {
+    node::PeerAddress provider;
+    std::atomic<int>* lookups;
+    void advertise_procedure(std::string_view) override {}
+    void withdraw_procedure(std::string_view) override {}
+    void advertise_interest(std::string_view) override {}
+    void withdraw_interest(std::string_view) override {}
+    void find_providers(std::string_view procedure, node::PeersFound done) override {
+      ++*lookups;
+      if (procedure == "svc.far") return done({provider});
+      done({});
+    }
+    void find_subscribers(std::string_view, node::PeersFound done) override { done({}); }
+  };
+  macula::test::IoThread loop;
+  NodeOptions o;
+  o.realm = "disc.realm";
+  Node a(loop.io, o), b(loop.io, o);
+  REQUIRE_FALSE(a.start());
+  REQUIRE_FALSE(b.start());
+  auto adv = b.advertise("svc.far", sync_handler([](const Bytes&) { return bytes("found"); }));
+  std::atomic<int> lookups{0};
+  auto fake = std::make_unique<FakeDiscovery>();
+  fake->provider = {b.node_id(), b.local_address()};
+  fake->lookups = &lookups;
+  a.core()->set_discovery(std::move(fake));
+  RpcClient client(a);
+  auto [ec, r] = call_sync(client, "svc.far", "");
+  CHECK_FALSE(ec);
+  CHECK(text(r) == "found");
+  CHECK(lookups == 1);
+  CHECK(a.stats().links == 1);
+  CHECK(call_sync(client, "svc.far", "").first == std::error_code{});  // linked now: no new lookup
+  CHECK(lookups == 1);
+  CHECK(call_sync(client, "svc.none", "").first == errc::no_provider);
+  CHECK(lookups == 2);
+  a.stop();
+  b.stop();
 }
