@@ -253,6 +253,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     g_qos1 = &m.gauge("macula_qos1_in_flight", "QoS 1 messages waiting for acks (bounded by max_qos1_in_flight)");
     g_outbox = &m.gauge("macula_queue_depth", "Depth of a bounded queue", {{"queue", "publish"}});
     g_outbox_hw = &m.gauge("macula_queue_high_water", "Most items a bounded queue held at once", {{"queue", "publish"}});
+    m.gauge_callback("macula_queue_depth", "Depth of a bounded queue", {{"queue", "dispatch"}},
+                     [this] { return static_cast<double>(dispatch->depth()); });
+    m.gauge_callback("macula_queue_high_water", "Most items a bounded queue held at once", {{"queue", "dispatch"}},
+                     [this] { return static_cast<double>(dispatch->high_water()); });
   }
 
   void update_gauges() {
