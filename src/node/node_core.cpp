@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 #include <unordered_map>
+#include <variant>
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
@@ -158,6 +159,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
       executor = [pool = workers.get()](core::detail::UniqueFunction<void()> f) { asio::post(*pool, std::move(f)); };
     }
     dispatch = std::make_shared<DispatchQueue>(executor, options.worker_threads);
+    tasks = std::make_shared<TaskQueue>(executor, options.worker_threads);
     register_metrics();
   }
 
@@ -488,6 +490,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
                              link.out))
       return;  // too large: publish() refuses those before they get here
     if (b.qos == Qos::at_most_once) ++link.out_qos0;
+    mark_dirty(link);
+  }
+
+  void mark_dirty(Link& link) {
     if (std::find(dirty.begin(), dirty.end(), link.id) == dirty.end()) dirty.push_back(link.id);
   }
 
@@ -630,40 +636,64 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     if (route.subscriptions.empty()) return;
     delivered->inc(route.subscriptions.size());
     if (lost) drop_subscriber->inc(lost);
-    dispatch->schedule(ready_scratch);
+    dispatch->push(ready_scratch);
   }
 
-  // Any thread.
+  // The strand's inbox: every hand-over from other threads (publishes, API calls, RPC answers)
+  // goes through this one FIFO, so one thread's operations reach the strand in the order it
+  // made them (subscribe, then publish: the publish sees the subscription), with one strand
+  // post per batch and each link written once per batch. Publishes are bounded by
+  // max_publish_queue; the other items are bounded by their own tables.
+  using InboxItem = std::variant<Outgoing, core::detail::UniqueFunction<void()>>;
+
   std::error_code enqueue(Outgoing&& m) {
     bool post = false;
     {
-      std::lock_guard lock(outbox_mutex);
+      std::lock_guard lock(inbox_mutex);
       if (stopping_flag) return errc::not_started;
-      if (outbox.size() >= options.max_publish_queue) {
+      if (inbox_publishes >= options.max_publish_queue) {
         drop_queue_full->inc();
         return errc::queue_full;
       }
-      outbox.push_back(std::move(m));
-      outbox_hw = std::max(outbox_hw, outbox.size());
-      post = !drain_scheduled;
-      drain_scheduled = true;
+      inbox.emplace_back(std::move(m));
+      inbox_hw = std::max(inbox_hw, ++inbox_publishes);
+      post = !inbox_scheduled;
+      inbox_scheduled = true;
     }
-    if (post) asio::post(*strand, [self = shared_from_this()] { self->drain_outbox(); });
+    if (post) asio::post(*strand, [self = shared_from_this()] { self->drain_inbox(); });
     return {};
   }
 
-  void drain_outbox() {
+  void to_strand(core::detail::UniqueFunction<void()> f) {
+    bool post = false;
     {
-      std::lock_guard lock(outbox_mutex);
-      drain_batch.swap(outbox);
-      drain_scheduled = false;
-      g_outbox->set(static_cast<double>(drain_batch.size()));
-      g_outbox_hw->set(static_cast<double>(outbox_hw));
+      std::lock_guard lock(inbox_mutex);
+      inbox.emplace_back(std::move(f));
+      post = !inbox_scheduled;
+      inbox_scheduled = true;
     }
-    for (auto& m : drain_batch) process(std::move(m));
-    drain_batch.clear();
+    if (post) asio::post(*strand, [self = shared_from_this()] { self->drain_inbox(); });
+  }
+
+  void drain_inbox() {
+    {
+      std::lock_guard lock(inbox_mutex);
+      inbox_batch.swap(inbox);
+      inbox_scheduled = false;
+      g_outbox->set(static_cast<double>(inbox_publishes));
+      g_outbox_hw->set(static_cast<double>(inbox_hw));
+      inbox_publishes = 0;
+    }
+    in_batch = true;
+    for (auto& item : inbox_batch) {
+      if (auto* m = std::get_if<Outgoing>(&item)) process(std::move(*m));
+      else std::get<core::detail::UniqueFunction<void()>>(item)();
+    }
+    in_batch = false;
+    inbox_batch.clear();
     flush_links();
     arm_qos1_timer();
+    arm_call_timer();
     update_gauges();
   }
 
@@ -809,8 +839,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     ++serving;
     std::weak_ptr<Impl> weak = shared_from_this();
     auto slot = std::make_shared<detail::ReplySlot>(
-        [weak, s = *strand, proc, key = std::move(key), answer = std::move(answer)](wire::RpcStatus st, Bytes b) mutable {
-          asio::post(s, [weak, proc, key = std::move(key), answer = std::move(answer), st, b = std::move(b)]() mutable {
+        [weak, proc, key = std::move(key), answer = std::move(answer)](wire::RpcStatus st, Bytes b) mutable {
+          auto owner = weak.lock();
+          if (!owner) return;
+          owner->to_strand([weak, proc, key = std::move(key), answer = std::move(answer), st, b = std::move(b)]() mutable {
             auto self = weak.lock();
             --proc->in_flight;
             if (!self) return;
@@ -821,7 +853,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
             answer(st, std::move(b));
           });
         });
-    executor([proc, slot, args = std::move(args)]() mutable {
+    tasks->push(core::detail::UniqueFunction<void()>([proc, slot, args = std::move(args)]() mutable {
       CallbackScope scope;
       try {
         proc->handler(std::move(args), RpcResponder(slot));
@@ -830,7 +862,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
       } catch (...) {
         slot->give(wire::RpcStatus::handler_error, to_bytes("handler threw a non-standard exception"));
       }
-    });
+    }));
   }
 
   void serve(LinkId id, wire::RpcCall call) {
@@ -841,7 +873,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
       auto it = self->links.find(id);
       if (it == self->links.end()) return;  // the caller's link is gone; it fails over
       self->encode_to(it->second, wire::RpcReply{call_id, st, std::move(bytes)});
-      self->flush(it->second);
+      self->mark_dirty(it->second);  // flushed with the rest of this batch
     };
     auto proc = procedures.find(call.procedure);
     if (proc == procedures.end()) return answer(wire::RpcStatus::no_handler, {});
@@ -955,7 +987,8 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(attempt_deadline - now).count();
     encode_to(*link, wire::RpcCall{c.pending_id, static_cast<std::uint32_t>(std::max<std::int64_t>(ms, 1)),
                                    c.procedure, *c.args});
-    flush(*link);
+    if (in_batch) mark_dirty(*link);  // drain_inbox() writes each link once per batch
+    else flush(*link);
     arm_call_timer();
     update_gauges();
   }
@@ -1053,10 +1086,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
   }
 
   // ---- stop ---------------------------------------------------------------------------------
-  bool drained() const { return qos1.size() == 0 && pending.size() == 0 && serving == 0 && outbox_empty(); }
-  bool outbox_empty() const {
-    std::lock_guard lock(outbox_mutex);
-    return outbox.empty();
+  bool drained() const { return qos1.size() == 0 && pending.size() == 0 && serving == 0 && inbox_empty(); }
+  bool inbox_empty() const {
+    std::lock_guard lock(inbox_mutex);
+    return inbox.empty();
   }
 
   void fail_everything() {
@@ -1086,6 +1119,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
   std::unique_ptr<asio::thread_pool> workers;
   HandlerExecutor executor;
   std::shared_ptr<DispatchQueue> dispatch;
+  std::shared_ptr<TaskQueue> tasks;
   std::unique_ptr<Discovery> discovery = std::make_unique<LinkDiscovery>();
   std::shared_ptr<transport::Endpoint> endpoint;
   std::optional<asio::strand<asio::io_context::executor_type>> strand;
@@ -1118,10 +1152,11 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
   core::ConcurrentCache<std::string, Bytes> result_cache;
   std::minstd_rand rng;
 
-  mutable std::mutex outbox_mutex;
-  std::vector<Outgoing> outbox, drain_batch;
-  std::size_t outbox_hw = 0;
-  bool drain_scheduled = false;
+  mutable std::mutex inbox_mutex;
+  std::vector<InboxItem> inbox, inbox_batch;
+  std::size_t inbox_publishes = 0, inbox_hw = 0;
+  bool inbox_scheduled = false;
+  bool in_batch = false;  // on the strand inside drain_inbox()
 
   std::map<std::uint64_t, std::pair<std::size_t, detail::Completion<std::error_code>>> syncs;
   std::uint64_t last_nonce = 0;
@@ -1157,7 +1192,7 @@ bool NodeCore::stopping() const noexcept { return impl_->stopping_flag; }
 void NodeCore::connect(const udp::endpoint& address, std::optional<NodeId> expected, bool redial,
                        detail::Completion<std::error_code> done) {
   auto shared_done = std::make_shared<detail::Completion<std::error_code>>(std::move(done));
-  asio::dispatch(*impl_->strand, [impl = impl_, address, expected, redial, shared_done] {
+  impl_->to_strand([impl = impl_, address, expected, redial, shared_done] {
     if (impl->stopping_flag) return (*shared_done)(errc::not_started);
     impl->dial(address, expected, [impl, address, redial, shared_done](std::error_code ec, PeerKey key) {
       if (!ec && redial) impl->peers.at(key).redial = address;  // how to get the link back
@@ -1180,12 +1215,12 @@ std::error_code NodeCore::subscribe(const std::shared_ptr<Subscription>& s) {
     --impl_->subscription_count;
     return errc::too_many_subscriptions;
   }
-  asio::dispatch(*impl_->strand, [impl = impl_, s] { impl->subscribe(s); });
+  impl_->to_strand([impl = impl_.get(), s] { impl->subscribe(s); });
   return {};
 }
 
 void NodeCore::unsubscribe(const std::shared_ptr<Subscription>& s) {
-  asio::dispatch(*impl_->strand, [impl = impl_, s] { impl->unsubscribe(s); });
+  impl_->to_strand([impl = impl_.get(), s] { impl->unsubscribe(s); });
 }
 
 std::error_code NodeCore::advertise(std::string procedure, RpcHandler handler, AdvertiseOptions options) {
@@ -1195,7 +1230,7 @@ std::error_code NodeCore::advertise(std::string procedure, RpcHandler handler, A
   proc->name = procedure;
   proc->handler = std::move(handler);
   proc->options = options;
-  asio::dispatch(*impl_->strand, [impl = impl_, proc] {
+  impl_->to_strand([impl = impl_.get(), proc] {
     const bool fresh = impl->procedures.find(proc->name) == impl->procedures.end();
     impl->procedures[proc->name] = proc;
     if (!fresh) return;
@@ -1206,7 +1241,7 @@ std::error_code NodeCore::advertise(std::string procedure, RpcHandler handler, A
 }
 
 void NodeCore::unadvertise(const std::string& procedure) {
-  asio::dispatch(*impl_->strand, [impl = impl_, procedure] {
+  impl_->to_strand([impl = impl_.get(), procedure] {
     if (!impl->procedures.erase(procedure)) return;
     impl->broadcast(wire::ProvideRemove{{procedure}});
     impl->discovery->withdraw_procedure(procedure);
@@ -1215,17 +1250,14 @@ void NodeCore::unadvertise(const std::string& procedure) {
 
 void NodeCore::call(std::string procedure, Bytes args, CallOptions options, detail::Completion<std::error_code, Bytes> done) {
   if (impl_->stopping_flag) return done(errc::cancelled, {});
-  auto shared_done = std::make_shared<detail::Completion<std::error_code, Bytes>>(std::move(done));
-  asio::dispatch(*impl_->strand, [impl = impl_, pr = std::move(procedure), a = std::move(args), o = std::move(options),
-                                  shared_done]() mutable {
-    impl->start_call(std::move(pr), std::move(a), std::move(o), std::move(*shared_done));
-  });
+  // Batched with other calls and RPC answers: one strand post and one link write per batch.
+  impl_->to_strand([impl = impl_.get(), pr = std::move(procedure), a = std::move(args), o = std::move(options),
+                    d = std::move(done)]() mutable { impl->start_call(std::move(pr), std::move(a), std::move(o), std::move(d)); });
 }
 
 void NodeCore::sync(detail::Completion<std::error_code> done) {
   auto slot = std::make_shared<detail::Completion<std::error_code>>(std::move(done));
-  asio::dispatch(*impl_->strand, [impl = impl_, slot] {
-    impl->drain_outbox();
+  impl_->to_strand([impl = impl_.get(), slot] {
     if (impl->links.empty()) return (*slot)({});
     const std::uint64_t nonce = ++impl->last_nonce;
     impl->syncs.emplace(nonce, std::make_pair(impl->links.size(), std::move(*slot)));
@@ -1311,7 +1343,7 @@ void NodeCore::stop() {
   bool strand_alive = true;
   while (blocking_ok) {
     const auto r = on_strand([](Impl& i) {
-      i.drain_outbox();
+      i.drain_inbox();
       return i.drained();
     });
     if (!r) {

@@ -218,12 +218,14 @@ TEST_CASE("node: a slow subscriber fills only its own queue and never delays a f
   while (fast_calls < kMessages && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
   CHECK(fast_calls == kMessages);
   CHECK(*slow_calls == 1);  // still inside its first message
-  CHECK(slow.queued() == 16);
-  CHECK(slow.dropped() == kMessages - 16 - 1);
+  // One message is in the stuck handler; the queue is full (16, or 15 when the handler took
+  // its message after the queue had filled); everything else was dropped, and counted.
+  CHECK(slow.queued() >= 15);
+  CHECK(1 + slow.queued() + slow.dropped() == static_cast<std::size_t>(kMessages));
   CHECK(fast.dropped() == 0);
+  const std::string series = "macula_messages_dropped_total{reason=\"subscriber_overflow\"} " + std::to_string(slow.dropped());
   release.set_value();
-  CHECK(mesh[0].metrics_text().find("macula_messages_dropped_total{reason=\"subscriber_overflow\"} 483") !=
-        std::string::npos);
+  CHECK(mesh[0].metrics_text().find(series) != std::string::npos);
 }
 
 TEST_CASE("node: pull mode with async_receive, try_receive and drop_newest", "[node][pubsub]") {
