@@ -49,10 +49,13 @@ struct alignas(128) PaddedCounter {
   std::atomic<std::uint64_t> n{0};
 };
 
-macula::testing::LocalMeshOptions mesh_options(std::size_t nodes) {
+// io_threads: pub/sub runs each node's strand on its own thread (2); RPC round trips are
+// faster with both nodes on one io thread (1): fewer wake-ups on a 2-core machine (measured;
+// MACULA_BENCH_IO / MACULA_BENCH_WORKERS override both for experiments).
+macula::testing::LocalMeshOptions mesh_options(std::size_t nodes, std::size_t io_threads = 2) {
   macula::testing::LocalMeshOptions o;
   o.size = nodes;
-  o.io_threads = std::getenv("MACULA_BENCH_IO") ? std::strtoul(std::getenv("MACULA_BENCH_IO"), nullptr, 10) : 2;
+  o.io_threads = std::getenv("MACULA_BENCH_IO") ? std::strtoul(std::getenv("MACULA_BENCH_IO"), nullptr, 10) : io_threads;
   o.node.realm = "bench.realm";
   o.node.worker_threads = std::getenv("MACULA_BENCH_WORKERS") ? std::strtoul(std::getenv("MACULA_BENCH_WORKERS"), nullptr, 10) : 2;
   return o;
@@ -226,7 +229,7 @@ void report_latencies(benchmark::State& state, std::vector<double>& us) {
 }
 
 void MaculaRpcSequential(benchmark::State& state) {
-  macula::testing::LocalMesh mesh(mesh_options(2));
+  macula::testing::LocalMesh mesh(mesh_options(2, 1));
   auto echo = mesh[1].advertise("bench.echo", [](macula::Bytes a, macula::RpcResponder r) { r.reply(std::move(a)); });
   mesh.settle();
   macula::RpcClient client(mesh[0]);
@@ -284,7 +287,7 @@ void NatsRpcSequential(benchmark::State& state) {
 
 void MaculaRpcInFlight(benchmark::State& state) {
   const std::size_t window = static_cast<std::size_t>(state.range(0));
-  macula::testing::LocalMesh mesh(mesh_options(2));
+  macula::testing::LocalMesh mesh(mesh_options(2, 1));
   auto echo = mesh[1].advertise("bench.echo", [](macula::Bytes a, macula::RpcResponder r) { r.reply(std::move(a)); });
   mesh.settle();
   macula::RpcClient client(mesh[0]);

@@ -1,6 +1,9 @@
 #include "macula/testing/local_mesh.hpp"
 
+#include <algorithm>
 #include <future>
+
+#include <boost/asio/post.hpp>
 
 #include "macula/error.hpp"
 #include "node/node_core.hpp"
@@ -19,6 +22,14 @@ void LocalMesh::init(LocalMeshOptions options, std::error_code& ec) {
   work_ = std::make_unique<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>(io_.get_executor());
   for (std::size_t i = 0; i < std::max<std::size_t>(1, options.io_threads); ++i)
     threads_.emplace_back([this] { io_.run(); });
+  const std::size_t workers = options.worker_threads ? options.worker_threads : std::max<std::size_t>(1, options.node.worker_threads);
+  if (!options.node.handler_executor) {
+    workers_ = std::make_unique<boost::asio::thread_pool>(workers);
+    options.node.handler_executor = [pool = workers_.get()](core::detail::UniqueFunction<void()> f) {
+      boost::asio::post(*pool, std::move(f));
+    };
+    options.node.worker_threads = workers;  // the dispatch parallelism of each node
+  }
   for (std::size_t i = 0; i < options.size; ++i) {
     NodeOptions o = options.node;
     o.listen = "127.0.0.1:0";
@@ -48,7 +59,9 @@ void LocalMesh::settle() {
 
 void LocalMesh::stop() {
   for (auto& n : nodes_) n->stop();
+  if (workers_) workers_->join();  // handlers still queued finish before the nodes go
   nodes_.clear();
+  workers_.reset();
   work_.reset();
   io_.stop();
   for (auto& t : threads_)

@@ -1,7 +1,7 @@
 // LocalMesh: N connected nodes on loopback in one process, for users' test suites.
 //
 // Starts `size` nodes on 127.0.0.1 with ephemeral ports and identities, all in one realm, on
-// one io_context the mesh owns and runs on `io_threads` threads, and links them (every pair,
+// one io_context the mesh owns and runs on `io_threads` threads, with one handler pool, and links them (every pair,
 // or a chain), waiting until every link is up. Destruction stops every node gracefully and
 // joins the threads. The nodes are ordinary Nodes: use them with Publisher, Subscriber,
 // RpcClient and advertise() exactly as in production.
@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include "macula/node.hpp"
 #include "macula/node_options.hpp"
@@ -29,6 +30,9 @@ struct LocalMeshOptions {
   std::size_t size = 3;
   Topology topology = Topology::full;
   std::size_t io_threads = 1;
+  /// Handler threads shared by all nodes (0: node.worker_threads). One pool for the whole mesh
+  /// keeps an N-node test from starting N pools (DESIGN §4: the user picks the executor).
+  std::size_t worker_threads = 0;
   NodeOptions node;  ///< template for every node (listen is forced to 127.0.0.1:0)
 };
 
@@ -59,6 +63,7 @@ class LocalMesh {
   void init(LocalMeshOptions options, std::error_code& ec);
 
   boost::asio::io_context io_;
+  std::unique_ptr<boost::asio::thread_pool> workers_;
   std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   std::vector<std::thread> threads_;
   std::vector<std::unique_ptr<Node>> nodes_;
