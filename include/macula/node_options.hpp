@@ -36,6 +36,8 @@ struct NodeOptions {
   /// Where subscription and RPC handlers run. Empty: a worker pool of `worker_threads`.
   HandlerExecutor handler_executor;
   std::size_t worker_threads = 2;
+  /// Shards of the node's concurrent indexes (subscription tries, result cache): DESIGN §7.
+  std::size_t shards = 16;
   /// Threads for the io_context when the node owns it (the Node(NodeOptions) constructor).
   std::size_t io_threads = 1;
 

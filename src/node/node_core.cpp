@@ -18,6 +18,7 @@
 
 #include "macula/core/concurrent_cache.hpp"
 #include "macula/core/pattern_trie.hpp"
+#include "macula/core/provider_selector.hpp"
 #include "macula/error.hpp"
 #include "macula/names.hpp"
 #include "macula/observe/metrics_registry.hpp"
@@ -104,7 +105,6 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     std::chrono::milliseconds backoff{100};
     bool dialing = false;
     Clock::time_point gone_since{};
-    std::uint32_t outstanding = 0;
     std::set<std::string> provides;
     std::shared_ptr<asio::steady_timer> redial_timer;
   };
@@ -136,22 +136,25 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     bool discovered = false;  // discovery was asked once already
     detail::Completion<std::error_code, Bytes> done;
   };
+  struct ProviderSet;
   struct Attempt {
     std::shared_ptr<CallState> call;
     LinkId link = 0;
     PeerKey peer = 0;
+    std::shared_ptr<ProviderSet> set;  // for the selector's outstanding-call count
+    std::size_t index = 0;
   };
   using Tracker = pubsub::Qos1Tracker<BodyPtr, detail::Completion<std::error_code>>;
 
   Impl(asio::io_context& io, NodeOptions o)
       : options(std::move(o)),
         io_(io),
-        remote(options.max_patterns_per_link),
+        trie(options.shards),
+        remote(options.max_patterns_per_link, options.shards),
         pending(options.max_pending_calls),
         qos1(options.max_qos1_in_flight),
         dedup(options.max_dedup_publishers),
-        result_cache(core::CacheOptions{options.result_cache_capacity, 0, std::chrono::nanoseconds{0}}),
-        rng(std::random_device{}()) {
+        result_cache(core::CacheOptions{options.result_cache_capacity, options.shards, std::chrono::nanoseconds{0}}) {
     if (options.handler_executor) {
       executor = options.handler_executor;
     } else {
@@ -403,6 +406,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     for (const auto& proc : p.provides) {
       auto pv = providers.find(proc);
       if (pv == providers.end()) continue;
+      providers_changed(proc);
       auto& v = pv->second;
       v.erase(std::remove(v.begin(), v.end(), p.key), v.end());
       if (v.empty()) providers.erase(pv);
@@ -573,11 +577,15 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     } else if (auto* pa = std::get_if<wire::ProvideAdd>(&frame)) {
       for (auto& p : pa->procedures) {
         if (validate_procedure(p)) return protocol_error(id);
-        if (peer.provides.insert(p).second) providers[p].push_back(peer.key);
+        if (peer.provides.insert(p).second) {
+          providers[p].push_back(peer.key);
+          providers_changed(p);
+        }
       }
     } else if (auto* pr = std::get_if<wire::ProvideRemove>(&frame)) {
       for (const auto& p : pr->procedures) {
         if (!peer.provides.erase(p)) continue;
+        providers_changed(p);
         if (auto pv = providers.find(p); pv != providers.end()) {
           auto& v = pv->second;
           v.erase(std::remove(v.begin(), v.end(), peer.key), v.end());
@@ -931,32 +939,47 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     next_attempt(call);
   }
 
-  std::optional<PeerKey> choose(CallState& c) {
-    candidates.clear();
-    if (procedures.count(c.procedure)) candidates.push_back(kLocal);
-    if (auto pv = providers.find(c.procedure); pv != providers.end())
-      for (PeerKey k : pv->second)
-        if (live_link(k)) candidates.push_back(k);
-    auto excluded = [&](PeerKey k) { return std::find(c.tried.begin(), c.tried.end(), k) != c.tried.end(); };
-    std::erase_if(candidates, excluded);
-    if (candidates.empty()) return std::nullopt;
-    const std::size_t n = candidates.size();
-    switch (c.strategy) {
-      case SelectionStrategy::local_first:
-        if (candidates.front() == kLocal) return kLocal;
-        [[fallthrough]];
-      case SelectionStrategy::round_robin:
-        return candidates[round_robin[c.procedure]++ % n];
-      case SelectionStrategy::random:
-        return candidates[rng() % n];
-      case SelectionStrategy::least_outstanding: {
-        // Power of two choices over the outstanding counts.
-        const PeerKey a = candidates[rng() % n], b = candidates[rng() % n];
-        auto load = [&](PeerKey k) { return k == kLocal ? 0u : peers.at(k).outstanding; };
-        return load(a) <= load(b) ? a : b;
-      }
+  // The providers of one procedure as the selector sees them: this node (when it serves it)
+  // and the peers that announced it. Built on first use and dropped whenever that procedure's
+  // providers change; in-flight attempts keep theirs alive for the outstanding-call counts.
+  struct ProviderSet {
+    std::vector<PeerKey> keys;
+    std::unordered_map<PeerKey, std::size_t> index;
+    core::ProviderSelector selector;
+    explicit ProviderSet(std::vector<core::ProviderInfo> infos) : selector(std::move(infos)) {}
+  };
+
+  std::shared_ptr<ProviderSet> provider_set(const std::string& procedure) {
+    auto it = provider_sets.find(procedure);
+    if (it != provider_sets.end()) return it->second;
+    std::vector<core::ProviderInfo> infos;
+    if (procedures.count(procedure)) infos.push_back({kLocal, true});
+    if (auto pv = providers.find(procedure); pv != providers.end())
+      for (PeerKey k : pv->second) infos.push_back({k, false});
+    auto set = std::make_shared<ProviderSet>(infos);
+    for (std::size_t i = 0; i < infos.size(); ++i) {
+      set->keys.push_back(infos[i].id);
+      set->index.emplace(infos[i].id, i);
     }
-    return candidates.front();
+    provider_sets.emplace(procedure, set);
+    return set;
+  }
+  void providers_changed(const std::string& procedure) { provider_sets.erase(procedure); }
+
+  // O(1): the selector's pick, skipping (at most once each) providers already tried and
+  // peers whose link is down during their grace period.
+  std::optional<std::pair<std::shared_ptr<ProviderSet>, std::size_t>> choose(CallState& c) {
+    auto set = provider_set(c.procedure);
+    core::ExclusionSet excluded;
+    for (PeerKey k : c.tried)
+      if (auto it = set->index.find(k); it != set->index.end()) excluded.add(it->second);
+    for (;;) {
+      const auto idx = set->selector.select(c.strategy, excluded);
+      if (!idx) return std::nullopt;
+      const PeerKey k = set->keys[*idx];
+      if (k == kLocal || live_link(k)) return std::make_pair(set, *idx);
+      excluded.add(*idx);
+    }
   }
 
   void next_attempt(const std::shared_ptr<CallState>& call) {
@@ -964,26 +987,33 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     const auto now = Clock::now();
     if (now >= c.deadline) return finish(c, errc::timed_out, {});
     if (c.attempts >= c.max_attempts) return finish(c, c.last_error, {});
-    const auto pick = choose(c);
-    if (!pick) {
+    const auto choice = choose(c);
+    if (!choice) {
       if (c.attempts == 0 && !c.discovered) return discover_providers(call);
       return finish(c, c.last_error, {});
     }
+    const auto& [set, index] = *choice;
+    const PeerKey pick = set->keys[index];
     ++c.attempts;
-    c.tried.push_back(*pick);
+    c.tried.push_back(pick);
+    set->selector.begin_call(index);
     if (c.attempts > 1) failovers->inc();
-    if (*pick == kLocal) {
+    if (pick == kLocal) {
       // The answer keeps the call alive (no pending-table entry does for local attempts).
-      return run_procedure(procedures.at(c.procedure), *c.args, [this, call](wire::RpcStatus st, Bytes b) {
-        if (!call->finished) attempt_answered(call, st, std::move(b));
-      });
+      return run_procedure(procedures.at(c.procedure), *c.args,
+                           [this, call, set = set, index = index](wire::RpcStatus st, Bytes b) {
+                             set->selector.end_call(index);
+                             if (!call->finished) attempt_answered(call, st, std::move(b));
+                           });
     }
-    Link* link = live_link(*pick);
-    if (pending.size() >= pending.capacity()) return finish(c, errc::too_many_pending, {});
+    Link* link = live_link(pick);
+    if (pending.size() >= pending.capacity()) {
+      set->selector.end_call(index);
+      return finish(c, errc::too_many_pending, {});
+    }
     std::error_code ec;
     const auto attempt_deadline = std::min(c.deadline, now + c.attempt_timeout);
-    c.pending_id = pending.insert(attempt_deadline, Attempt{call, link->id, *pick}, ec);
-    ++peers.at(*pick).outstanding;
+    c.pending_id = pending.insert(attempt_deadline, Attempt{call, link->id, pick, set, index}, ec);
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(attempt_deadline - now).count();
     encode_to(*link, wire::RpcCall{c.pending_id, static_cast<std::uint32_t>(std::max<std::int64_t>(ms, 1)),
                                    c.procedure, *c.args});
@@ -1010,6 +1040,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
           if (!ec && key) {  // the record says it serves the procedure
             auto& v = s->providers[call->procedure];
             if (std::find(v.begin(), v.end(), key) == v.end()) v.push_back(key);
+            s->providers_changed(call->procedure);
             s->peers.at(key).provides.insert(call->procedure);
           }
           if (--*remaining == 0 && !call->finished) s->next_attempt(call);
@@ -1035,7 +1066,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
   }
 
   void attempt_failed(Attempt& a, std::error_code ec) {
-    if (auto p = peers.find(a.peer); p != peers.end() && p->second.outstanding) --p->second.outstanding;
+    a.set->selector.end_call(a.index);
     a.call->pending_id = 0;
     if (a.call->finished) return;
     a.call->last_error = ec;
@@ -1045,7 +1076,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
   void on_reply(LinkId, wire::RpcReply reply) {
     auto a = pending.take(reply.call_id);
     if (!a) return;  // late, duplicate or unknown: the caller already had its answer
-    if (auto p = peers.find(a->peer); p != peers.end() && p->second.outstanding) --p->second.outstanding;
+    a->set->selector.end_call(a->index);
     a->call->pending_id = 0;
     if (!a->call->finished) attempt_answered(a->call, reply.status, std::move(reply.payload));
     update_gauges();
@@ -1144,13 +1175,12 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
 
   std::map<std::string, std::shared_ptr<Procedure>> procedures;
   std::map<std::string, std::vector<PeerKey>> providers;
-  std::map<std::string, std::uint64_t> round_robin;
+  std::unordered_map<std::string, std::shared_ptr<ProviderSet>> provider_sets;
   rpc::PendingCalls<Attempt> pending;
   std::size_t serving = 0;
   Tracker qos1;
   pubsub::DedupWindow dedup;
   core::ConcurrentCache<std::string, Bytes> result_cache;
-  std::minstd_rand rng;
 
   mutable std::mutex inbox_mutex;
   std::vector<InboxItem> inbox, inbox_batch;
@@ -1165,7 +1195,6 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
   std::vector<std::shared_ptr<Subscription>> ready_scratch;
   std::unordered_map<std::string, Route> routes;
   std::vector<PeerKey> link_scratch;
-  std::vector<PeerKey> candidates;
   std::vector<LinkId> dirty;
 };
 
@@ -1233,6 +1262,7 @@ std::error_code NodeCore::advertise(std::string procedure, RpcHandler handler, A
   impl_->to_strand([impl = impl_.get(), proc] {
     const bool fresh = impl->procedures.find(proc->name) == impl->procedures.end();
     impl->procedures[proc->name] = proc;
+    impl->providers_changed(proc->name);
     if (!fresh) return;
     impl->broadcast(wire::ProvideAdd{{proc->name}});
     impl->discovery->advertise_procedure(proc->name);
@@ -1243,6 +1273,7 @@ std::error_code NodeCore::advertise(std::string procedure, RpcHandler handler, A
 void NodeCore::unadvertise(const std::string& procedure) {
   impl_->to_strand([impl = impl_.get(), procedure] {
     if (!impl->procedures.erase(procedure)) return;
+    impl->providers_changed(procedure);
     impl->broadcast(wire::ProvideRemove{{procedure}});
     impl->discovery->withdraw_procedure(procedure);
   });

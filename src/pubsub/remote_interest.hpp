@@ -27,7 +27,8 @@ using LinkId = std::uint64_t;
 
 class RemoteInterest {
  public:
-  explicit RemoteInterest(std::size_t max_patterns_per_link = 10'000) : max_per_link_(max_patterns_per_link) {}
+  explicit RemoteInterest(std::size_t max_patterns_per_link = 10'000, std::size_t shards = 16)
+      : trie_(shards), max_per_link_(max_patterns_per_link) {}
 
   /// Records that `link` wants topics matching `pattern`. Idempotent. Errors: the pattern's
   /// validation error, too_many_subscriptions.

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
@@ -18,6 +19,8 @@
 #include <boost/asio/executor_work_guard.hpp>
 
 #include "macula/error.hpp"
+#include "macula/node.hpp"
+#include "macula/subscriber.hpp"
 #include "support/io_thread.hpp"
 #include "transport/endpoint.hpp"
 
@@ -151,7 +154,6 @@ TEST_CASE("interop: our client gets 200 from gtlsserver", "[interop]") {
   CHECK(std::string(resp.body.begin(), resp.body.end()) == "hello from gtlsserver");
 }
 
-#include "macula/node.hpp"
 
 TEST_CASE("interop: gtlsclient calls a procedure through POST /macula/v1/rpc/<procedure>", "[interop][node]") {
   REQUIRE(have("/usr/bin/gtlsclient"));
@@ -173,6 +175,34 @@ TEST_CASE("interop: gtlsclient calls a procedure through POST /macula/v1/rpc/<pr
   INFO(out);
   CHECK(out.find(":status: 200") != std::string::npos);
   CHECK(out.find("|SHOUT|") != std::string::npos);
+  std::filesystem::remove_all(dir);
+  n.stop();
+}
+
+
+TEST_CASE("interop: gtlsclient publishes through POST /macula/v1/pub/<topic>", "[interop][node]") {
+  REQUIRE(have("/usr/bin/gtlsclient"));
+  Loop loop;
+  macula::Node n(loop.io, macula::NodeOptions{});
+  REQUIRE_FALSE(n.start());
+  std::promise<std::string> got;
+  std::atomic<bool> once{false};
+  macula::Subscriber sub(n, "ext.*", [&](const macula::Message& m) {
+    if (!once.exchange(true)) got.set_value(std::string(m.topic()) + "=" + m.payload_string());
+  });
+  const auto dir = temp_dir();
+  const auto body = dir / "reading.txt";
+  std::ofstream(body) << "21.5";
+  const std::string addr = n.local_address();
+  const auto port = addr.substr(addr.rfind(':') + 1);
+  const std::string out = run("/usr/bin/gtlsclient 127.0.0.1 " + port + " https://localhost:" + port +
+                              "/macula/v1/pub/ext.temp -m POST -d " + body.string() +
+                              " --exit-on-all-streams-close --no-quic-dump --timeout=5s");
+  INFO(out);
+  CHECK(out.find(":status: 202") != std::string::npos);
+  auto f = got.get_future();
+  REQUIRE(f.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  CHECK(f.get() == "ext.temp=21.5");
   std::filesystem::remove_all(dir);
   n.stop();
 }

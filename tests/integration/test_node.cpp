@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cctype>
 #include <future>
@@ -146,26 +147,30 @@ TEST_CASE("node: pub/sub across 2, 3 and 5 nodes: each subscriber gets each matc
     LocalMesh mesh(mesh_of(n));
     std::vector<std::unique_ptr<Inbox>> inboxes;
     std::vector<Subscriber> subs;
-    // Every node but 0 subscribes twice: a '*' pattern and a mid-pattern '#'.
+    // Every node but 0 subscribes three times: a `*` pattern, a mid-pattern `#`, and `**`.
     for (std::size_t i = 1; i < n; ++i) {
       inboxes.push_back(std::make_unique<Inbox>());
       subs.emplace_back(mesh[i], "room.*.temp", inboxes.back()->handler());
       inboxes.push_back(std::make_unique<Inbox>());
       subs.emplace_back(mesh[i], "room.#.temp", inboxes.back()->handler());
+      inboxes.push_back(std::make_unique<Inbox>());
+      subs.emplace_back(mesh[i], "room.**", inboxes.back()->handler());
     }
     mesh.settle();  // interest announcements reached node 0
     Publisher pub(mesh[0]);
     REQUIRE_FALSE(publish_sync(pub, "room.kitchen.temp", "21"));
     REQUIRE_FALSE(publish_sync(pub, "room.floor1.east.temp", "19"));
     REQUIRE_FALSE(publish_sync(pub, "room.kitchen.humidity", "40"));
-    for (std::size_t k = 0; k < inboxes.size(); ++k) REQUIRE(inboxes[k]->wait_for(k % 2 == 0 ? 1 : 2));
+    for (std::size_t k = 0; k < inboxes.size(); ++k) REQUIRE(inboxes[k]->wait_for(k % 3 + 1));
     std::this_thread::sleep_for(50ms);
-    for (std::size_t k = 0; k < inboxes.size(); k += 2) {
+    for (std::size_t k = 0; k < inboxes.size(); k += 3) {
       CHECK(inboxes[k]->topics() == std::multiset<std::string>{"room.kitchen.temp"});
       CHECK(inboxes[k + 1]->topics() == std::multiset<std::string>{"room.kitchen.temp", "room.floor1.east.temp"});
+      CHECK(inboxes[k + 2]->topics() ==
+            std::multiset<std::string>{"room.kitchen.temp", "room.floor1.east.temp", "room.kitchen.humidity"});
     }
-    // Once per interested link, not once per remote subscriber: 2 matching publishes x (n-1) links.
-    CHECK(mesh[0].stats().forwarded == 2 * (n - 1));
+    // Once per interested link, not once per remote subscriber: 3 publishes x (n-1) links.
+    CHECK(mesh[0].stats().forwarded == 3 * (n - 1));
     CHECK(mesh[0].stats().links == n - 1);
   }
 }
@@ -345,6 +350,55 @@ TEST_CASE("node: RPC fails over when a provider node stops mid-run, never re-try
   gate.set_value();
   CHECK(text(std::get<1>(first.get())) == "late");
   CHECK(mesh[0].stats().calls_failed_over >= 1);
+}
+
+TEST_CASE("node: failover tries each provider at most once, then reports the last error", "[node][rpc]") {
+  LocalMesh mesh(mesh_of(4));
+  std::array<std::shared_ptr<std::atomic<int>>, 3> hits;
+  std::vector<Advertisement> ads;
+  auto held = std::make_shared<Held>();
+  for (std::size_t i = 0; i < 3; ++i) {
+    hits[i] = std::make_shared<std::atomic<int>>(0);
+    ads.push_back(mesh[i + 1].advertise("svc.hang", [h = hits[i], held](Bytes, RpcResponder r) {
+      ++*h;
+      held->add(r);
+    }));
+  }
+  mesh.settle();
+  RpcClient client(mesh[0]);
+  CallOptions o;
+  o.attempt_timeout = 100ms;
+  o.timeout = 5s;
+  for (auto strategy : {SelectionStrategy::round_robin, SelectionStrategy::random, SelectionStrategy::least_outstanding}) {
+    for (auto& h : hits) *h = 0;
+    o.strategy = strategy;
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK(call_sync(client, "svc.hang", "", o).first == errc::timed_out);
+    CHECK(std::chrono::steady_clock::now() - t0 < 1s);  // three 100 ms attempts, not the 5 s deadline
+    for (int spin = 0; spin < 200 && *hits[0] + *hits[1] + *hits[2] < 3; ++spin) std::this_thread::sleep_for(1ms);
+    for (auto& h : hits) CHECK(*h == 1);  // each provider once: never re-tried
+  }
+  o.max_attempts = 2;
+  for (auto& h : hits) *h = 0;
+  CHECK(call_sync(client, "svc.hang", "", o).first == errc::timed_out);
+  std::this_thread::sleep_for(20ms);
+  CHECK(*hits[0] + *hits[1] + *hits[2] == 2);
+  held->reply_all({});
+}
+
+TEST_CASE("node: local_first serves from this node when it provides the procedure", "[node][rpc]") {
+  LocalMesh mesh(mesh_of(2));
+  auto here = mesh[0].advertise("svc.where", sync_handler([](const Bytes&) { return bytes("here"); }));
+  auto there = mesh[1].advertise("svc.where", sync_handler([](const Bytes&) { return bytes("there"); }));
+  mesh.settle();
+  RpcClient client(mesh[0]);
+  CallOptions o;
+  o.strategy = SelectionStrategy::local_first;
+  for (int i = 0; i < 5; ++i) CHECK(text(call_sync(client, "svc.where", "", o).second) == "here");
+  o.strategy = SelectionStrategy::round_robin;
+  std::set<std::string> seen;
+  for (int i = 0; i < 4; ++i) seen.insert(text(call_sync(client, "svc.where", "", o).second));
+  CHECK(seen == std::set<std::string>{"here", "there"});
 }
 
 TEST_CASE("node: cancellation completes a call with cancelled at once", "[node][rpc]") {
