@@ -1,0 +1,218 @@
+/* libmacula C ABI: a thin C11 interface over the C++ Node API, for bindings and C programs.
+ *
+ * Conventions (learned from nats.c and zenoh-c):
+ * - Opaque handles, created by macula_<type>_new (or a verb that returns one through its first
+ *   parameter) and released by macula_<type>_free. Output parameters come first.
+ * - Every fallible function returns an int status: MACULA_OK (0) or a macula_status value.
+ *   macula_strerror(status) describes a status; macula_last_error() returns a message about
+ *   the last failure on the calling thread (valid until that thread's next libmacula call).
+ *   NULL where a handle or a required pointer is expected gives MACULA_EINVAL, never a crash.
+ * - Options structs carry their own size (`struct_size`): call macula_<x>_options_init()
+ *   first; new fields are only ever added at the end, so old binaries keep working.
+ * - Callbacks are {context, call, drop}: the library calls `call` zero or more times as
+ *   documented, then `drop(context)` exactly once when it will not call `call` again (drop may
+ *   be NULL). Data passed to `call` is valid only during that call: copy what you keep.
+ * - After macula_<handle>_free returns, none of that handle's callbacks run any more (one that
+ *   was running has finished, unless free is called from inside it).
+ * - Threads: message and RPC handler callbacks run on the node's worker threads; completion
+ *   callbacks (publish, call) run on the node's I/O thread and must not block. Functions
+ *   documented as blocking must not be called from any libmacula callback: they return
+ *   MACULA_EWOULDDEADLOCK there instead of hanging.
+ * - Use after free is undefined behaviour, as with free(3).
+ */
+#ifndef MACULA_MACULA_H
+#define MACULA_MACULA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define MACULA_API
+#elif defined(__GNUC__)
+#define MACULA_API __attribute__((visibility("default")))
+#else
+#define MACULA_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes: 0 is success; positive values are the library's error conditions (the same
+ * numbers as macula::errc in C++); negative values are C-ABI-only conditions. */
+typedef enum macula_status {
+  MACULA_OK = 0,
+  MACULA_ENAME_EMPTY = 1,
+  MACULA_ENAME_TOO_LONG = 2,
+  MACULA_ENAME_EMPTY_SEGMENT = 3,
+  MACULA_ENAME_INVALID_CHARACTER = 4,
+  MACULA_ENAME_WILDCARD_NOT_ALLOWED = 5,
+  MACULA_EQUEUE_FULL = 8,
+  MACULA_ENO_PROVIDER = 13,
+  MACULA_EIDENTITY_INVALID = 22,
+  MACULA_ETRANSPORT = 24,
+  MACULA_EHANDSHAKE_TIMEOUT = 25,
+  MACULA_ECONNECTION_CLOSED = 26,
+  MACULA_ECONNECTION_REFUSED = 27,
+  MACULA_EADDRESS_INVALID = 29,
+  MACULA_ETIMED_OUT = 30,
+  MACULA_ETOO_MANY_PENDING = 32,
+  MACULA_ECANCELLED = 34,
+  MACULA_ETOO_MANY_SUBSCRIPTIONS = 35,
+  MACULA_EHANDLER = 36,
+  MACULA_ENOT_STARTED = 38,
+  MACULA_EOVERLOADED = 39,
+  MACULA_EWOULDDEADLOCK = 40,
+  MACULA_EINVAL = -1,    /* a NULL or out-of-range argument */
+  MACULA_ENOMEM = -2,    /* allocation failed */
+  MACULA_EINTERNAL = -3, /* an unexpected error inside the library (see macula_last_error) */
+  MACULA_EOTHER = -4     /* another system error (see macula_last_error) */
+} macula_status;
+
+typedef enum macula_qos { MACULA_QOS_AT_MOST_ONCE = 0, MACULA_QOS_AT_LEAST_ONCE = 1 } macula_qos;
+
+/* "MAJOR.MINOR.PATCH" of the library (static storage). */
+MACULA_API const char *macula_version(void);
+/* A description of `status` (static storage; never NULL). */
+MACULA_API const char *macula_strerror(int status);
+/* The message of the last failure on this thread, or "" (thread-local storage). */
+MACULA_API const char *macula_last_error(void);
+
+/* ---- buffers returned by the library ---------------------------------------------------- */
+/* Releases a buffer or string the library returned (macula_call_blocking, macula_node_metrics).
+ * NULL is allowed. */
+MACULA_API void macula_free(void *ptr);
+
+/* ---- node ----------------------------------------------------------------------------------- */
+typedef struct macula_node macula_node;
+
+typedef struct macula_node_options {
+  size_t struct_size;            /* set by macula_node_options_init */
+  const char *realm;             /* default "macula.default" */
+  const char *realm_secret;      /* NULL: none */
+  const char *listen;            /* "host:port"; default "127.0.0.1:0" */
+  const char *key_file;          /* PEM; NULL with cert_file NULL: ephemeral identity */
+  const char *cert_file;
+  const char *const *bootstrap;  /* "host:port" peers linked at start and re-linked */
+  size_t bootstrap_count;
+  size_t worker_threads;         /* handler threads; default 2 */
+  size_t io_threads;             /* network threads; default 1 */
+  uint32_t rpc_timeout_ms;       /* default 5000 */
+} macula_node_options;
+
+/* Fills `options` with the defaults. */
+MACULA_API void macula_node_options_init(macula_node_options *options);
+
+/* Creates a node (not started). `options` may be NULL (defaults); strings are copied. */
+MACULA_API int macula_node_new(macula_node **out, const macula_node_options *options);
+/* Binds, starts serving and starts linking to the bootstrap peers. */
+MACULA_API int macula_node_start(macula_node *node);
+/* Graceful stop (waits up to 2 s for work in flight). Blocking. Idempotent. */
+MACULA_API int macula_node_stop(macula_node *node);
+/* Stops the node if needed and releases it. NULL is allowed. Nodes of a mesh belong to the
+ * mesh: freeing one does nothing. */
+MACULA_API void macula_node_free(macula_node *node);
+/* The node id as 64 lower-case hex characters plus NUL (after start). */
+MACULA_API int macula_node_id(const macula_node *node, char out_hex[65]);
+/* "host:port" the node listens on, NUL-terminated, into out[0..size). MACULA_EINVAL when it
+ * does not fit. */
+MACULA_API int macula_node_address(const macula_node *node, char *out, size_t size);
+/* Links to the node at `address` and keeps re-linking. Blocking. */
+MACULA_API int macula_node_connect(macula_node *node, const char *address);
+/* Prometheus text 0.0.4 of the node's metrics; release *out with macula_free. */
+MACULA_API int macula_node_metrics(char **out, const macula_node *node);
+
+/* ---- pub/sub -------------------------------------------------------------------------------- */
+/* One delivered message; valid only during the callback. Strings are not NUL-terminated. */
+typedef struct macula_message {
+  const char *topic;
+  size_t topic_len;
+  const char *pattern;  /* the subscription's pattern */
+  size_t pattern_len;
+  const uint8_t *payload;
+  size_t payload_len;
+  uint8_t publisher[32]; /* the publishing node's id */
+  uint64_t sequence;
+  int qos;
+} macula_message;
+
+typedef struct macula_message_callback {
+  void *context;
+  void (*call)(void *context, const macula_message *message); /* worker thread */
+  void (*drop)(void *context);
+} macula_message_callback;
+
+/* Completion of an asynchronous operation: status, and for calls the result bytes (for
+ * MACULA_EHANDLER, the handler's message). Runs on the I/O thread: must not block. */
+typedef struct macula_result_callback {
+  void *context;
+  void (*call)(void *context, int status, const uint8_t *data, size_t len);
+  void (*drop)(void *context);
+} macula_result_callback;
+
+/* Publishes `len` bytes to `topic`. `done` may be NULL (fire and forget); otherwise it is
+ * called once with the outcome (QoS 1: once every interested peer acknowledged). When this
+ * function returns an error, `done.call` is not called (its drop is). */
+MACULA_API int macula_publish(macula_node *node, const char *topic, const uint8_t *data, size_t len, int qos,
+                              const macula_result_callback *done);
+
+typedef struct macula_subscription macula_subscription;
+/* Subscribes `callback` to `pattern` ('*', '#', '**'). On error `callback.drop` is called. */
+MACULA_API int macula_subscribe(macula_subscription **out, macula_node *node, const char *pattern,
+                                macula_message_callback callback);
+/* Unsubscribes; waits for a running callback of this subscription to finish (unless called
+ * from inside it); then calls drop. NULL is allowed. */
+MACULA_API void macula_subscription_free(macula_subscription *subscription);
+/* Messages this subscription lost to its queue bound. */
+MACULA_API uint64_t macula_subscription_dropped(const macula_subscription *subscription);
+
+/* ---- RPC ------------------------------------------------------------------------------------ */
+/* The right to answer one call. Exactly one of macula_reply_send / macula_reply_fail /
+ * macula_reply_free consumes it; it may be passed to and used from any thread. */
+typedef struct macula_reply macula_reply;
+MACULA_API int macula_reply_send(macula_reply *reply, const uint8_t *data, size_t len);
+MACULA_API int macula_reply_fail(macula_reply *reply, const char *message);
+/* Releases a reply without answering: the caller gets MACULA_EHANDLER "handler did not answer". */
+MACULA_API void macula_reply_free(macula_reply *reply);
+
+typedef struct macula_handler {
+  void *context;
+  /* Worker thread. Owns `reply`: answer now, or later from any thread. */
+  void (*call)(void *context, const uint8_t *args, size_t len, macula_reply *reply);
+  void (*drop)(void *context);
+} macula_handler;
+
+typedef struct macula_advertisement macula_advertisement;
+/* Serves `procedure` from `node` until the advertisement is freed. On error `handler.drop` is
+ * called. */
+MACULA_API int macula_advertise(macula_advertisement **out, macula_node *node, const char *procedure,
+                                macula_handler handler);
+/* Withdraws; waits for running handler calls (unless called from one); then calls drop. */
+MACULA_API void macula_advertisement_free(macula_advertisement *advertisement);
+
+/* Calls `procedure` with failover across providers; `done` is called once. timeout_ms 0: the
+ * node's rpc_timeout. When this function returns an error, `done.call` is not called. */
+MACULA_API int macula_call(macula_node *node, const char *procedure, const uint8_t *args, size_t len,
+                           uint32_t timeout_ms, macula_result_callback done);
+/* Blocking call. On MACULA_OK (and on MACULA_EHANDLER, with the handler's message) *out holds
+ * *out_len bytes to release with macula_free. Not from libmacula callbacks. */
+MACULA_API int macula_call_blocking(uint8_t **out, size_t *out_len, macula_node *node, const char *procedure,
+                                    const uint8_t *args, size_t len, uint32_t timeout_ms);
+
+/* ---- in-process mesh for tests ----------------------------------------------------------------- */
+typedef struct macula_mesh macula_mesh;
+/* Starts `nodes` linked nodes on loopback in realm `realm` (NULL: default) and waits until
+ * their links are up. */
+MACULA_API int macula_mesh_new(macula_mesh **out, size_t nodes, const char *realm);
+/* The i-th node (owned by the mesh; do not free it), or NULL when out of range. */
+MACULA_API macula_node *macula_mesh_node(macula_mesh *mesh, size_t index);
+/* Waits until subscriptions and advertisements made before the call are known to every node. */
+MACULA_API int macula_mesh_settle(macula_mesh *mesh);
+/* Stops every node and releases the mesh. NULL is allowed. */
+MACULA_API void macula_mesh_free(macula_mesh *mesh);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MACULA_MACULA_H */

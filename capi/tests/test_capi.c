@@ -1,0 +1,268 @@
+/* The C ABI from plain C11: every function, and the contract cases (NULL arguments, drop
+ * called once, no callback after free, blocking calls refused inside callbacks). */
+#define _POSIX_C_SOURCE 200809L
+#include "macula/macula.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int failures = 0;
+#define CHECK(cond)                                                                  \
+  do {                                                                               \
+    if (!(cond)) {                                                                   \
+      fprintf(stderr, "%s:%d: CHECK(%s) failed; last error: %s\n", __FILE__, __LINE__, \
+              #cond, macula_last_error());                                           \
+      ++failures;                                                                    \
+    }                                                                                \
+  } while (0)
+
+static void sleep_ms(long ms) {
+  struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&t, NULL);
+}
+/* Waits up to 5 s for *counter >= n. */
+static int wait_for(atomic_int *counter, int n) {
+  for (int i = 0; i < 5000 && atomic_load(counter) < n; ++i) sleep_ms(1);
+  return atomic_load(counter) >= n;
+}
+
+/* ---- callbacks ---- */
+typedef struct {
+  atomic_int calls;
+  atomic_int drops;
+  atomic_int last_status;
+  atomic_int blocking_refused; /* a blocking call made inside the callback was refused */
+  macula_node *node;
+  char last[64];
+} probe;
+
+static void on_message(void *ctx, const macula_message *m) {
+  probe *p = ctx;
+  size_t n = m->payload_len < sizeof p->last - 1 ? m->payload_len : sizeof p->last - 1;
+  memcpy(p->last, m->payload, n);
+  p->last[n] = 0;
+  if (p->node) {
+    uint8_t *out = NULL;
+    size_t len = 0;
+    if (macula_call_blocking(&out, &len, p->node, "c.echo", NULL, 0, 100) == MACULA_EWOULDDEADLOCK)
+      atomic_fetch_add(&p->blocking_refused, 1);
+    macula_free(out);
+  }
+  atomic_fetch_add(&p->calls, 1);
+}
+static void on_drop(void *ctx) { atomic_fetch_add(&((probe *)ctx)->drops, 1); }
+static void on_result(void *ctx, int status, const uint8_t *data, size_t len) {
+  probe *p = ctx;
+  size_t n = len < sizeof p->last - 1 ? len : sizeof p->last - 1;
+  if (data) memcpy(p->last, data, n);
+  p->last[n] = 0;
+  atomic_store(&p->last_status, status);
+  atomic_fetch_add(&p->calls, 1);
+}
+
+/* Handlers: echo answers at once; later keeps the reply to answer from the test thread. */
+static void echo(void *ctx, const uint8_t *args, size_t len, macula_reply *reply) {
+  atomic_fetch_add(&((probe *)ctx)->calls, 1);
+  macula_reply_send(reply, args, len);
+}
+static void refuse(void *ctx, const uint8_t *args, size_t len, macula_reply *reply) {
+  (void)args;
+  (void)len;
+  atomic_fetch_add(&((probe *)ctx)->calls, 1);
+  macula_reply_fail(reply, "refused by C");
+}
+static void forget(void *ctx, const uint8_t *args, size_t len, macula_reply *reply) {
+  (void)args;
+  (void)len;
+  atomic_fetch_add(&((probe *)ctx)->calls, 1);
+  macula_reply_free(reply);
+}
+static macula_reply *_Atomic kept_reply = NULL;
+static void later(void *ctx, const uint8_t *args, size_t len, macula_reply *reply) {
+  (void)args;
+  (void)len;
+  atomic_fetch_add(&((probe *)ctx)->calls, 1);
+  atomic_store(&kept_reply, reply);
+}
+
+static void test_basics(void) {
+  CHECK(strcmp(macula_version(), "0.1.0") == 0);
+  CHECK(strlen(macula_strerror(MACULA_ENO_PROVIDER)) > 0);
+  CHECK(strcmp(macula_strerror(MACULA_OK), "success") == 0);
+  CHECK(strlen(macula_strerror(12345)) > 0);
+  macula_free(NULL);
+  /* NULL arguments get MACULA_EINVAL and a message, never a crash. */
+  CHECK(macula_node_new(NULL, NULL) == MACULA_EINVAL);
+  CHECK(strlen(macula_last_error()) > 0);
+  CHECK(macula_node_start(NULL) == MACULA_EINVAL);
+  CHECK(macula_node_stop(NULL) == MACULA_EINVAL);
+  CHECK(macula_node_connect(NULL, "x") == MACULA_EINVAL);
+  CHECK(macula_publish(NULL, "a", NULL, 0, 0, NULL) == MACULA_EINVAL);
+  CHECK(macula_reply_send(NULL, NULL, 0) == MACULA_EINVAL);
+  CHECK(macula_reply_fail(NULL, "x") == MACULA_EINVAL);
+  CHECK(macula_mesh_new(NULL, 2, NULL) == MACULA_EINVAL);
+  CHECK(macula_mesh_settle(NULL) == MACULA_EINVAL);
+  CHECK(macula_mesh_node(NULL, 0) == NULL);
+  char hex[65];
+  CHECK(macula_node_id(NULL, hex) == MACULA_EINVAL);
+  macula_node_free(NULL);
+  macula_subscription_free(NULL);
+  macula_advertisement_free(NULL);
+  macula_reply_free(NULL);
+  macula_mesh_free(NULL);
+  CHECK(macula_subscription_dropped(NULL) == 0);
+  /* A subscribe that fails still drops its context, once. */
+  probe p = {0};
+  macula_message_callback cb = {&p, on_message, on_drop};
+  macula_subscription *s = NULL;
+  CHECK(macula_subscribe(&s, NULL, "a.b", cb) == MACULA_EINVAL);
+  CHECK(s == NULL);
+  CHECK(atomic_load(&p.drops) == 1);
+}
+
+static void test_standalone_node(void) {
+  macula_node_options o;
+  macula_node_options_init(&o);
+  CHECK(o.struct_size == sizeof o);
+  o.realm = "c.realm";
+  const char *boot[] = {"not-an-address"};
+  o.bootstrap = boot;
+  o.bootstrap_count = 1;
+  macula_node *bad = NULL;
+  CHECK(macula_node_new(&bad, &o) == MACULA_OK);
+  CHECK(macula_node_start(bad) == MACULA_EADDRESS_INVALID);
+  char hex[65];
+  CHECK(macula_node_id(bad, hex) == MACULA_ENOT_STARTED);
+  CHECK(macula_publish(bad, "a.b", NULL, 0, 0, NULL) == MACULA_ENOT_STARTED);
+  macula_node_free(bad);
+
+  o.bootstrap_count = 0;
+  macula_node *a = NULL, *b = NULL;
+  CHECK(macula_node_new(&a, &o) == MACULA_OK);
+  CHECK(macula_node_new(&b, NULL) == MACULA_OK); /* defaults: another realm */
+  CHECK(macula_node_start(a) == MACULA_OK);
+  CHECK(macula_node_start(b) == MACULA_OK);
+  CHECK(macula_node_id(a, hex) == MACULA_OK);
+  CHECK(strlen(hex) == 64);
+  char addr[64], tiny[4];
+  CHECK(macula_node_address(b, addr, sizeof addr) == MACULA_OK);
+  CHECK(macula_node_address(b, tiny, sizeof tiny) == MACULA_EINVAL);
+  CHECK(macula_node_connect(a, addr) == MACULA_ECONNECTION_REFUSED); /* realm isolation */
+  CHECK(macula_node_connect(a, "nonsense") == MACULA_EADDRESS_INVALID);
+  char *metrics = NULL;
+  CHECK(macula_node_metrics(&metrics, a) == MACULA_OK);
+  CHECK(metrics && strstr(metrics, "macula_messages_published_total") != NULL);
+  macula_free(metrics);
+  CHECK(macula_node_stop(a) == MACULA_OK);
+  CHECK(macula_node_stop(a) == MACULA_OK); /* idempotent */
+  macula_node_free(a);
+  macula_node_free(b);
+}
+
+static void test_mesh(void) {
+  macula_mesh *mesh = NULL;
+  CHECK(macula_mesh_new(&mesh, 0, NULL) == MACULA_EINVAL);
+  CHECK(macula_mesh_new(&mesh, 2, "c.mesh") == MACULA_OK);
+  macula_node *n0 = macula_mesh_node(mesh, 0), *n1 = macula_mesh_node(mesh, 1);
+  CHECK(n0 && n1 && macula_mesh_node(mesh, 2) == NULL);
+  macula_node_free(n0); /* owned by the mesh: no effect */
+
+  /* pub/sub, QoS 0 and 1, with a blocking call refused inside the message callback */
+  probe sub_probe = {0}, pub_done = {0};
+  sub_probe.node = n1;
+  macula_subscription *sub = NULL;
+  macula_message_callback cb = {&sub_probe, on_message, on_drop};
+  CHECK(macula_subscribe(&sub, n1, "sensors.#", cb) == MACULA_OK);
+  macula_subscription *bad = NULL;
+  probe bad_probe = {0};
+  macula_message_callback bad_cb = {&bad_probe, on_message, on_drop};
+  CHECK(macula_subscribe(&bad, n1, "a..b", bad_cb) == MACULA_ENAME_EMPTY_SEGMENT);
+  CHECK(atomic_load(&bad_probe.drops) == 1);
+  CHECK(macula_mesh_settle(mesh) == MACULA_OK);
+  const uint8_t hello[] = "hello";
+  CHECK(macula_publish(n0, "sensors.kitchen.temp", hello, 5, MACULA_QOS_AT_MOST_ONCE, NULL) == MACULA_OK);
+  CHECK(wait_for(&sub_probe.calls, 1));
+  CHECK(strcmp(sub_probe.last, "hello") == 0);
+  CHECK(atomic_load(&sub_probe.blocking_refused) == 1);
+  macula_result_callback done = {&pub_done, on_result, on_drop};
+  CHECK(macula_publish(n0, "sensors.hall.temp", hello, 5, MACULA_QOS_AT_LEAST_ONCE, &done) == MACULA_OK);
+  CHECK(wait_for(&pub_done.calls, 1));
+  CHECK(atomic_load(&pub_done.last_status) == MACULA_OK);
+  CHECK(wait_for(&pub_done.drops, 1)); /* dropped once after its one call */
+  CHECK(wait_for(&sub_probe.calls, 2));
+  probe pub_err = {0};
+  macula_result_callback err_done = {&pub_err, on_result, on_drop};
+  CHECK(macula_publish(n0, "bad..topic", hello, 5, 0, &err_done) == MACULA_ENAME_EMPTY_SEGMENT);
+  CHECK(atomic_load(&pub_err.calls) == 0 && atomic_load(&pub_err.drops) == 1);
+  CHECK(macula_publish(n0, "a.b", hello, 5, 7, NULL) == MACULA_EINVAL);
+  CHECK(macula_subscription_dropped(sub) == 0);
+  /* After free: drop once, and no more calls. */
+  macula_subscription_free(sub);
+  CHECK(atomic_load(&sub_probe.drops) == 1);
+  int before = atomic_load(&sub_probe.calls);
+  CHECK(macula_publish(n0, "sensors.kitchen.temp", hello, 5, 0, NULL) == MACULA_OK);
+  sleep_ms(100);
+  CHECK(atomic_load(&sub_probe.calls) == before);
+
+  /* RPC: answer now, fail, forget, answer later from this thread, unknown procedure. */
+  probe h_echo = {0}, h_refuse = {0}, h_forget = {0}, h_later = {0};
+  macula_advertisement *a1 = NULL, *a2 = NULL, *a3 = NULL, *a4 = NULL, *a5 = NULL;
+  CHECK(macula_advertise(&a1, n1, "c.echo", (macula_handler){&h_echo, echo, on_drop}) == MACULA_OK);
+  CHECK(macula_advertise(&a2, n1, "c.refuse", (macula_handler){&h_refuse, refuse, on_drop}) == MACULA_OK);
+  CHECK(macula_advertise(&a3, n1, "c.forget", (macula_handler){&h_forget, forget, on_drop}) == MACULA_OK);
+  CHECK(macula_advertise(&a4, n1, "c.later", (macula_handler){&h_later, later, on_drop}) == MACULA_OK);
+  probe h_bad = {0};
+  CHECK(macula_advertise(&a5, n1, "bad..name", (macula_handler){&h_bad, echo, on_drop}) == MACULA_ENAME_EMPTY_SEGMENT);
+  CHECK(atomic_load(&h_bad.drops) == 1);
+  CHECK(macula_mesh_settle(mesh) == MACULA_OK);
+  uint8_t *out = NULL;
+  size_t len = 0;
+  CHECK(macula_call_blocking(&out, &len, n0, "c.echo", (const uint8_t *)"ping", 4, 0) == MACULA_OK);
+  CHECK(len == 4 && out && memcmp(out, "ping", 4) == 0);
+  macula_free(out);
+  CHECK(macula_call_blocking(&out, &len, n0, "c.refuse", NULL, 0, 0) == MACULA_EHANDLER);
+  CHECK(out && strcmp((const char *)out, "refused by C") == 0);
+  macula_free(out);
+  CHECK(macula_call_blocking(&out, &len, n0, "c.forget", NULL, 0, 0) == MACULA_EHANDLER);
+  macula_free(out);
+  CHECK(macula_call_blocking(&out, &len, n0, "c.none", NULL, 0, 0) == MACULA_ENO_PROVIDER);
+  CHECK(out == NULL);
+  probe call_done = {0};
+  CHECK(macula_call(n0, "c.later", (const uint8_t *)"x", 1, 2000, (macula_result_callback){&call_done, on_result, on_drop}) ==
+        MACULA_OK);
+  for (int i = 0; i < 5000 && atomic_load(&kept_reply) == NULL; ++i) sleep_ms(1);
+  CHECK(atomic_load(&kept_reply) != NULL);
+  CHECK(macula_reply_send(atomic_load(&kept_reply), (const uint8_t *)"answered later", 14) == MACULA_OK);
+  CHECK(wait_for(&call_done.calls, 1));
+  CHECK(atomic_load(&call_done.last_status) == MACULA_OK);
+  CHECK(strcmp(call_done.last, "answered later") == 0);
+  CHECK(wait_for(&call_done.drops, 1));
+  probe call_err = {0};
+  CHECK(macula_call(n0, "bad..name", NULL, 0, 0, (macula_result_callback){&call_err, on_result, on_drop}) ==
+        MACULA_ENAME_EMPTY_SEGMENT);
+  CHECK(atomic_load(&call_err.calls) == 0 && atomic_load(&call_err.drops) == 1);
+  macula_advertisement_free(a1);
+  macula_advertisement_free(a2);
+  macula_advertisement_free(a3);
+  macula_advertisement_free(a4);
+  CHECK(atomic_load(&h_echo.drops) == 1 && atomic_load(&h_refuse.drops) == 1 && atomic_load(&h_forget.drops) == 1 &&
+        atomic_load(&h_later.drops) == 1);
+  CHECK(macula_call_blocking(&out, &len, n0, "c.echo", NULL, 0, 500) == MACULA_ENO_PROVIDER);
+  macula_free(out);
+  macula_mesh_free(mesh);
+}
+
+int main(void) {
+  test_basics();
+  test_standalone_node();
+  test_mesh();
+  if (failures) {
+    fprintf(stderr, "%d check(s) failed\n", failures);
+    return 1;
+  }
+  printf("test_capi: all checks passed\n");
+  return 0;
+}
