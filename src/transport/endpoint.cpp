@@ -312,6 +312,7 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
   void touch(const std::shared_ptr<Connection::Impl>& c) { touched.insert(c); }
   const RequestHandler* find_route(const std::string& method, const std::string& path) const;
   void do_close();
+  std::atomic<bool> close_done{false};  // set once do_close() has run: close() returns at once
 
   asio::strand<asio::io_context::executor_type> strand;
   udp::socket socket;
@@ -1837,6 +1838,7 @@ void Endpoint::Impl::do_close() {
   for (const auto& c : list) remove(c);
   boost::system::error_code ignored;
   socket.close(ignored);
+  close_done.store(true, std::memory_order_release);
 }
 
 // ============================================================================ public API
@@ -1890,6 +1892,9 @@ void Endpoint::connect(const udp::endpoint& remote, std::optional<NodeId> expect
 
 void Endpoint::close() {
   auto impl = impl_;
+  // Closed already (e.g. close() then the destructor after the io_context stopped): nothing
+  // to wait for.
+  if (impl->close_done.load(std::memory_order_acquire)) return;
   if (impl->strand.running_in_this_thread()) return impl->do_close();
   std::promise<void> done;
   auto fut = done.get_future();

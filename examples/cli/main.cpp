@@ -1,0 +1,320 @@
+// macula: run a node, publish, subscribe, call and benchmark from the command line.
+//
+//   macula node --listen HOST:PORT [--realm R] [--bootstrap HOST:PORT ...] [--key K --cert C] [--echo PROC ...]
+//   macula pub  --node HOST:PORT TOPIC [MESSAGE|-]
+//   macula sub  --node HOST:PORT [--realm R] [--count N] PATTERN
+//   macula call --node HOST:PORT PROCEDURE [PAYLOAD|-]
+//   macula bench {pubsub|rpc} --node HOST:PORT [--count N] [--topic T | --procedure P]
+//
+// pub, call and bench talk to the node as an HTTP/3 client (POST /macula/v1/pub|rpc/...), so
+// the node itself publishes or calls across its links; sub joins the realm as a short-lived
+// node linked to the given one. Exit codes: 0 ok, 1 failure, 2 usage, 3 no provider / not
+// found, 4 handler error, 5 timeout, 6 cannot reach the node.
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <future>
+#include <iostream>
+#include <iterator>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "macula/node.hpp"
+#include "macula/rpc_client.hpp"
+#include "macula/subscriber.hpp"
+#include "node/node_core.hpp"
+#include "transport/endpoint.hpp"
+#include "transport/identity.hpp"
+
+namespace {
+
+constexpr int kOk = 0, kFail = 1, kUsage = 2, kNotFound = 3, kHandler = 4, kTimeout = 5, kUnreachable = 6;
+
+std::atomic<bool> interrupted{false};
+extern "C" void on_signal(int) { interrupted = true; }
+
+const char* kUsageText =
+    "usage:\n"
+    "  macula node --listen HOST:PORT [--realm R] [--bootstrap HOST:PORT ...] [--key K --cert C] [--echo PROC ...]\n"
+    "  macula pub  --node HOST:PORT TOPIC [MESSAGE|-]\n"
+    "  macula sub  --node HOST:PORT [--realm R] [--count N] PATTERN\n"
+    "  macula call --node HOST:PORT PROCEDURE [PAYLOAD|-]\n"
+    "  macula bench {pubsub|rpc} --node HOST:PORT [--count N] [--topic T] [--procedure P]\n"
+    "MESSAGE/PAYLOAD '-' reads standard input. Exit codes: 0 ok, 1 failure, 2 usage, 3 no provider,\n"
+    "4 handler error, 5 timeout, 6 node unreachable.\n";
+
+struct Args {
+  std::string command;
+  std::vector<std::string> positional;
+  std::vector<std::pair<std::string, std::string>> flags;
+  std::optional<std::string> get(const std::string& name) const {
+    for (auto& [k, v] : flags)
+      if (k == name) return v;
+    return std::nullopt;
+  }
+  std::vector<std::string> all(const std::string& name) const {
+    std::vector<std::string> out;
+    for (auto& [k, v] : flags)
+      if (k == name) out.push_back(v);
+    return out;
+  }
+};
+
+bool parse(int argc, char** argv, Args& a) {
+  if (argc < 2) return false;
+  a.command = argv[1];
+  for (int i = 2; i < argc; ++i) {
+    std::string s = argv[i];
+    if (s == "--help" || s == "-h") return false;
+    if (s.rfind("--", 0) == 0) {
+      if (i + 1 >= argc) return false;
+      a.flags.emplace_back(s.substr(2), argv[++i]);
+    } else {
+      a.positional.push_back(s);
+    }
+  }
+  return true;
+}
+
+macula::Bytes payload_arg(const Args& a, std::size_t index) {
+  if (a.positional.size() <= index) return {};
+  if (a.positional[index] == "-") {
+    std::string in((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    return {in.begin(), in.end()};
+  }
+  return {a.positional[index].begin(), a.positional[index].end()};
+}
+
+// An HTTP/3 client connection to a node (no node certificate: an application, not a node).
+class Client {
+ public:
+  explicit Client(const std::string& address) {
+    std::error_code ec;
+    if ((ec = macula::node::parse_address(address, target_))) {
+      std::fprintf(stderr, "macula: %s: %s\n", address.c_str(), ec.message().c_str());
+      return;
+    }
+    macula::transport::EndpointOptions o;
+    o.identity = macula::transport::Identity::generate();
+    o.present_certificate = false;
+    auto any = boost::asio::ip::make_address(target_.address().is_v6() ? "::1" : "127.0.0.1");
+    if (!target_.address().is_loopback()) any = target_.address().is_v6() ? boost::asio::ip::address(boost::asio::ip::address_v6::any())
+                                                                           : boost::asio::ip::address(boost::asio::ip::address_v4::any());
+    endpoint_ = macula::transport::Endpoint::create(io_, o, {any, 0}, ec);
+    if (ec) {
+      std::fprintf(stderr, "macula: cannot open a UDP socket: %s\n", ec.message().c_str());
+      return;
+    }
+    thread_ = std::thread([this] { io_.run(); });
+    std::promise<std::shared_ptr<macula::transport::Connection>> p;
+    endpoint_->connect(target_, std::nullopt, [&](std::error_code e, std::shared_ptr<macula::transport::Connection> c) {
+      if (e) std::fprintf(stderr, "macula: cannot reach %s: %s\n", address.c_str(), e.message().c_str());
+      p.set_value(e ? nullptr : c);
+    });
+    conn_ = p.get_future().get();
+  }
+  ~Client() {
+    if (endpoint_) endpoint_->close();
+    work_.reset();
+    io_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+  bool ok() const { return conn_ != nullptr; }
+
+  // POST and wait: (status, body); status -1 on a transport error.
+  std::pair<int, std::string> post(const std::string& path, macula::Bytes body) {
+    std::promise<std::pair<int, std::string>> p;
+    auto f = p.get_future();
+    post_async(path, std::move(body), [&p](int status, std::string b) { p.set_value({status, std::move(b)}); });
+    return f.get();
+  }
+  void post_async(const std::string& path, macula::Bytes body, std::function<void(int, std::string)> done) {
+    macula::transport::Request r;
+    r.method = "POST";
+    r.path = path;
+    r.body = std::move(body);
+    conn_->request(std::move(r), std::chrono::seconds(10), [done](std::error_code e, macula::transport::Response resp) {
+      done(e ? -1 : resp.status, std::string(resp.body.begin(), resp.body.end()));
+    });
+  }
+
+ private:
+  boost::asio::io_context io_;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_{io_.get_executor()};
+  boost::asio::ip::udp::endpoint target_;
+  std::shared_ptr<macula::transport::Endpoint> endpoint_;
+  std::shared_ptr<macula::transport::Connection> conn_;
+  std::thread thread_;
+};
+
+int exit_for_status(int status) {
+  switch (status) {
+    case 200: case 202: return kOk;
+    case 400: return kUsage;
+    case 404: return kNotFound;
+    case 500: return kHandler;
+    case 504: return kTimeout;
+    case -1: return kUnreachable;
+    default: return kFail;
+  }
+}
+
+int run_node(const Args& a) {
+  macula::NodeOptions o;
+  o.listen = a.get("listen").value_or("127.0.0.1:9443");
+  if (auto r = a.get("realm")) o.realm = *r;
+  o.bootstrap = a.all("bootstrap");
+  o.key_file = a.get("key");
+  o.cert_file = a.get("cert");
+  macula::Node node(o);
+  if (auto ec = node.start()) {
+    std::fprintf(stderr, "macula node: %s\n", ec.message().c_str());
+    return ec == macula::errc::address_invalid ? kUsage : kFail;
+  }
+  std::vector<macula::Advertisement> echoes;
+  for (const auto& proc : a.all("echo")) {
+    std::error_code ec;
+    echoes.push_back(node.advertise(proc, [](macula::Bytes args, macula::RpcResponder r) { r.reply(std::move(args)); }, {}, ec));
+    if (ec) {
+      std::fprintf(stderr, "macula node: --echo %s: %s\n", proc.c_str(), ec.message().c_str());
+      return kUsage;
+    }
+  }
+  std::printf("node %s listening on %s realm %s\n", node.node_id().to_hex().c_str(), node.local_address().c_str(),
+              o.realm.c_str());
+  std::fflush(stdout);
+  while (!interrupted) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::printf("stopping (signal)\n");
+  node.stop();  // graceful: work in flight finishes or is cancelled within stop_timeout
+  return kOk;
+}
+
+int run_pub(const Args& a) {
+  auto node = a.get("node");
+  if (!node || a.positional.empty()) return kUsage;
+  Client c(*node);
+  if (!c.ok()) return kUnreachable;
+  auto [status, body] = c.post("/macula/v1/pub/" + a.positional[0], payload_arg(a, 1));
+  if (status != 202) std::fprintf(stderr, "macula pub: %d %s", status, body.c_str());
+  return exit_for_status(status);
+}
+
+int run_call(const Args& a) {
+  auto node = a.get("node");
+  if (!node || a.positional.empty()) return kUsage;
+  Client c(*node);
+  if (!c.ok()) return kUnreachable;
+  auto [status, body] = c.post("/macula/v1/rpc/" + a.positional[0], payload_arg(a, 1));
+  if (status == 200) {
+    std::fwrite(body.data(), 1, body.size(), stdout);
+    std::printf("\n");
+  } else {
+    std::fprintf(stderr, "macula call: %d %s", status, body.c_str());
+  }
+  return exit_for_status(status);
+}
+
+int run_sub(const Args& a) {
+  auto target = a.get("node");
+  if (!target || a.positional.size() != 1) return kUsage;
+  const long count = a.get("count") ? std::stol(*a.get("count")) : 0;
+  macula::NodeOptions o;
+  o.realm = a.get("realm").value_or("macula.default");
+  macula::Node node(o);
+  if (auto ec = node.start()) {
+    std::fprintf(stderr, "macula sub: %s\n", ec.message().c_str());
+    return kFail;
+  }
+  std::atomic<long> got{0};
+  std::mutex out;
+  std::error_code ec;
+  macula::Subscriber sub(node, a.positional[0], [&](const macula::Message& m) {
+    std::lock_guard lock(out);
+    std::printf("%.*s %s\n", static_cast<int>(m.topic().size()), m.topic().data(), m.payload_string().c_str());
+    std::fflush(stdout);
+    ++got;
+  }, macula::SubscribeOptions{}, ec);
+  if (ec) {
+    std::fprintf(stderr, "macula sub: %s: %s\n", a.positional[0].c_str(), ec.message().c_str());
+    return kUsage;
+  }
+  if ((ec = node.connect(*target))) {
+    std::fprintf(stderr, "macula sub: cannot link to %s: %s\n", target->c_str(), ec.message().c_str());
+    return kUnreachable;
+  }
+  std::fprintf(stderr, "subscribed to %s via %s\n", a.positional[0].c_str(), target->c_str());
+  while (!interrupted && (count == 0 || got < count)) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  node.stop();
+  return kOk;
+}
+
+int run_bench(const Args& a) {
+  auto target = a.get("node");
+  if (!target || a.positional.size() != 1 || (a.positional[0] != "rpc" && a.positional[0] != "pubsub")) return kUsage;
+  const long n = a.get("count") ? std::stol(*a.get("count")) : 10'000;
+  const bool rpc = a.positional[0] == "rpc";
+  const std::string path = rpc ? "/macula/v1/rpc/" + a.get("procedure").value_or("bench.echo")
+                               : "/macula/v1/pub/" + a.get("topic").value_or("bench.cli");
+  Client c(*target);
+  if (!c.ok()) return kUnreachable;
+  constexpr long kInFlight = 64;  // stays under the node's per-connection stream limit
+  std::atomic<long> done{0}, failed{0}, issued{0};
+  std::mutex m;
+  std::condition_variable cv;
+  const macula::Bytes payload(64, 'x');
+  const auto t0 = std::chrono::steady_clock::now();
+  while (issued < n) {
+    {
+      std::unique_lock lock(m);
+      cv.wait(lock, [&] { return issued - done < kInFlight; });
+    }
+    ++issued;
+    c.post_async(path, payload, [&](int status, std::string) {
+      if (status != 200 && status != 202) ++failed;
+      std::lock_guard lock(m);
+      ++done;
+      cv.notify_all();
+    });
+  }
+  std::unique_lock lock(m);
+  cv.wait(lock, [&] { return done == n; });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("%s: %ld requests in %.3f s: %.0f/s, %ld failed (%ld in flight, 64-byte payloads, HTTP/3)\n",
+              a.positional[0].c_str(), n, secs, static_cast<double>(n) / secs, failed.load(), kInFlight);
+  return failed ? kFail : kOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0 || std::strcmp(argv[1], "help") == 0) {
+      std::fputs(kUsageText, stdout);
+      return kOk;
+    }
+  Args a;
+  if (!parse(argc, argv, a)) {
+    std::fputs(kUsageText, stderr);
+    return kUsage;
+  }
+  int rc = kUsage;
+  try {
+    if (a.command == "node") rc = run_node(a);
+    else if (a.command == "pub") rc = run_pub(a);
+    else if (a.command == "sub") rc = run_sub(a);
+    else if (a.command == "call") rc = run_call(a);
+    else if (a.command == "bench") rc = run_bench(a);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "macula: %s\n", e.what());
+    return kFail;
+  }
+  if (rc == kUsage) std::fputs(kUsageText, stderr);
+  return rc;
+}
