@@ -167,6 +167,8 @@ TEST_CASE("trie: concurrent matching while others add and remove", "[trie][concu
       (void)t.add(p, id);
       (void)t.remove(p, id);
     }
+    // The readers may not have been scheduled yet on a loaded machine: let them check once.
+    while (checks.load() == 0) std::this_thread::yield();
     stop = true;
   });
   for (auto& th : threads) th.join();
