@@ -32,6 +32,10 @@ struct NodeOptions {
   std::optional<std::string> cert_file;
   /// Peers ("host:port") linked at start and re-linked with backoff whenever the link drops.
   std::vector<std::string> bootstrap;
+  /// Discover RPC providers through the Kademlia DHT (over the node's links) in addition to
+  /// direct links. Off by default while the DHT issue is in progress (subscriber discovery
+  /// through the DHT is not there yet).
+  bool dht = false;
 
   /// Where subscription and RPC handlers run. Empty: a worker pool of `worker_threads`.
   HandlerExecutor handler_executor;

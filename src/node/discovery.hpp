@@ -11,11 +11,13 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "macula/node_id.hpp"
+#include "wire/frame.hpp"
 
 namespace macula::node {
 
@@ -38,6 +40,15 @@ class Discovery {
   virtual void find_providers(std::string_view procedure, PeersFound done) = 0;
   /// Nodes with an interest matching `topic` this node may not be linked to yet.
   virtual void find_subscribers(std::string_view topic, PeersFound done) = 0;
+
+  /// A peer linked to us (its certificate proved `id`; it listens on `endpoint`).
+  virtual void on_peer(const NodeId& id, const std::string& endpoint) { (void)id, (void)endpoint; }
+  /// A discovery request (DHT_FIND_NODE / FIND_VALUE / STORE) from peer `from`: the answer
+  /// to send back, or nullopt when this discovery does not serve such requests.
+  virtual std::optional<wire::Frame> handle(const NodeId& from, const wire::Frame& request) {
+    (void)from, (void)request;
+    return std::nullopt;
+  }
 };
 
 /// Discovery by the links alone: everything a linked peer serves or wants, it announced over

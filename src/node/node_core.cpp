@@ -22,6 +22,7 @@
 #include "macula/error.hpp"
 #include "macula/names.hpp"
 #include "macula/observe/metrics_registry.hpp"
+#include "dht/dht_discovery.hpp"
 #include "node/discovery.hpp"
 #include "node/dispatch_queue.hpp"
 #include "node/reply_slot.hpp"
@@ -31,6 +32,7 @@
 #include "pubsub/qos1_tracker.hpp"
 #include "pubsub/remote_interest.hpp"
 #include "rpc/pending_calls.hpp"
+#include "transport/connection_pool.hpp"
 #include "transport/realm_guard.hpp"
 #include "transport/transport_metrics.hpp"
 #include "wire/frame.hpp"
@@ -47,6 +49,7 @@ using BodyPtr = std::shared_ptr<const detail::MessageBody>;
 
 namespace {
 constexpr const char* kSessionPath = "/macula/v1/session";
+constexpr const char* kDhtPath = "/macula/v1/dht";
 constexpr PeerKey kLocal = 0;  // the "provider" key of this node itself
 constexpr std::size_t kAckChunk = wire::kMaxListItems;
 
@@ -83,7 +86,7 @@ std::string format_address(const udp::endpoint& e) {
   return (e.address().is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(e.port());
 }
 
-class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
+class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, public dht::DhtTransport {
  public:
   // ---- state types --------------------------------------------------------------------------
   struct Link {
@@ -196,6 +199,13 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
                                                  return 200;
                                                }));
     serve_http();
+    if (options.dht) {
+      pool = transport::ConnectionPool::create(io_, endpoint, transport::PoolOptions{});
+      unexport_pool = transport::export_metrics(metrics, pool, {});
+      discovery = std::make_unique<dht::DhtDiscovery>(self_id(), format_address(endpoint->local_endpoint()), options.realm,
+                                                       *this, dht::DhtDiscovery::Options{});
+      serve_dht();
+    }
     asio::dispatch(*strand, [self = shared_from_this()] { self->housekeeping(); });
     return {};
   }
@@ -228,7 +238,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
   core::Gauge* g_qos1;
   core::Gauge* g_outbox;
   core::Gauge* g_outbox_hw;
-  std::function<void()> unexport_transport;
+  std::function<void()> unexport_transport, unexport_pool;
 
   void register_metrics() {
     auto& m = metrics;
@@ -562,6 +572,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
       update_gauges();
     } else if (auto* h = std::get_if<wire::Hello>(&frame)) {
       if (h->node_id != peer.id || h->realm != options.realm) return protocol_error(id);
+      if (!h->endpoints.empty()) discovery->on_peer(peer.id, h->endpoints.front());
     } else if (auto* ia = std::get_if<wire::InterestAdd>(&frame)) {
       if (!link.interest_synced) {
         // First announcement on a new link is the peer's full snapshot: replace what we had.
@@ -1116,6 +1127,64 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     });
   }
 
+  // ---- DHT transport (dht::DhtTransport): requests over links, dialing contacts not linked -----
+  static constexpr auto kDhtRequestTimeout = std::chrono::seconds(2);
+
+  // DHT requests are HTTP/3 requests (POST /macula/v1/dht, body = one frame, response body =
+  // the reply frame) on pooled connections: discovery traffic needs no session link, and the
+  // pool bounds and reuses the connections (node-certificate on both ends, so the responder
+  // knows who asks and STORE can only store records for their owner).
+  void request(const dht::Contact& to, wire::Frame req, std::function<void(std::optional<wire::Frame>)> done) override {
+    if (stopping_flag) return done(std::nullopt);
+    udp::endpoint address;
+    Bytes body;
+    if (parse_address(to.endpoint, address) || wire::encode(req, body)) return done(std::nullopt);
+    // Answers come back on the strand.
+    auto on_strand = [s = *strand, done = std::move(done)](std::optional<wire::Frame> f) mutable {
+      asio::post(s, [done = std::move(done), f = std::move(f)]() mutable { done(std::move(f)); });
+    };
+    pool->get(to.id, address, [body = std::move(body), on_strand](std::error_code ec,
+                                                                   std::shared_ptr<transport::Connection> c) mutable {
+      if (ec || !c) return on_strand(std::nullopt);
+      transport::Request r;
+      r.method = "POST";
+      r.path = kDhtPath;
+      r.body = std::move(body);
+      c->request(std::move(r), kDhtRequestTimeout, [on_strand](std::error_code e, transport::Response resp) mutable {
+        wire::Frame reply;
+        if (e || resp.status != 200 || wire::decode(resp.body, reply).error) return on_strand(std::nullopt);
+        on_strand(std::move(reply));
+      });
+    });
+  }
+
+  void serve_dht() {
+    std::weak_ptr<Impl> weak = shared_from_this();
+    endpoint->route("POST", kDhtPath, [weak](transport::Request&& req, transport::Responder respond) {
+      auto self = weak.lock();
+      transport::Response r;
+      wire::Frame frame;
+      if (!self || !req.peer || wire::decode(req.body, frame).error) {
+        r.status = !self ? 503 : !req.peer ? 401 : 400;  // node-to-node only; a malformed frame
+        return respond(std::move(r));
+      }
+      auto reply = self->discovery->handle(*req.peer, frame);
+      if (!reply || wire::encode(*reply, r.body)) r.status = 404;
+      respond(std::move(r));
+    });
+  }
+
+  void after(std::chrono::nanoseconds delay, std::function<void()> f) override {
+    auto timer = std::make_shared<asio::steady_timer>(*strand);
+    timer->expires_after(delay);
+    std::weak_ptr<Impl> weak = shared_from_this();
+    timer->async_wait([weak, timer, f = std::move(f)](boost::system::error_code ec) {
+      if (auto self = weak.lock(); self && !ec && !self->stopping_flag) f();
+    });
+  }
+
+  std::shared_ptr<transport::ConnectionPool> pool;
+
   // ---- stop ---------------------------------------------------------------------------------
   bool drained() const { return qos1.size() == 0 && pending.size() == 0 && serving == 0 && inbox_empty(); }
   bool inbox_empty() const {
@@ -1134,6 +1203,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl> {
     for (auto& [id, a] : calls) finish(*a.call, errc::cancelled, {});
     for (auto id : qos1.ids())
       if (auto done = qos1.remove(id); done && *done) (*done)(errc::cancelled);
+    if (pool) pool->close();
     // Closing may call back into drop_link(): take the links out of the map first.
     auto closing = std::move(links);
     links.clear();
@@ -1391,6 +1461,7 @@ void NodeCore::stop() {
       }))
     impl->fail_everything();
   if (impl->unexport_transport) impl->unexport_transport();
+  if (impl->unexport_pool) impl->unexport_pool();
   impl->endpoint->close();
   if (impl->workers && blocking_ok) impl->workers->join();
 }

@@ -1,0 +1,82 @@
+// DhtDiscovery: node::Discovery backed by the Kademlia DHT over the node's own links.
+//
+// Provider records: a procedure is stored under key SHA-256("macula.rpc" | realm | procedure)
+// at the k closest nodes (record = owner id, TTL 300 s, data = the owner's "host:port"), and
+// republished every 240 s while advertised. find_providers() is an iterative FIND_VALUE
+// (alpha requests in flight, each with a deadline) that returns the owners found. Requests
+// travel as DHT_* frames on links; a contact we are not linked to is dialed first (the
+// transport does that). The routing table learns every linked peer (its HELLO endpoint) and
+// every responder. Topic-interest records (subscriber discovery) are the next step; until
+// then find_subscribers() finds nobody and links carry interest as before.
+// Threading: everything runs on the node's strand.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "dht/lookup.hpp"
+#include "dht/record_store.hpp"
+#include "dht/routing_table.hpp"
+#include "node/discovery.hpp"
+#include "wire/frame.hpp"
+
+namespace macula::dht {
+
+/// How DhtDiscovery reaches other nodes (implemented by the node engine).
+class DhtTransport {
+ public:
+  virtual ~DhtTransport() = default;
+  /// Sends `request` (its request_id set) to `to` and calls `done` on the strand once, with
+  /// the reply or nullopt (timeout, no route, link closed).
+  virtual void request(const Contact& to, wire::Frame request, std::function<void(std::optional<wire::Frame>)> done) = 0;
+  virtual void after(std::chrono::nanoseconds delay, std::function<void()> f) = 0;
+};
+
+NodeId procedure_key(std::string_view realm, std::string_view procedure);
+
+class DhtDiscovery final : public node::Discovery {
+ public:
+  struct Options {
+    LookupConfig lookup;
+    std::chrono::seconds record_ttl{300};
+    std::chrono::seconds republish{240};
+  };
+  DhtDiscovery(NodeId self, std::string self_endpoint, std::string realm, DhtTransport& transport, Options o);
+
+  void advertise_procedure(std::string_view procedure) override;
+  void withdraw_procedure(std::string_view procedure) override;
+  void advertise_interest(std::string_view) override {}
+  void withdraw_interest(std::string_view) override {}
+  void find_providers(std::string_view procedure, node::PeersFound done) override;
+  void find_subscribers(std::string_view, node::PeersFound done) override { done({}); }
+  void on_peer(const NodeId& id, const std::string& endpoint) override;
+  std::optional<wire::Frame> handle(const NodeId& from, const wire::Frame& request) override;
+
+  const RoutingTable& table() const noexcept { return table_; }
+  std::size_t records() const { return store_.keys(); }
+
+ private:
+  struct Active;
+  void lookup(const NodeId& target, bool want_value, std::function<void(Active&)> done);
+  void pump(const std::shared_ptr<Active>& a);
+  void store_at_closest(const NodeId& key);
+  void schedule_republish();
+
+  NodeId self_;
+  std::string self_endpoint_, realm_;
+  DhtTransport& transport_;
+  Options options_;
+  RoutingTable table_;
+  RecordStore<> store_;
+  std::set<std::string> advertised_;
+  bool bootstrapped_ = false;
+  bool republish_armed_ = false;
+};
+
+}  // namespace macula::dht
