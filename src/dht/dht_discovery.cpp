@@ -3,6 +3,9 @@
 #include <openssl/sha.h>
 
 #include "macula/error.hpp"
+#include "macula/names.hpp"
+
+#include <algorithm>
 
 #include <memory>
 #include <utility>
@@ -18,6 +21,22 @@ NodeId procedure_key(std::string_view realm, std::string_view procedure) {
   NodeId::Bytes digest;
   SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest.data());
   return NodeId(digest);
+}
+
+NodeId interest_key(std::string_view realm, std::string_view first_segment) {
+  std::string text = "macula.topic";
+  text.push_back('\0');
+  text.append(realm);
+  text.push_back('\0');
+  text.append(first_segment);
+  NodeId::Bytes digest;
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest.data());
+  return NodeId(digest);
+}
+
+std::string first_segment_key(std::string_view pattern) {
+  const std::string_view first = pattern.substr(0, pattern.find('.'));
+  return first == "*" || first == "#" || first == "**" ? std::string("*") : std::string(first);
 }
 
 struct DhtDiscovery::Active {
@@ -42,16 +61,34 @@ void DhtDiscovery::on_peer(const NodeId& id, const std::string& endpoint) {
     // Join: look up our own id through the first peer, filling the routing table (and
     // telling the nodes on the way about us), then store what we advertised meanwhile.
     bootstrapped_ = true;
-    lookup(self_, false, [this](Active&) {
-      for (const auto& p : advertised_) store_at_closest(procedure_key(realm_, p));
-    });
+    lookup(self_, false, [this](Active&) { republish_all(); });
   }
 }
 
 void DhtDiscovery::advertise_procedure(std::string_view procedure) {
   advertised_.emplace(procedure);
-  if (table_.size() > 0) store_at_closest(procedure_key(realm_, procedure));
+  if (table_.size() > 0)
+    store_at_closest(procedure_key(realm_, procedure), std::vector<std::uint8_t>(self_endpoint_.begin(), self_endpoint_.end()));
   schedule_republish();
+}
+
+void DhtDiscovery::advertise_interest(std::string_view pattern) {
+  interests_.emplace(pattern);
+  const std::string data = self_endpoint_ + "\n" + std::string(pattern);
+  if (table_.size() > 0)
+    store_at_closest(interest_key(realm_, first_segment_key(pattern)), std::vector<std::uint8_t>(data.begin(), data.end()));
+  schedule_republish();
+}
+
+void DhtDiscovery::withdraw_interest(std::string_view pattern) { interests_.erase(std::string(pattern)); }
+
+void DhtDiscovery::republish_all() {
+  for (const auto& p : advertised_)
+    store_at_closest(procedure_key(realm_, p), std::vector<std::uint8_t>(self_endpoint_.begin(), self_endpoint_.end()));
+  for (const auto& p : interests_) {
+    const std::string data = self_endpoint_ + "\n" + p;
+    store_at_closest(interest_key(realm_, first_segment_key(p)), std::vector<std::uint8_t>(data.begin(), data.end()));
+  }
 }
 
 void DhtDiscovery::withdraw_procedure(std::string_view procedure) {
@@ -64,15 +101,14 @@ void DhtDiscovery::schedule_republish() {
   republish_armed_ = true;
   transport_.after(options_.republish, [this] {
     republish_armed_ = false;
-    for (const auto& p : advertised_) store_at_closest(procedure_key(realm_, p));
-    if (!advertised_.empty()) schedule_republish();
+    republish_all();
+    if (!advertised_.empty() || !interests_.empty()) schedule_republish();
   });
 }
 
-void DhtDiscovery::store_at_closest(const NodeId& key) {
-  lookup(key, false, [this, key](Active& a) {
-    wire::Record record{self_, static_cast<std::uint32_t>(options_.record_ttl.count()),
-                        std::vector<std::uint8_t>(self_endpoint_.begin(), self_endpoint_.end())};
+void DhtDiscovery::store_at_closest(const NodeId& key, std::vector<std::uint8_t> data) {
+  lookup(key, false, [this, key, data = std::move(data)](Active& a) {
+    wire::Record record{self_, static_cast<std::uint32_t>(options_.record_ttl.count()), data};
     auto closest = a.lookup.closest();
     // This node is one of the k closest too when nothing closer answered.
     (void)store_.put(key, self_, record.data, options_.record_ttl);
@@ -81,21 +117,40 @@ void DhtDiscovery::store_at_closest(const NodeId& key) {
   });
 }
 
+void DhtDiscovery::find_records(const NodeId& key, std::function<void(std::vector<wire::Record>)> done) {
+  std::vector<wire::Record> local;
+  for (auto& [r, ttl] : store_.get(key))
+    if (r.owner != self_) local.push_back(wire::Record{r.owner, 0, r.data});
+  if (!local.empty()) return done(std::move(local));
+  lookup(key, true, [done = std::move(done)](Active& a) { done(a.values); });
+}
+
 void DhtDiscovery::find_providers(std::string_view procedure, node::PeersFound done) {
-  const NodeId key = procedure_key(realm_, procedure);
-  auto local = store_.get(key);
-  if (!local.empty()) {
+  find_records(procedure_key(realm_, procedure), [this, done = std::move(done)](std::vector<wire::Record> records) {
     std::vector<node::PeerAddress> out;
-    for (auto& [r, ttl] : local)
-      if (r.owner != self_) out.push_back({r.owner, std::string(r.data.begin(), r.data.end())});
-    if (!out.empty()) return done(std::move(out));
-  }
-  lookup(key, true, [this, done = std::move(done)](Active& a) {
-    std::vector<node::PeerAddress> out;
-    for (const auto& r : a.values)
+    for (const auto& r : records)
       if (r.owner != self_) out.push_back({r.owner, std::string(r.data.begin(), r.data.end())});
     done(std::move(out));
   });
+}
+
+void DhtDiscovery::find_subscribers(std::string_view topic, node::PeersFound done) {
+  // Two keys: the topic's first segment, and "*" (patterns that start with a wildcard).
+  auto found = std::make_shared<std::vector<node::PeerAddress>>();
+  auto remaining = std::make_shared<int>(2);
+  auto collect = [this, found, remaining, topic = std::string(topic), done](std::vector<wire::Record> records) {
+    for (const auto& r : records) {
+      if (r.owner == self_) continue;
+      const std::string data(r.data.begin(), r.data.end());
+      const auto nl = data.find('\n');
+      if (nl == std::string::npos || !pattern_matches(data.substr(nl + 1), topic)) continue;
+      if (std::none_of(found->begin(), found->end(), [&](const node::PeerAddress& p) { return p.id == r.owner; }))
+        found->push_back({r.owner, data.substr(0, nl)});
+    }
+    if (--*remaining == 0) done(std::move(*found));
+  };
+  find_records(interest_key(realm_, first_segment_key(topic)), collect);
+  find_records(interest_key(realm_, "*"), collect);
 }
 
 void DhtDiscovery::lookup(const NodeId& target, bool want_value, std::function<void(Active&)> done) {

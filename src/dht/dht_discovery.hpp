@@ -3,11 +3,15 @@
 // Provider records: a procedure is stored under key SHA-256("macula.rpc" | realm | procedure)
 // at the k closest nodes (record = owner id, TTL 300 s, data = the owner's "host:port"), and
 // republished every 240 s while advertised. find_providers() is an iterative FIND_VALUE
-// (alpha requests in flight, each with a deadline) that returns the owners found. Requests
-// travel as DHT_* frames on links; a contact we are not linked to is dialed first (the
-// transport does that). The routing table learns every linked peer (its HELLO endpoint) and
-// every responder. Topic-interest records (subscriber discovery) are the next step; until
-// then find_subscribers() finds nobody and links carry interest as before.
+// (alpha requests in flight, each with a deadline) that returns the owners found.
+// Interest records: a pattern is stored under interest_key(first literal segment, or "*")
+// with data "host:port\npattern"; find_subscribers(topic) looks up the topic's first segment
+// and "*" and keeps the owners whose pattern matches. Trade-off (docs/ARCHITECTURE.md): one
+// key per first segment puts every pattern of a popular first segment on the same k nodes,
+// and "*"-first patterns on one key for the realm; in exchange a publish needs exactly two
+// lookups, whatever its depth or the patterns' wildcards.
+// Requests go through the DhtTransport (HTTP/3 on pooled connections). The routing table
+// learns every linked peer (its HELLO endpoint) and every responder.
 // Threading: everything runs on the node's strand.
 #pragma once
 
@@ -39,6 +43,10 @@ class DhtTransport {
 };
 
 NodeId procedure_key(std::string_view realm, std::string_view procedure);
+/// Topic-interest key: the pattern's first segment when it is literal, else "*" (patterns that
+/// start with a wildcard). A publish to a.b.c looks up the keys of "a" and of "*".
+NodeId interest_key(std::string_view realm, std::string_view first_segment);
+std::string first_segment_key(std::string_view pattern);
 
 class DhtDiscovery final : public node::Discovery {
  public:
@@ -51,10 +59,10 @@ class DhtDiscovery final : public node::Discovery {
 
   void advertise_procedure(std::string_view procedure) override;
   void withdraw_procedure(std::string_view procedure) override;
-  void advertise_interest(std::string_view) override {}
-  void withdraw_interest(std::string_view) override {}
+  void advertise_interest(std::string_view pattern) override;
+  void withdraw_interest(std::string_view pattern) override;
   void find_providers(std::string_view procedure, node::PeersFound done) override;
-  void find_subscribers(std::string_view, node::PeersFound done) override { done({}); }
+  void find_subscribers(std::string_view topic, node::PeersFound done) override;
   void on_peer(const NodeId& id, const std::string& endpoint) override;
   std::optional<wire::Frame> handle(const NodeId& from, const wire::Frame& request) override;
 
@@ -65,7 +73,9 @@ class DhtDiscovery final : public node::Discovery {
   struct Active;
   void lookup(const NodeId& target, bool want_value, std::function<void(Active&)> done);
   void pump(const std::shared_ptr<Active>& a);
-  void store_at_closest(const NodeId& key);
+  void store_at_closest(const NodeId& key, std::vector<std::uint8_t> data);
+  void republish_all();
+  void find_records(const NodeId& key, std::function<void(std::vector<wire::Record>)> done);
   void schedule_republish();
 
   NodeId self_;
@@ -75,6 +85,7 @@ class DhtDiscovery final : public node::Discovery {
   RoutingTable table_;
   RecordStore<> store_;
   std::set<std::string> advertised_;
+  std::set<std::string> interests_;
   bool bootstrapped_ = false;
   bool republish_armed_ = false;
 };

@@ -645,6 +645,31 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   }
 
   void deliver_local(const BodyPtr& body) { deliver_local(body, route_for(body->topic)); }
+
+  // Subscribers beyond our links: one discovery lookup per topic per kDiscoveryTtl (DESIGN §7:
+  // 60 s), then link to the nodes found; their interest arrives over the new links. Messages
+  // published before a link is up reach only the subscribers already linked.
+  static constexpr auto kDiscoveryTtl = std::chrono::seconds(60);
+  void discover_subscribers(const std::string& topic) {
+    const auto now = Clock::now();
+    auto it = subscriber_lookups.find(topic);
+    if (it != subscriber_lookups.end() && now - it->second < kDiscoveryTtl) return;
+    if (subscriber_lookups.size() >= 10'000) subscriber_lookups.clear();  // bounded
+    subscriber_lookups[topic] = now;
+    std::weak_ptr<Impl> weak = shared_from_this();
+    discovery->find_subscribers(topic, [weak, topic](std::vector<PeerAddress> found) {
+      auto self = weak.lock();
+      if (!self || self->stopping_flag) return;
+      // Nobody (yet): ask again after a second rather than after the full TTL.
+      if (found.empty()) self->subscriber_lookups[topic] = Clock::now() - kDiscoveryTtl + std::chrono::seconds(1);
+      for (const auto& p : found) {
+        if (auto k = self->peer_keys.find(p.id); k != self->peer_keys.end() && self->live_link(k->second)) continue;
+        udp::endpoint address;
+        if (parse_address(p.endpoint, address)) continue;
+        self->dial(address, p.id, [](std::error_code, PeerKey) {});
+      }
+    });
+  }
   void deliver_local(const BodyPtr& body, const Route& route) {
     std::uint64_t lost = 0;
     for (const auto& sub : route.subscriptions) {
@@ -721,6 +746,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     auto body = std::make_shared<detail::MessageBody>(
         detail::MessageBody{std::move(m.topic), std::move(m.payload), self_id(), ++sequence, m.qos});
     const Route& route = route_for(body->topic);
+    if (options.dht) discover_subscribers(body->topic);
     deliver_local(body, route);
     link_scratch.assign(route.peers.begin(), route.peers.end());  // the route may be dropped below
     if (m.qos == Qos::at_most_once) {
@@ -1264,6 +1290,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   std::vector<core::SubscriberId> match_scratch;
   std::vector<std::shared_ptr<Subscription>> ready_scratch;
   std::unordered_map<std::string, Route> routes;
+  std::unordered_map<std::string, Clock::time_point> subscriber_lookups;
   std::vector<PeerKey> link_scratch;
   std::vector<LinkId> dirty;
 };

@@ -2,6 +2,7 @@
 // procedure advertised on node 7 is found through the DHT and called from node 2.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <thread>
@@ -9,7 +10,9 @@
 
 #include "macula/error.hpp"
 #include "macula/node.hpp"
+#include "macula/publisher.hpp"
 #include "macula/rpc_client.hpp"
+#include "macula/subscriber.hpp"
 #include "support/io_thread.hpp"
 
 using namespace macula;
@@ -52,6 +55,19 @@ TEST_CASE("dht mesh: 10 nodes linked only to a bootstrap node find a provider th
   CHECK_FALSE(ec);
   CHECK(r == Bytes{42});
   CHECK(nodes[2]->stats().links == 2);  // it linked to node 7, found through the DHT
+  // A subscriber of sensors.# on node 9 gets a publish from node 3: found through the DHT.
+  std::atomic<int> got{0};
+  Subscriber sub(*nodes[9], "sensors.#", [&](const Message& m) {
+    if (m.topic() == "sensors.hall.temp") ++got;
+  });
+  Subscriber wild(*nodes[8], "*.hall.temp", [&](const Message&) { ++got; });
+  Publisher pub(*nodes[3]);
+  for (int i = 0; i < 100 && got < 2; ++i) {
+    // QoS 0: the first publishes may precede the links discovery creates.
+    REQUIRE_FALSE(pub.publish("sensors.hall.temp", Bytes{1}));
+    std::this_thread::sleep_for(30ms);
+  }
+  CHECK(got >= 2);
   CHECK(client.call("math.nobody", {}, ec).empty());
   CHECK(ec == errc::no_provider);
   for (auto& n : nodes) n->stop();
