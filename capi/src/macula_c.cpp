@@ -227,6 +227,7 @@ int macula_node_new(macula_node** out, const macula_node_options* options) {
     if (defaults.worker_threads) o.worker_threads = defaults.worker_threads;
     if (defaults.io_threads) o.io_threads = defaults.io_threads;
     if (defaults.rpc_timeout_ms) o.rpc_timeout = std::chrono::milliseconds(defaults.rpc_timeout_ms);
+    o.dht = defaults.dht != 0;
     auto n = std::make_unique<macula_node>();
     n->owned = std::make_unique<macula::Node>(std::move(o));
     n->node = n->owned.get();

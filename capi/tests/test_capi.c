@@ -140,6 +140,7 @@ static void test_standalone_node(void) {
   macula_node_free(bad);
 
   o.bootstrap_count = 0;
+  o.dht = 1;
   macula_node *a = NULL, *b = NULL;
   CHECK(macula_node_new(&a, &o) == MACULA_OK);
   CHECK(macula_node_new(&b, NULL) == MACULA_OK); /* defaults: another realm */

@@ -41,6 +41,7 @@ extern "C" void on_signal(int) { interrupted = true; }
 const char* kUsageText =
     "usage:\n"
     "  macula node --listen HOST:PORT [--realm R] [--bootstrap HOST:PORT ...] [--key K --cert C] [--echo PROC ...]\n"
+    "              [--dht on|off]   (DHT discovery of providers and subscribers; default on)\n"
     "  macula pub  --node HOST:PORT TOPIC [MESSAGE|-]\n"
     "  macula sub  --node HOST:PORT [--realm R] [--count N] PATTERN\n"
     "  macula call --node HOST:PORT PROCEDURE [PAYLOAD|-]\n"
@@ -171,6 +172,7 @@ int run_node(const Args& a) {
   o.bootstrap = a.all("bootstrap");
   o.key_file = a.get("key");
   o.cert_file = a.get("cert");
+  o.dht = a.get("dht").value_or("on") != "off";  // --dht off: links only
   macula::Node node(o);
   if (auto ec = node.start()) {
     std::fprintf(stderr, "macula node: %s\n", ec.message().c_str());

@@ -98,6 +98,7 @@ typedef struct macula_node_options {
   size_t worker_threads;         /* handler threads; default 2 */
   size_t io_threads;             /* network threads; default 1 */
   uint32_t rpc_timeout_ms;       /* default 5000 */
+  int dht;                       /* nonzero: discover providers and subscribers through the DHT */
 } macula_node_options;
 
 /* Fills `options` with the defaults. */
