@@ -80,10 +80,11 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
       }
     }
     batch_buffer_.clear();
-    scheduled_.store(false, std::memory_order_seq_cst);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    // A push between pop_batch and the store above saw the mark set and did not schedule.
-    return queue_.size() > 0 && !closed_.load(std::memory_order_relaxed) && try_mark_scheduled();
+    scheduled_.store(false, std::memory_order_release);
+    // A push between pop_batch and the store above may have seen the mark set and not
+    // scheduled. The queue's lock orders that push with this check: either the check sees the
+    // item, or the push (locking after us) sees the mark cleared and schedules.
+    return queue_.locked_size() > 0 && !closed_.load(std::memory_order_relaxed) && try_mark_scheduled();
   }
 
   /// Pull mode: completes `done` with the next message (now or when one arrives).
@@ -114,11 +115,12 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
   std::uint64_t handler_errors() const noexcept { return handler_errors_.load(std::memory_order_relaxed); }
 
  private:
+  // Called after a push (which held the queue's lock) or after drain_batch's locked check: the
+  // lock orders both with the consumer's mark clearing, so a plain load skips the costly
+  // exchange on the hot path (the subscription is usually scheduled already under load).
   bool try_mark_scheduled() {
-    // Dekker pattern with drain_batch(): each side's write (queue depth / mark cleared) must
-    // be visible before its read of the other, hence the full fences.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    return !scheduled_.exchange(true, std::memory_order_seq_cst);
+    if (scheduled_.load(std::memory_order_acquire)) return false;
+    return !scheduled_.exchange(true, std::memory_order_acq_rel);
   }
 
   std::shared_ptr<const std::string> pattern_;

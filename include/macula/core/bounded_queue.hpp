@@ -137,6 +137,12 @@ class BoundedQueue {
   }
 
   std::size_t size() const noexcept { return depth_.load(std::memory_order_relaxed); }
+  /// The depth read under the queue's lock: ordered with every push and pop (what a consumer
+  /// needs to decide "empty, stop" without missing a concurrent push).
+  std::size_t locked_size() const {
+    std::lock_guard lock(mutex_);
+    return count_;
+  }
   std::size_t capacity() const noexcept { return ring_.size(); }
   std::size_t high_water() const noexcept { return high_water_.load(std::memory_order_relaxed); }
   std::uint64_t dropped() const noexcept { return dropped_.load(std::memory_order_relaxed); }
