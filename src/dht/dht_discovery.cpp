@@ -62,6 +62,7 @@ void DhtDiscovery::on_peer(const NodeId& id, const std::string& endpoint) {
     // telling the nodes on the way about us), then store what we advertised meanwhile.
     bootstrapped_ = true;
     lookup(self_, false, [this](Active&) { republish_all(); });
+    schedule_refresh();
   }
 }
 
@@ -126,11 +127,33 @@ void DhtDiscovery::find_records(const NodeId& key, std::function<void(std::vecto
 }
 
 void DhtDiscovery::find_providers(std::string_view procedure, node::PeersFound done) {
-  find_records(procedure_key(realm_, procedure), [this, done = std::move(done)](std::vector<wire::Record> records) {
-    std::vector<node::PeerAddress> out;
-    for (const auto& r : records)
-      if (r.owner != self_) out.push_back({r.owner, std::string(r.data.begin(), r.data.end())});
-    done(std::move(out));
+  if (auto cached = provider_cache_.get(std::string(procedure))) return done(std::move(*cached));
+  find_records(procedure_key(realm_, procedure),
+               [this, name = std::string(procedure), done = std::move(done)](std::vector<wire::Record> records) {
+                 std::vector<node::PeerAddress> out;
+                 for (const auto& r : records)
+                   if (r.owner != self_) out.push_back({r.owner, std::string(r.data.begin(), r.data.end())});
+                 if (!out.empty()) provider_cache_.put(name, out, options_.provider_cache_ttl);
+                 done(std::move(out));
+               });
+}
+
+void DhtDiscovery::find_value(const NodeId& key, std::function<void(std::vector<wire::Record>)> done) {
+  lookup(key, true, [done = std::move(done)](Active& a) { done(a.values); });
+}
+
+void DhtDiscovery::schedule_refresh() {
+  // Buckets nobody touched for an hour get a lookup of a random id in their range, so the
+  // table keeps live contacts in every distance band (Kademlia's bucket refresh).
+  transport_.after(options_.refresh_check, [this] {
+    for (std::size_t b : table_.stale_buckets(Clock::now())) {
+      NodeId::Bytes r;
+      for (auto& x : r) x = static_cast<std::uint8_t>(rng_());
+      table_.touch_bucket(b, Clock::now());
+      lookup(table_.random_id_in_bucket(b, NodeId(r)), false, [](Active&) {});
+    }
+    store_.reap(10'000);  // expired records go within a bounded amount of work per tick
+    schedule_refresh();
   });
 }
 

@@ -21,10 +21,12 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <set>
 #include <string>
 
 #include "dht/lookup.hpp"
+#include "macula/core/concurrent_cache.hpp"
 #include "dht/record_store.hpp"
 #include "dht/routing_table.hpp"
 #include "node/discovery.hpp"
@@ -54,6 +56,8 @@ class DhtDiscovery final : public node::Discovery {
     LookupConfig lookup;
     std::chrono::seconds record_ttl{300};
     std::chrono::seconds republish{240};
+    std::chrono::seconds provider_cache_ttl{60};  ///< DESIGN §7: discovery cache TTL
+    std::chrono::seconds refresh_check{60};        ///< how often stale buckets are looked for
   };
   DhtDiscovery(NodeId self, std::string self_endpoint, std::string realm, DhtTransport& transport, Options o);
 
@@ -67,6 +71,8 @@ class DhtDiscovery final : public node::Discovery {
   std::optional<wire::Frame> handle(const NodeId& from, const wire::Frame& request) override;
 
   const RoutingTable& table() const noexcept { return table_; }
+  /// One FIND_VALUE for `key`, bypassing the provider cache (benchmarks, diagnostics).
+  void find_value(const NodeId& key, std::function<void(std::vector<wire::Record>)> done);
   std::size_t records() const { return store_.keys(); }
 
  private:
@@ -77,6 +83,7 @@ class DhtDiscovery final : public node::Discovery {
   void republish_all();
   void find_records(const NodeId& key, std::function<void(std::vector<wire::Record>)> done);
   void schedule_republish();
+  void schedule_refresh();
 
   NodeId self_;
   std::string self_endpoint_, realm_;
@@ -87,7 +94,11 @@ class DhtDiscovery final : public node::Discovery {
   std::set<std::string> advertised_;
   std::set<std::string> interests_;
   bool bootstrapped_ = false;
+  std::minstd_rand rng_{std::random_device{}()};
   bool republish_armed_ = false;
+  // Providers found per procedure, for provider_cache_ttl: a burst of calls to a procedure with
+  // no linked provider costs one lookup, not one each.
+  core::ConcurrentCache<std::string, std::vector<node::PeerAddress>> provider_cache_{core::CacheOptions{10'000, 0, {}}};
 };
 
 }  // namespace macula::dht

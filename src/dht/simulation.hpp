@@ -55,6 +55,11 @@ class SimNetwork {
   const NodeId& id(std::size_t i) const { return nodes_[i]->table.self(); }
   bool alive(std::size_t i) const { return nodes_[i]->alive; }
   void kill(std::size_t i) { nodes_[i]->alive = false; }
+  /// Puts node i in partition `group`: messages cross only between nodes of one group.
+  void partition(std::size_t i, int group) { nodes_[i]->group = group; }
+  void heal() {
+    for (auto& n : nodes_) n->group = 0;
+  }
   RoutingTable& table(std::size_t i) { return nodes_[i]->table; }
   RecordStore<Clock>& store(std::size_t i) { return nodes_[i]->store; }
 
@@ -94,7 +99,7 @@ class SimNetwork {
     for (const auto& c : last_closest_) {
       const std::size_t j = index_.at(c.id);
       ++messages_;
-      if (!deliverable(j) && (++messages_, !deliverable(j))) continue;  // one retry
+      if (!deliverable(owner, j) && (++messages_, !deliverable(owner, j))) continue;  // one retry
       if (!nodes_[j]->store.put(key, id(owner), data, config_.record_ttl)) ++stored;
       nodes_[j]->table.observe(contact_of(owner), table_now());
     }
@@ -110,11 +115,13 @@ class SimNetwork {
     RoutingTable table;
     RecordStore<Clock> store;
     bool alive = true;
+    int group = 0;
   };
 
   Contact contact_of(std::size_t i) const { return Contact{id(i), "sim:" + std::to_string(i), {}, 0}; }
-  bool deliverable(std::size_t j) {
-    return nodes_[j]->alive && std::uniform_real_distribution<double>(0, 1)(rng_) >= config_.loss;
+  bool deliverable(std::size_t from, std::size_t j) {
+    return nodes_[j]->alive && nodes_[j]->group == nodes_[from]->group &&
+           std::uniform_real_distribution<double>(0, 1)(rng_) >= config_.loss;
   }
   std::chrono::nanoseconds latency() {
     std::uniform_int_distribution<long> d(config_.latency_min.count(), config_.latency_max.count());
@@ -139,8 +146,8 @@ class SimNetwork {
       const std::size_t j = index_.at(c.id);
       ++sent;
       ++messages_;
-      const bool request_arrives = deliverable(j);
-      const bool reply_arrives = request_arrives && deliverable(j);
+      const bool request_arrives = deliverable(from, j);
+      const bool reply_arrives = request_arrives && deliverable(j, from);
       if (request_arrives) nodes_[j]->table.observe(contact_of(from), table_now());  // the responder learns us
       const auto rtt = latency() + latency();
       events.emplace(now + (reply_arrives ? rtt : std::chrono::nanoseconds(config_.timeout)),

@@ -1425,6 +1425,14 @@ NodeStats NodeCore::stats() const {
 
 std::string NodeCore::metrics_text() const { return impl_->metrics.render(); }
 
+void NodeCore::dht_find_value(const NodeId& key, std::function<void(std::error_code, std::size_t)> done) {
+  impl_->to_strand([impl = impl_.get(), key, done = std::move(done)]() mutable {
+    auto* d = dynamic_cast<dht::DhtDiscovery*>(impl->discovery.get());
+    if (!d) return done(errc::not_found, 0);
+    d->find_value(key, [done = std::move(done)](std::vector<wire::Record> r) { done({}, r.size()); });
+  });
+}
+
 void NodeCore::set_discovery(std::unique_ptr<Discovery> discovery) {
   std::promise<void> p;
   auto f = p.get_future();

@@ -80,6 +80,10 @@ class NodeCore {
   /// tests install fakes. Waits for the strand.
   void set_discovery(std::unique_ptr<class Discovery> discovery);
 
+  /// One DHT FIND_VALUE for `key` (no cache), completing with the number of records found, or
+  /// errc::not_found when the node runs without the DHT. For benchmarks and diagnostics.
+  void dht_find_value(const NodeId& key, std::function<void(std::error_code, std::size_t)> done);
+
   /// Test hook: closes every link's connection as if the network dropped it. Dialed links
   /// with redial come back on their own.
   void drop_links_for_test();

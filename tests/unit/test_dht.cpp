@@ -208,6 +208,28 @@ TEST_CASE("dht simulation: 1,000 nodes find stored keys; hops; 20% killed; 5% lo
   INFO("after 20% killed: success " << after.success);
   CHECK(after.success >= 0.99);
 
+  // Partitions. Two halves (odd/even): each half still holds about half of every key's 20
+  // replicas, so lookups inside a half keep succeeding. A node cut off alone finds nothing;
+  // once healed (and after one republish/refresh round) it finds everything again.
+  for (std::size_t i = 0; i < net.size(); ++i) net.partition(i, i % 2 == 0 ? 1 : 2);
+  const auto halves = lookups(net, keys, 500, 4);
+  INFO("two halves: success " << halves.success);
+  CHECK(halves.success >= 0.99);
+  net.heal();
+  std::size_t lonely = 60;
+  while (!net.alive(lonely)) ++lonely;
+  net.partition(lonely, 3);
+  std::size_t found_alone = 0;
+  for (const auto& k : keys) found_alone += net.find_value(lonely, k).found;
+  CHECK(found_alone == 0);
+  net.heal();
+  net.advance(240s);
+  for (std::size_t i = 0; i < 50; ++i) net.store_value(i, keys[i], {1, 2, 3});
+  net.find_node(lonely, net.id(lonely));
+  std::size_t found_healed = 0;
+  for (const auto& k : keys) found_healed += net.find_value(lonely, k).found;
+  CHECK(found_healed == keys.size());
+
   SimConfig lossy = config;
   lossy.seed = 43;
   lossy.loss = 0.05;
