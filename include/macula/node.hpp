@@ -35,7 +35,8 @@
 namespace macula {
 
 namespace node {
-class NodeCore;  // the engine (internal)
+class NodeCore;          // the engine (internal)
+class HttpStatusServer;  // plain HTTP /metrics and health pages (internal)
 }
 
 /// Counters of one node since start (a snapshot; the metrics text has them all).
@@ -107,6 +108,8 @@ class Node {
   const NodeId& node_id() const;
   /// "host:port" the node listens on (after start()).
   std::string local_address() const;
+  /// "host:port" of the plain HTTP status pages, or "" when http_listen is empty.
+  std::string http_address() const;
   const NodeOptions& options() const noexcept { return options_; }
   boost::asio::io_context::executor_type get_executor() const noexcept { return io_->get_executor(); }
 
@@ -146,6 +149,7 @@ class Node {
   std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   std::vector<std::thread> io_threads_;
   std::shared_ptr<node::NodeCore> core_;
+  std::shared_ptr<node::HttpStatusServer> http_;
 };
 
 }  // namespace macula

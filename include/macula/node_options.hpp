@@ -36,6 +36,10 @@ struct NodeOptions {
   /// direct links. Off by default while the DHT issue is in progress (subscriber discovery
   /// through the DHT is not there yet).
   bool dht = false;
+  /// Plain HTTP/1.1 GET /metrics, /health, /ready, /live on this "host:port" (e.g.
+  /// "127.0.0.1:8080"; port 0 picks one). Empty: off. The same pages are not yet served over
+  /// HTTP/3 (only /health is).
+  std::string http_listen;
 
   /// Where subscription and RPC handlers run. Empty: a worker pool of `worker_threads`.
   HandlerExecutor handler_executor;

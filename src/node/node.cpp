@@ -4,6 +4,7 @@
 #include <future>
 
 #include "macula/error.hpp"
+#include "node/http_status_server.hpp"
 #include "node/node_core.hpp"
 #include "node/reply_slot.hpp"
 #include "node/subscription.hpp"
@@ -65,12 +66,37 @@ std::error_code Node::start() {
     const std::size_t n = options_.io_threads == 0 ? 1 : options_.io_threads;
     for (std::size_t i = 0; i < n; ++i) io_threads_.emplace_back([io = owned_io_.get()] { io->run(); });
   }
+  if (!options_.http_listen.empty()) {
+    std::weak_ptr<node::NodeCore> weak = core_;
+    const bool expects_links = !options_.bootstrap.empty();
+    node::StatusPages pages;
+    pages.metrics = [weak] {
+      auto c = weak.lock();
+      return c ? c->metrics_text() : std::string();
+    };
+    pages.health = [weak, expects_links]() -> std::pair<bool, std::string> {
+      auto c = weak.lock();
+      if (!c || c->stopping()) return {false, "stopping"};
+      if (expects_links && c->links_now() == 0) return {false, "no link to any peer"};
+      return {true, ""};
+    };
+    http_ = node::HttpStatusServer::create(*io_, options_.http_listen, std::move(pages), ec);
+    if (ec) {
+      core_->stop();
+      core_.reset();
+      return ec;
+    }
+  }
   // Bootstrap links come up in the background and are re-dialed when they drop.
   for (const auto& e : bootstrap) core_->connect(e, std::nullopt, true, [](std::error_code) {});
   return {};
 }
 
 void Node::stop() {
+  if (http_) {
+    http_->close();
+    http_.reset();
+  }
   if (core_) core_->stop();
   if (owned_io_) {
     work_.reset();
@@ -79,6 +105,12 @@ void Node::stop() {
       if (t.joinable()) t.join();
     io_threads_.clear();
   }
+}
+
+std::string Node::http_address() const {
+  if (!http_) return {};
+  const auto e = http_->local_endpoint();
+  return node::format_address(boost::asio::ip::udp::endpoint(e.address(), e.port()));
 }
 
 bool Node::running() const noexcept { return core_ && !core_->stopping(); }

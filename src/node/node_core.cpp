@@ -1424,6 +1424,7 @@ NodeStats NodeCore::stats() const {
 }
 
 std::string NodeCore::metrics_text() const { return impl_->metrics.render(); }
+std::size_t NodeCore::links_now() const noexcept { return static_cast<std::size_t>(impl_->g_links->value()); }
 
 void NodeCore::dht_find_value(const NodeId& key, std::function<void(std::error_code, std::size_t)> done) {
   impl_->to_strand([impl = impl_.get(), key, done = std::move(done)]() mutable {

@@ -71,6 +71,8 @@ class NodeCore {
 
   NodeStats stats() const;  ///< waits for the strand (not from it)
   std::string metrics_text() const;
+  /// Live links, read without waiting for the strand (any thread, including the io thread).
+  std::size_t links_now() const noexcept;
 
   /// Graceful stop (see Node::stop). Must not run on the strand or a handler thread.
   void stop();

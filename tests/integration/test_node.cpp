@@ -13,6 +13,8 @@
 #include <thread>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
@@ -647,4 +649,59 @@ TEST_CASE("node: a call with no linked provider asks discovery, links to what it
   CHECK(lookups == 2);
   a.stop();
   b.stop();
+}
+
+namespace {
+// One blocking HTTP/1.1 GET (the test thread's own socket).
+std::string http_get(const std::string& address, const std::string& path) {
+  boost::asio::io_context io;
+  boost::asio::ip::udp::endpoint e;
+  if (node::parse_address(address, e)) return {};
+  boost::asio::ip::tcp::socket s(io);
+  boost::system::error_code ec;
+  s.connect({e.address(), e.port()}, ec);
+  if (ec) return {};
+  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  boost::asio::write(s, boost::asio::buffer(req), ec);
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const std::size_t n = s.read_some(boost::asio::buffer(buf), ec);
+    out.append(buf, n);
+    if (ec) break;
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("node: plain HTTP /metrics, /health, /ready, /live", "[node][http]") {
+  macula::test::IoThread loop;
+  NodeOptions o;
+  o.realm = "status.realm";
+  o.http_listen = "127.0.0.1:0";
+  Node n(loop.io, o);
+  REQUIRE_FALSE(n.start());
+  REQUIRE_FALSE(n.http_address().empty());
+  Publisher(n).publish("status.ping", bytes("x"));
+  const auto metrics = http_get(n.http_address(), "/metrics");
+  CHECK(metrics.rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(metrics.find("text/plain; version=0.0.4") != std::string::npos);
+  CHECK(metrics.find("macula_messages_published_total{qos=\"0\"}") != std::string::npos);
+  CHECK(http_get(n.http_address(), "/health").rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(http_get(n.http_address(), "/live").rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(http_get(n.http_address(), "/nope").rfind("HTTP/1.1 404", 0) == 0);
+  // A node that should have links but has none is not ready, and says why.
+  NodeOptions lonely = o;
+  lonely.bootstrap = {"127.0.0.1:1"};
+  Node m(loop.io, lonely);
+  REQUIRE_FALSE(m.start());
+  const auto ready = http_get(m.http_address(), "/ready");
+  CHECK(ready.rfind("HTTP/1.1 503", 0) == 0);
+  CHECK(ready.find("no link to any peer") != std::string::npos);
+  NodeOptions clash = o;
+  clash.http_listen = n.http_address();  // port taken
+  Node k(loop.io, clash);
+  CHECK(k.start());
+  m.stop();
+  n.stop();
 }
