@@ -14,11 +14,18 @@ wait_for() { for _ in $(seq 100); do grep -q "$1" "$2" 2>/dev/null && return 0; 
 "$M" bogus >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown command must exit 2"
 "$M" pub >/dev/null 2>&1; [ $? -eq 2 ] || fail "missing arguments must exit 2"
 
-"$M" node --listen 127.0.0.1:0 --realm cli.realm --echo svc.echo > "$dir/node.out" 2>&1 &
+"$M" node --listen 127.0.0.1:0 --realm cli.realm --echo svc.echo --http 127.0.0.1:0 > "$dir/node.out" 2>&1 &
 node_pid=$!
 wait_for "listening on" "$dir/node.out" || fail "node did not start"
 addr=$(sed -n 's/.*listening on \([^ ]*\) .*/\1/p' "$dir/node.out")
 echo "node at $addr"
+wait_for "status pages" "$dir/node.out" || fail "no status pages line"
+http=$(sed -n 's|.*http://\([^/]*\)/metrics.*|\1|p' "$dir/node.out")
+exec 3<>"/dev/tcp/${http%:*}/${http##*:}" || fail "cannot reach $http"
+printf 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
+cat <&3 > "$dir/metrics.out"; exec 3<&-
+grep -q "^HTTP/1.1 200" "$dir/metrics.out" || fail "GET /metrics"
+grep -q "macula_transport_connections" "$dir/metrics.out" || fail "/metrics content"
 
 "$M" sub --node "$addr" --realm cli.realm --count 1 'sensors.#' > "$dir/sub.out" 2> "$dir/sub.err" &
 sub_pid=$!
