@@ -51,6 +51,26 @@ struct alignas(128) PaddedCounter {
   std::atomic<std::uint64_t> n{0};
 };
 
+// NATS subscriptions the workloads share: one counting what arrives, one echoing requests.
+natsSubscription* nats_counter(natsConnection* conn, const char* subject, std::atomic<std::uint64_t>* counter) {
+  natsSubscription* sub = nullptr;
+  natsConnection_Subscribe(&sub, conn, subject, [](natsConnection*, natsSubscription*, natsMsg* m, void* c) {
+      static_cast<std::atomic<std::uint64_t>*>(c)->fetch_add(1, std::memory_order_relaxed);
+      natsMsg_Destroy(m);
+    }, counter);
+  natsSubscription_SetPendingLimits(sub, -1, -1);
+  return sub;
+}
+natsSubscription* nats_echo(natsConnection* conn, const char* subject) {
+  natsSubscription* sub = nullptr;
+  natsConnection_Subscribe(&sub, conn, subject, [](natsConnection* nc, natsSubscription*, natsMsg* m, void*) {
+      natsConnection_Publish(nc, natsMsg_GetReply(m), natsMsg_GetData(m), natsMsg_GetDataLength(m));
+      natsMsg_Destroy(m);
+    }, nullptr);
+  natsSubscription_SetPendingLimits(sub, -1, -1);
+  return sub;
+}
+
 // io_threads: pub/sub runs each node's strand on its own thread (2); RPC round trips are
 // faster with both nodes on one io thread (1): fewer wake-ups on a 2-core machine (measured;
 // MACULA_BENCH_IO / MACULA_BENCH_WORKERS override both for experiments).
@@ -100,12 +120,7 @@ void NatsPubSub1to1(benchmark::State& state) {
   natsConnection* pc = peer.connect();
   natsConnection* sc = peer.connect();
   std::atomic<std::uint64_t> got{0};
-  natsSubscription* sub = nullptr;
-  natsConnection_Subscribe(&sub, sc, "bench.x", [](natsConnection*, natsSubscription*, natsMsg* m, void* c) {
-    static_cast<std::atomic<std::uint64_t>*>(c)->fetch_add(1, std::memory_order_relaxed);
-    natsMsg_Destroy(m);
-  }, &got);
-  natsSubscription_SetPendingLimits(sub, -1, -1);
+  natsSubscription* sub = nats_counter(sc, "bench.x", &got);
   natsConnection_Flush(sc);
   const std::string payload(64, 'x');
   const std::size_t n = scaled(1'000'000);
@@ -261,11 +276,7 @@ void NatsRpcSequential(benchmark::State& state) {
   if (!peer.ok()) return state.SkipWithError("nats-server unavailable");
   natsConnection* server = peer.connect(true);
   natsConnection* client = peer.connect(true);
-  natsSubscription* sub = nullptr;
-  natsConnection_Subscribe(&sub, server, "bench.echo", [](natsConnection* nc, natsSubscription*, natsMsg* m, void*) {
-    natsConnection_Publish(nc, natsMsg_GetReply(m), natsMsg_GetData(m), natsMsg_GetDataLength(m));
-    natsMsg_Destroy(m);
-  }, nullptr);
+  natsSubscription* sub = nats_echo(server, "bench.echo");
   natsConnection_Flush(server);
   const std::string payload(64, 'x');
   const std::size_t n = scaled(20'000);
@@ -326,18 +337,9 @@ void NatsRpcInFlight(benchmark::State& state) {
   const std::size_t window = static_cast<std::size_t>(state.range(0));
   natsConnection* server = peer.connect();
   natsConnection* client = peer.connect();
-  natsSubscription *responder = nullptr, *inbox = nullptr;
-  natsConnection_Subscribe(&responder, server, "bench.echo", [](natsConnection* nc, natsSubscription*, natsMsg* m, void*) {
-    natsConnection_Publish(nc, natsMsg_GetReply(m), natsMsg_GetData(m), natsMsg_GetDataLength(m));
-    natsMsg_Destroy(m);
-  }, nullptr);
-  natsSubscription_SetPendingLimits(responder, -1, -1);
+  natsSubscription* responder = nats_echo(server, "bench.echo");
   std::atomic<std::uint64_t> done{0};
-  natsConnection_Subscribe(&inbox, client, "_INBOX.bench", [](natsConnection*, natsSubscription*, natsMsg* m, void* c) {
-    static_cast<std::atomic<std::uint64_t>*>(c)->fetch_add(1, std::memory_order_relaxed);
-    natsMsg_Destroy(m);
-  }, &done);
-  natsSubscription_SetPendingLimits(inbox, -1, -1);
+  natsSubscription* inbox = nats_counter(client, "_INBOX.bench", &done);
   natsConnection_Flush(server);
   natsConnection_Flush(client);
   const std::string payload(64, 'x');

@@ -12,26 +12,26 @@
 
 namespace macula::dht {
 
-NodeId procedure_key(std::string_view realm, std::string_view procedure) {
-  std::string text = "macula.rpc";
+namespace {
+// SHA-256 of kind NUL realm NUL name: the DHT key of one kind of record (docs/PROTOCOL.md).
+NodeId record_key(std::string_view kind, std::string_view realm, std::string_view name) {
+  std::string text(kind);
   text.push_back('\0');
   text.append(realm);
   text.push_back('\0');
-  text.append(procedure);
+  text.append(name);
   NodeId::Bytes digest;
   SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest.data());
   return NodeId(digest);
 }
+}  // namespace
+
+NodeId procedure_key(std::string_view realm, std::string_view procedure) {
+  return record_key("macula.rpc", realm, procedure);
+}
 
 NodeId interest_key(std::string_view realm, std::string_view first_segment) {
-  std::string text = "macula.topic";
-  text.push_back('\0');
-  text.append(realm);
-  text.push_back('\0');
-  text.append(first_segment);
-  NodeId::Bytes digest;
-  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest.data());
-  return NodeId(digest);
+  return record_key("macula.topic", realm, first_segment);
 }
 
 std::string first_segment_key(std::string_view pattern) {

@@ -99,6 +99,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     std::size_t out_qos0 = 0;  // QoS 0 publishes in `out` (dropped if the send is refused)
     std::vector<std::uint64_t> acks;
     bool interest_synced = false;
+    bool dirty = false;  // listed in Impl::dirty, to be flushed at the end of the batch
   };
   struct Peer {
     PeerKey key = 0;
@@ -508,7 +509,9 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   }
 
   void mark_dirty(Link& link) {
-    if (std::find(dirty.begin(), dirty.end(), link.id) == dirty.end()) dirty.push_back(link.id);
+    if (link.dirty) return;  // a flag, not a search of `dirty`: this runs once per frame
+    link.dirty = true;
+    dirty.push_back(link.id);
   }
 
   void flush(Link& link) {
@@ -519,7 +522,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   }
   void flush_links() {
     for (LinkId id : dirty)
-      if (auto it = links.find(id); it != links.end()) flush(it->second);
+      if (auto it = links.find(id); it != links.end()) {
+        it->second.dirty = false;
+        flush(it->second);
+      }
     dirty.clear();
   }
 
