@@ -200,6 +200,8 @@ void macula_node_options_init(macula_node_options* o) {
   o->worker_threads = 2;
   o->io_threads = 1;
   o->rpc_timeout_ms = 5000;
+  o->http_listen = "127.0.0.1:8080";
+  o->log_level = 1;
 }
 
 int macula_node_new(macula_node** out, const macula_node_options* options) {
@@ -228,6 +230,16 @@ int macula_node_new(macula_node** out, const macula_node_options* options) {
     if (defaults.io_threads) o.io_threads = defaults.io_threads;
     if (defaults.rpc_timeout_ms) o.rpc_timeout = std::chrono::milliseconds(defaults.rpc_timeout_ms);
     o.dht = defaults.dht != 0;
+    if (defaults.http_listen) o.http_listen = defaults.http_listen;
+    if (defaults.log) {
+      if (defaults.log_level < 0 || defaults.log_level > 4) return fail(MACULA_EINVAL, "macula_node_new: log_level out of range");
+      o.log_level = static_cast<macula::LogLevel>(defaults.log_level);
+      o.log_sink = [fn = defaults.log, ud = defaults.log_user_data](macula::LogLevel level, std::string_view component,
+                                                                    std::string_view message) {
+        const std::string c(component), m(message);  // NUL-terminated copies for C
+        fn(ud, static_cast<int>(level), c.c_str(), m.c_str());
+      };
+    }
     auto n = std::make_unique<macula_node>();
     n->owned = std::make_unique<macula::Node>(std::move(o));
     n->node = n->owned.get();

@@ -41,7 +41,7 @@ extern "C" void on_signal(int) { interrupted = true; }
 const char* kUsageText =
     "usage:\n"
     "  macula node --listen HOST:PORT [--realm R] [--bootstrap HOST:PORT ...] [--key K --cert C] [--echo PROC ...]\n"
-    "              [--dht on|off] [--http HOST:PORT]   (DHT discovery, default on; plain-HTTP /metrics /health)\n"
+    "              [--dht on|off] [--http HOST:PORT|off]   (DHT discovery, default on; plain-HTTP /metrics /health, default 127.0.0.1:8080)\n"
     "  macula pub  --node HOST:PORT TOPIC [MESSAGE|-]\n"
     "  macula sub  --node HOST:PORT [--realm R] [--count N] PATTERN\n"
     "  macula call --node HOST:PORT PROCEDURE [PAYLOAD|-]\n"
@@ -173,7 +173,8 @@ int run_node(const Args& a) {
   o.key_file = a.get("key");
   o.cert_file = a.get("cert");
   o.dht = a.get("dht").value_or("on") != "off";  // --dht off: links only
-  o.http_listen = a.get("http").value_or("");     // plain HTTP /metrics /health /ready /live
+  // Plain HTTP /metrics /health /ready /live: 127.0.0.1:8080 unless --http says where, or off.
+  if (auto h = a.get("http")) o.http_listen = *h == "off" ? "" : *h;
   macula::Node node(o);
   if (auto ec = node.start()) {
     std::fprintf(stderr, "macula node: %s\n", ec.message().c_str());
@@ -190,7 +191,8 @@ int run_node(const Args& a) {
   }
   std::printf("node %s listening on %s realm %s\n", node.node_id().to_hex().c_str(), node.local_address().c_str(),
               o.realm.c_str());
-  if (!o.http_listen.empty()) std::printf("status pages on http://%s/metrics\n", node.http_address().c_str());
+  if (!node.http_address().empty()) std::printf("status pages on http://%s/metrics\n", node.http_address().c_str());
+  else if (!o.http_listen.empty()) std::printf("status pages: %s is taken; served over HTTP/3 only\n", o.http_listen.c_str());
   std::fflush(stdout);
   while (!interrupted) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   std::printf("stopping (signal)\n");
@@ -229,6 +231,7 @@ int run_sub(const Args& a) {
   const long count = a.get("count") ? std::stol(*a.get("count")) : 0;
   macula::NodeOptions o;
   o.realm = a.get("realm").value_or("macula.default");
+  o.http_listen.clear();  // a short-lived client node: no status pages
   macula::Node node(o);
   if (auto ec = node.start()) {
     std::fprintf(stderr, "macula sub: %s\n", ec.message().c_str());

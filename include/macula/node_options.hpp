@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "macula/core/unique_function.hpp"
+#include "macula/log.hpp"
 
 namespace macula {
 
@@ -36,10 +37,17 @@ struct NodeOptions {
   /// direct links. Off by default while the DHT issue is in progress (subscriber discovery
   /// through the DHT is not there yet).
   bool dht = false;
-  /// Plain HTTP/1.1 GET /metrics, /health, /ready, /live on this "host:port" (e.g.
-  /// "127.0.0.1:8080"; port 0 picks one). Empty: off. The same pages are not yet served over
-  /// HTTP/3 (only /health is).
-  std::string http_listen;
+  /// Plain HTTP/1.1 GET /metrics, /health, /ready, /live on this TCP "host:port" (port 0 picks
+  /// one; Node::http_address() tells which). Empty: off. On loopback by default: set
+  /// "0.0.0.0:8080" to let a scraper on another host in. The same pages are always served over
+  /// HTTP/3 on the node's QUIC port. If the port is taken (many nodes in one process: the
+  /// first one gets 8080), the node still starts: it logs a warning and serves the pages over
+  /// HTTP/3 only, and metric macula_http_status_up is 0. LocalMesh turns it off.
+  std::string http_listen = "127.0.0.1:8080";
+
+  /// Log events go to this sink (see macula/log.hpp); none installed: the node is silent.
+  LogSink log_sink;
+  LogLevel log_level = LogLevel::info;
 
   /// Where subscription and RPC handlers run. Empty: a worker pool of `worker_threads`.
   HandlerExecutor handler_executor;
@@ -58,6 +66,20 @@ struct NodeOptions {
   std::size_t max_qos1_in_flight = 100'000;     ///< QoS 1 messages waiting for acks
   std::size_t result_cache_capacity = 10'000;   ///< idempotent RPC results kept
   std::size_t max_dedup_publishers = 10'000;    ///< QoS 1 publishers remembered for de-duplication
+
+  // Health and slow consumers (docs/OPERATIONS.md).
+  /// /ready answers 503 when a queue (publish, dispatch, a subscription's) holds more than
+  /// this many items for longer than `health_queue_grace`.
+  std::size_t health_queue_threshold = 1'000;
+  std::chrono::milliseconds health_queue_grace{3000};
+  /// A peer that stops reading: once its link's send buffer has refused frames continuously
+  /// for this long, the link is closed (CloseCode slow_consumer, metric
+  /// macula_slow_peer_disconnects_total, a warn log line). QoS 0 frames it refused are counted
+  /// as dropped (link_backpressure); QoS 1 frames wait for it in the tracker as usual.
+  std::chrono::milliseconds slow_peer_timeout{5000};
+  /// /metrics lists the drops and depth of this many subscriptions, those with the most drops
+  /// (bounded cardinality: the total over all subscriptions is always there).
+  std::size_t metrics_top_subscriptions = 10;
 
   // Timing.
   std::chrono::milliseconds rpc_timeout{5000};         ///< default per-call deadline

@@ -68,23 +68,26 @@ std::error_code Node::start() {
   }
   if (!options_.http_listen.empty()) {
     std::weak_ptr<node::NodeCore> weak = core_;
-    const bool expects_links = !options_.bootstrap.empty();
     node::StatusPages pages;
     pages.metrics = [weak] {
       auto c = weak.lock();
       return c ? c->metrics_text() : std::string();
     };
-    pages.health = [weak, expects_links]() -> std::pair<bool, std::string> {
+    pages.health = [weak]() -> std::pair<bool, std::string> {
       auto c = weak.lock();
-      if (!c || c->stopping()) return {false, "stopping"};
-      if (expects_links && c->links_now() == 0) return {false, "no link to any peer"};
-      return {true, ""};
+      if (!c) return {false, "stopping"};
+      return c->readiness();
     };
-    http_ = node::HttpStatusServer::create(*io_, options_.http_listen, std::move(pages), ec);
-    if (ec) {
-      core_->stop();
-      core_.reset();
-      return ec;
+    // Not fatal: with many nodes in one process only the first gets the default port, and the
+    // same pages are on every node's QUIC port anyway. Visible as a metric and a log line.
+    std::error_code http_ec;
+    http_ = node::HttpStatusServer::create(*io_, options_.http_listen, std::move(pages), http_ec);
+    if (http_ec) {
+      http_.reset();
+      core_->note_http_status(false, "status pages not served on " + options_.http_listen + ": " + http_ec.message() +
+                                         " (still served over HTTP/3 on " + local_address() + ")");
+    } else {
+      core_->note_http_status(true, "status pages on http://" + http_address() + "/metrics");
     }
   }
   // Bootstrap links come up in the background and are re-dialed when they drop.

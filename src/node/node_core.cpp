@@ -22,6 +22,7 @@
 #include "macula/error.hpp"
 #include "macula/names.hpp"
 #include "macula/observe/metrics_registry.hpp"
+#include "observe/logger.hpp"
 #include "dht/dht_discovery.hpp"
 #include "node/discovery.hpp"
 #include "node/dispatch_queue.hpp"
@@ -100,6 +101,8 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     std::vector<std::uint64_t> acks;
     bool interest_synced = false;
     bool dirty = false;  // listed in Impl::dirty, to be flushed at the end of the batch
+    Clock::time_point refusing_since{};  // first refused send of the current full spell
+    bool closing_slow = false;           // disconnect_slow_peer is on its way
   };
   struct Peer {
     PeerKey key = 0;
@@ -152,6 +155,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
 
   Impl(asio::io_context& io, NodeOptions o)
       : options(std::move(o)),
+        log(options.log_sink, options.log_level),
         io_(io),
         trie(options.shards),
         remote(options.max_patterns_per_link, options.shards),
@@ -208,8 +212,14 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
       serve_dht();
     }
     asio::dispatch(*strand, [self = shared_from_this()] { self->housekeeping(); });
+    log.log_with(LogLevel::info, "node", [&] {
+      return "node " + short_id(self_id()) + " started on " + format_address(endpoint->local_endpoint()) +
+             " in realm " + options.realm + (options.dht ? " with the DHT" : "");
+    });
     return {};
   }
+
+  static std::string short_id(const NodeId& id) { return id.to_hex().substr(0, 12); }
 
   transport::RealmPolicy policy() const { return {options.realm, options.realm_secret}; }
   const NodeId& self_id() const { return endpoint->node_id(); }
@@ -231,6 +241,9 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   core::Counter* failovers;
   core::Counter* cache_hits;
   core::Counter* protocol_errors;
+  core::Counter* slow_disconnects;
+  core::Counter* qos1_deferred;
+  core::Gauge* g_http_up;
   std::map<std::string, core::Counter*> call_outcomes;
   core::Histogram* call_latency;
   core::Gauge* g_links;
@@ -260,6 +273,12 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     failovers = &m.counter("macula_rpc_failovers_total", "RPC attempts retried on another provider");
     cache_hits = &m.counter("macula_rpc_cache_hits_total", "Idempotent calls answered from the result cache");
     protocol_errors = &m.counter("macula_protocol_errors_total", "Links closed for a malformed or forged frame");
+    slow_disconnects = &m.counter("macula_slow_peer_disconnects_total",
+                                  "Links closed because the peer stopped reading (send buffer full past slow_peer_timeout)");
+    qos1_deferred = &m.counter("macula_qos1_deferred_total",
+                               "QoS 1 messages left unacknowledged because a matching subscription queue was full (re-sent later)");
+    g_http_up = &m.gauge("macula_http_status_up", "1 when the plain-HTTP status pages are listening");
+    m.gauge_callback("macula_ready", "1 when /ready answers 200", {}, [this] { return readiness().first ? 1.0 : 0.0; });
     for (const char* o : {"ok", "handler_error", "no_provider", "timed_out", "cancelled", "overloaded", "error"})
       call_outcomes[o] = &m.counter("macula_rpc_calls_total", "RPC calls completed, by outcome", {{"outcome", o}});
     call_latency = &m.histogram("macula_rpc_latency_seconds", "RPC call latency as the caller saw it");
@@ -325,9 +344,138 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
           });
       self->start_call(procedure, std::move(req.body), CallOptions{}, std::move(done));
     });
-    endpoint->route("GET", "/health", [text_response](transport::Request&&, transport::Responder respond) {
-      respond(text_response(200, "ok\n"));
+    // The status pages over HTTP/3, the same as the plain-HTTP ones (Node::http_address).
+    for (const char* path : {"/health", "/ready"})
+      endpoint->route("GET", path, [weak, text_response](transport::Request&&, transport::Responder respond) {
+        auto self = weak.lock();
+        if (!self) return respond(text_response(503, "not ready: stopping\n"));
+        auto [ok, why] = self->readiness();
+        respond(text_response(ok ? 200 : 503, ok ? "ok\n" : "not ready: " + why + "\n"));
+      });
+    endpoint->route("GET", "/live", [text_response](transport::Request&&, transport::Responder respond) {
+      respond(text_response(200, "alive\n"));
     });
+    endpoint->route("GET", "/metrics", [weak, text_response](transport::Request&&, transport::Responder respond) {
+      auto self = weak.lock();
+      if (!self) return respond(text_response(503, "stopping\n"));
+      transport::Response r;
+      r.headers.push_back({"content-type", "text/plain; version=0.0.4"});
+      const std::string text = self->render_metrics();
+      r.body.assign(text.begin(), text.end());
+      respond(std::move(r));
+    });
+  }
+
+  // ---- health, per-subscription series, slow peers (docs/OPERATIONS.md) ---------------------
+  // Any thread: the verdict housekeeping last reached, plus "stopping" at once.
+  std::pair<bool, std::string> readiness() const {
+    if (stopping_flag) return {false, "stopping"};
+    std::lock_guard lock(health_mutex);
+    return {not_ready_reason.empty(), not_ready_reason};
+  }
+
+  // Strand, once a second: which queue stayed past the threshold, or whether all links are gone.
+  void check_health(Clock::time_point now) {
+    std::vector<std::pair<std::string, std::size_t>> depths;
+    {
+      std::lock_guard lock(inbox_mutex);
+      depths.emplace_back("publish", inbox_publishes);
+    }
+    depths.emplace_back("dispatch", dispatch->depth());
+    {
+      std::lock_guard lock(subs_mirror_mutex);
+      for (const auto& [id, sub] : subs_mirror)
+        if (sub->queued() > options.health_queue_threshold)
+          depths.emplace_back("subscription " + std::to_string(id) + " (" + *sub->pattern() + ")", sub->queued());
+    }
+    std::string reason;
+    std::map<std::string, Clock::time_point> still_over;
+    for (const auto& [name, depth] : depths) {
+      if (depth <= options.health_queue_threshold) continue;
+      auto it = over_since.find(name);
+      const auto since = it == over_since.end() ? now : it->second;
+      still_over.emplace(name, since);
+      if (now - since >= options.health_queue_grace && reason.empty())
+        reason = "queue " + name + " holds " + std::to_string(depth) + " items, past its threshold of " +
+                 std::to_string(options.health_queue_threshold) + " for " +
+                 std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - since).count()) + " s";
+    }
+    over_since.swap(still_over);
+    if (reason.empty() && links.empty() && (had_link || !options.bootstrap.empty()))
+      reason = had_link ? "lost all links to peers" : "no link to any peer yet";
+    std::string previous;
+    {
+      std::lock_guard lock(health_mutex);
+      if (reason == not_ready_reason) return;
+      previous = std::exchange(not_ready_reason, reason);
+    }
+    if (reason.empty()) log.log(LogLevel::info, "health", "ready again (was: " + previous + ")");
+    else log.log(LogLevel::warn, "health", "not ready: " + reason);
+  }
+
+  // Any thread: the registry's series plus the top-N subscriptions by drops.
+  std::string render_metrics() const {
+    std::string out = metrics.render();
+    struct Row {
+      std::uint64_t id;
+      std::string pattern;
+      std::uint64_t dropped;
+      std::size_t depth;
+    };
+    std::vector<Row> rows;
+    {
+      std::lock_guard lock(subs_mirror_mutex);
+      rows.reserve(subs_mirror.size());
+      for (const auto& [id, sub] : subs_mirror) rows.push_back({id, *sub->pattern(), sub->dropped(), sub->queued()});
+    }
+    const std::size_t n = std::min(rows.size(), options.metrics_top_subscriptions);
+    std::partial_sort(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(n), rows.end(),
+                      [](const Row& a, const Row& b) { return a.dropped != b.dropped ? a.dropped > b.dropped : a.id < b.id; });
+    rows.resize(n);
+    auto series = [&](const char* name, const char* type, const char* help, auto value) {
+      out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+      for (const auto& r : rows)
+        out += std::string(name) + "{subscription=\"" + std::to_string(r.id) + "\",pattern=\"" +
+               observe::escape_label_value(r.pattern) + "\"} " + std::to_string(value(r)) + "\n";
+    };
+    series("macula_subscription_dropped_total", "counter",
+           "Messages a subscription's queue lost (the metrics_top_subscriptions subscriptions with most drops)",
+           [](const Row& r) { return r.dropped; });
+    series("macula_subscription_queue_depth", "gauge", "Messages waiting in a subscription's queue (same subscriptions)",
+           [](const Row& r) { return r.depth; });
+    return out;
+  }
+
+  // Strand: links whose peer stopped reading (its send buffer refused frames continuously for
+  // slow_peer_timeout and is still more than half full) are closed.
+  void check_slow_peers(Clock::time_point now) {
+    const std::size_t half = transport::EndpointOptions{}.session_send_buffer / 2;
+    std::vector<LinkId> slow;
+    for (auto& [id, link] : links) {
+      if (link.refusing_since == Clock::time_point{}) continue;
+      if (link.session->buffered() < half) link.refusing_since = {};
+      else if (now - link.refusing_since >= options.slow_peer_timeout) slow.push_back(id);
+    }
+    for (LinkId id : slow) disconnect_slow_peer(id, now);
+  }
+
+  void disconnect_slow_peer(LinkId id, Clock::time_point now) {
+    auto it = links.find(id);
+    if (it == links.end()) return;
+    slow_disconnects->inc();
+    auto session = it->second.session;
+    auto connection = it->second.connection;
+    const std::size_t buffered = session->buffered();
+    const auto spell = std::chrono::duration_cast<std::chrono::milliseconds>(now - it->second.refusing_since).count();
+    const auto peer = peers.find(it->second.peer);
+    log.log_with(LogLevel::warn, "link", [&] {
+      return "peer " + (peer == peers.end() ? std::string("?") : short_id(peer->second.id)) +
+             " stopped reading: its send buffer held " + std::to_string(buffered) + " bytes and refused frames for " +
+             std::to_string(spell) + " ms; closing its connection (slow_peer_timeout)";
+    });
+    drop_link(id);
+    if (connection) connection->close(transport::CloseCode::slow_consumer, "slow consumer");
+    else session->close_connection(transport::CloseCode::slow_consumer, "slow consumer");
   }
 
   // ---- peers and links ----------------------------------------------------------------------
@@ -345,6 +493,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   PeerKey attach(std::shared_ptr<transport::Session> s, const NodeId& peer_id,
                  std::shared_ptr<transport::Connection> conn, transport::SessionCallbacks& cb) {
     const LinkId id = ++last_link;
+    had_link = true;
     Peer& peer = peer_for(peer_id);
     peer.links.push_back(id);
     peer.backoff = std::chrono::milliseconds(100);
@@ -380,6 +529,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     });
     flush(link);
     update_gauges();
+    log.log_with(LogLevel::info, "link", [&] {
+      return "link " + std::to_string(id) + " to peer " + short_id(peer_id) + (link.connection ? " (dialed)" : " (accepted)") +
+             " up";
+    });
     return peer.key;
   }
 
@@ -395,6 +548,11 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     if (it == links.end()) return;
     const PeerKey key = it->second.peer;
     links.erase(it);
+    log.log_with(LogLevel::info, "link", [&] {
+      auto p = peers.find(key);
+      return "link " + std::to_string(id) + " to peer " + (p == peers.end() ? std::string("?") : short_id(p->second.id)) +
+             " down";
+    });
     auto p = peers.find(key);
     if (p != peers.end()) {
       auto& v = p->second.links;
@@ -489,6 +647,8 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
         forget_peer_state(p);
         p.gone_since = {};
       }
+    check_slow_peers(now);
+    check_health(now);
     update_gauges();
     housekeeping_timer->expires_after(std::chrono::seconds(1));
     std::weak_ptr<Impl> weak = shared_from_this();
@@ -516,7 +676,20 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
 
   void flush(Link& link) {
     if (link.out.empty()) return;
-    if (link.session->send(link.out)) drop_backpressure->inc(link.out_qos0);  // QoS 1 is retried later
+    if (link.session->send(link.out)) {
+      drop_backpressure->inc(link.out_qos0);  // QoS 1 is retried later
+      const auto now = Clock::now();
+      if (link.refusing_since == Clock::time_point{}) link.refusing_since = now;
+      else if (now - link.refusing_since >= options.slow_peer_timeout && !link.closing_slow) {
+        // Deferred: callers iterate links or are in the middle of reading this one.
+        link.closing_slow = true;
+        asio::post(*strand, [weak = weak_from_this(), id = link.id] {
+          if (auto self = weak.lock()) self->disconnect_slow_peer(id, Clock::now());
+        });
+      }
+    } else {
+      link.refusing_since = {};
+    }
     link.out.clear();
     link.out_qos0 = 0;
   }
@@ -550,11 +723,16 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     protocol_errors->inc();
     auto it = links.find(id);
     if (it == links.end()) return;
+    log.log_with(LogLevel::warn, "link", [&] {
+      auto p = peers.find(it->second.peer);
+      return "closing the link to " + (p == peers.end() ? std::string("?") : short_id(p->second.id)) +
+             ": malformed or forged frame";
+    });
     auto session = it->second.session;
     auto connection = it->second.connection;
     drop_link(id);
     if (connection) connection->close(transport::CloseCode::protocol_error, "malformed or forged frame");
-    else session->close();
+    else session->close_connection(transport::CloseCode::protocol_error, "malformed or forged frame");
   }
 
   void on_frame(LinkId id, wire::Frame&& frame) {
@@ -566,6 +744,11 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
       // One hop: the publisher must be the peer at the other end (its certificate says so).
       if (pub->publisher != peer.id) return protocol_error(id);
       if (pub->qos == 1) {
+        // A full subscription queue would drop the message after we acknowledged it: leave it
+        // unacknowledged instead, and the publisher re-sends it after qos1_retry_period.
+        const Route& route = route_for(pub->topic);
+        for (const auto& sub : route.subscriptions)
+          if (sub->queued() >= sub->capacity()) return qos1_deferred->inc();
         link.acks.push_back(pub->message_id);
         if (!dedup.first_time(pub->publisher, pub->message_id)) return duplicates->inc();
       }
@@ -832,6 +1015,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     const std::uint64_t id = ++last_subscription;
     sub_ids[s.get()] = id;
     subscriptions[id] = s;
+    {
+      std::lock_guard lock(subs_mirror_mutex);
+      subs_mirror[id] = s;
+    }
     (void)trie.add(*s->pattern(), id);
     routes.clear();
     if (auto announce = local.add(*s->pattern()); !announce.empty()) {
@@ -850,6 +1037,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     trie.remove(*s->pattern(), id);
     routes.clear();
     subscriptions.erase(id);
+    {
+      std::lock_guard lock(subs_mirror_mutex);
+      subs_mirror.erase(id);
+    }
     if (auto withdraw = local.remove(*s->pattern()); !withdraw.empty()) {
       broadcast(wire::InterestRemove{{withdraw}});
       discovery->withdraw_interest(withdraw);
@@ -1248,6 +1439,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
 
   // ---- members ------------------------------------------------------------------------------
   NodeOptions options;
+  observe::Logger log;
   asio::io_context& io_;
   std::unique_ptr<asio::thread_pool> workers;
   HandlerExecutor executor;
@@ -1269,6 +1461,13 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
 
   core::PatternTrie trie;
   std::unordered_map<std::uint64_t, std::shared_ptr<Subscription>> subscriptions;
+  // The same subscriptions for readers off the strand (/metrics, health); changed on the strand.
+  mutable std::mutex subs_mirror_mutex;
+  std::map<std::uint64_t, std::shared_ptr<Subscription>> subs_mirror;
+  mutable std::mutex health_mutex;
+  std::string not_ready_reason;  // empty: ready
+  std::map<std::string, Clock::time_point> over_since;  // strand: queues past the threshold
+  bool had_link = false;
   std::unordered_map<const Subscription*, std::uint64_t> sub_ids;
   std::uint64_t last_subscription = 0;
   std::atomic<std::size_t> subscription_count{0};
@@ -1429,7 +1628,12 @@ NodeStats NodeCore::stats() const {
   return f.get();
 }
 
-std::string NodeCore::metrics_text() const { return impl_->metrics.render(); }
+std::string NodeCore::metrics_text() const { return impl_->render_metrics(); }
+std::pair<bool, std::string> NodeCore::readiness() const { return impl_->readiness(); }
+void NodeCore::note_http_status(bool up, const std::string& detail) {
+  impl_->g_http_up->set(up ? 1.0 : 0.0);
+  impl_->log.log(up ? LogLevel::info : LogLevel::warn, "http", detail);
+}
 std::size_t NodeCore::links_now() const noexcept { return static_cast<std::size_t>(impl_->g_links->value()); }
 
 void NodeCore::dht_find_value(const NodeId& key, std::function<void(std::error_code, std::size_t)> done) {

@@ -70,7 +70,13 @@ class NodeCore {
   const HandlerExecutor& handler_executor() const noexcept;
 
   NodeStats stats() const;  ///< waits for the strand (not from it)
+  /// Prometheus text: the registry's series plus the top-N subscriptions by drops. Any thread.
   std::string metrics_text() const;
+  /// (ready, why not): stopping, a queue past health_queue_threshold for health_queue_grace,
+  /// or no link left (checked once a second). Any thread.
+  std::pair<bool, std::string> readiness() const;
+  /// The Node reports whether its plain-HTTP status pages listen (metric and log line).
+  void note_http_status(bool up, const std::string& detail);
   /// Live links, read without waiting for the strand (any thread, including the io thread).
   std::size_t links_now() const noexcept;
 

@@ -210,4 +210,10 @@ std::string MetricsRegistry::render() const {
   return out;
 }
 
+std::string escape_label_value(std::string_view value) {
+  std::string out;
+  append_escaped(out, value, true);
+  return out;
+}
+
 }  // namespace macula::observe

@@ -25,7 +25,8 @@ class DedupWindow {
 
   explicit DedupWindow(std::size_t max_publishers = 10'000) : max_publishers_(max_publishers) {}
 
-  /// True the first time (publisher, id) is seen; false for a duplicate or a too-old id.
+  /// True the first time (publisher, id) is seen, and for an id too old to tell (counted in
+  /// too_old()); false for a duplicate.
   bool first_time(const NodeId& publisher, std::uint64_t id) {
     auto it = windows_.find(publisher);
     if (it == windows_.end()) {
@@ -46,8 +47,10 @@ class DedupWindow {
     }
     const std::uint64_t back = w.highest - id;
     if (back >= kWindow) {
+      // Too old to tell (a retry that waited while newer ids went by). At least once allows a
+      // duplicate; it does not allow a loss, and an acknowledged drop would be one.
       ++too_old_;
-      return false;
+      return true;
     }
     if (w.seen.test(back)) {
       ++duplicates_;

@@ -129,6 +129,9 @@ class Session::Impl {
     total_sessions = &sessions_total;
     total_refused = &refused_total;
     total_sessions->fetch_add(1, std::memory_order_relaxed);
+    // An acceptor may send before the session is attached (its first frames go out from the
+    // accept callback): count those bytes too, or their acks would take the total below zero.
+    total_buffered->fetch_add(buffered, std::memory_order_relaxed);
   }
   ~Impl() { detach(); }
   void detach() {
@@ -2047,6 +2050,9 @@ void Session::close() {
     nghttp3_conn_resume_stream(c->h3, impl_->stream_id);
     c->schedule_write();
   }
+}
+void Session::close_connection(CloseCode code, const std::string& reason) {
+  if (auto c = impl_->conn.lock()) c->close_with_app_error(static_cast<std::uint64_t>(code), reason);
 }
 std::optional<NodeId> Session::peer_id() const { return impl_->peer; }
 

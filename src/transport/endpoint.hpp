@@ -64,6 +64,7 @@ enum class CloseCode : std::uint64_t {
   identity_mismatch = 0x4d02,  ///< the peer's certificate does not match its node id
   protocol_error = 0x4d03,     ///< a malformed frame on a session stream
   realm_refused = 0x4d04,      ///< a session asked for another realm (after its 403)
+  slow_consumer = 0x4d05,      ///< the peer stopped reading: its link's buffer stayed full
 };
 
 /// When the server makes a new client prove its address with a Retry round trip first.
@@ -141,6 +142,10 @@ class Session {
   void on_writable(std::function<void()> callback);
   /// Ends the session cleanly (FIN after the queued bytes).
   void close();
+  /// Closes the whole QUIC connection the session runs on with `code` (CONNECTION_CLOSE),
+  /// discarding what is queued: for a peer that stopped reading, whose queued bytes would
+  /// never drain. Strand only.
+  void close_connection(CloseCode code, const std::string& reason);
   std::optional<NodeId> peer_id() const;
 
   class Impl;

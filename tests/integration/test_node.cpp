@@ -13,8 +13,6 @@
 #include <thread>
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/write.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
@@ -29,6 +27,7 @@
 #include "node/node_core.hpp"
 #include "transport/endpoint.hpp"
 #include "support/io_thread.hpp"
+#include "support/node_helpers.hpp"
 
 using namespace macula;
 using namespace std::chrono_literals;
@@ -37,8 +36,9 @@ using macula::testing::LocalMeshOptions;
 
 namespace {
 
-Bytes bytes(const std::string& s) { return {s.begin(), s.end()}; }
-std::string text(const Bytes& b) { return {b.begin(), b.end()}; }
+using test::bytes;
+using test::Inbox;
+using test::text;
 
 LocalMeshOptions mesh_of(std::size_t n) {
   LocalMeshOptions o;
@@ -46,33 +46,6 @@ LocalMeshOptions mesh_of(std::size_t n) {
   o.node.realm = "test.realm";
   return o;
 }
-
-// Collects messages from handler threads.
-struct Inbox {
-  std::mutex m;
-  std::vector<Message> got;
-  MessageHandler handler() {
-    return [this](const Message& msg) {
-      std::lock_guard lock(m);
-      got.push_back(msg);
-    };
-  }
-  std::size_t size() {
-    std::lock_guard lock(m);
-    return got.size();
-  }
-  bool wait_for(std::size_t n, std::chrono::milliseconds limit = 5000ms) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (size() < n && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(2ms);
-    return size() >= n;
-  }
-  std::multiset<std::string> topics() {
-    std::lock_guard lock(m);
-    std::multiset<std::string> t;
-    for (auto& g : got) t.insert(std::string(g.topic()));
-    return t;
-  }
-};
 
 std::error_code publish_sync(Publisher& p, const std::string& topic, const std::string& body, Qos qos = Qos::at_most_once) {
   return p.async_publish(topic, bytes(body), qos, boost::asio::use_future).get();
@@ -571,32 +544,9 @@ TEST_CASE("node: external HTTP/3 clients publish and call through a node", "[nod
   Inbox on_b;
   Subscriber sb(mesh[1], "ext.#", on_b.handler());
   mesh.settle();
-  std::error_code ec;
-  transport::EndpointOptions co;
-  co.identity = transport::Identity::generate();
-  co.present_certificate = false;  // an application, not a node
-  auto app = transport::Endpoint::create(mesh.io(), co, boost::asio::ip::udp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0), ec);
-  REQUIRE_FALSE(ec);
-  boost::asio::ip::udp::endpoint target;
-  REQUIRE_FALSE(node::parse_address(mesh[0].local_address(), target));
-  std::promise<std::shared_ptr<transport::Connection>> pc;
-  app->connect(target, mesh[0].node_id(), [&](std::error_code e, std::shared_ptr<transport::Connection> c) {
-    pc.set_value(e ? nullptr : c);
-  });
-  auto conn = pc.get_future().get();
-  REQUIRE(conn);
-  auto post = [&](const std::string& path, const std::string& body) {
-    transport::Request r;
-    r.method = "POST";
-    r.path = path;
-    r.body = bytes(body);
-    std::promise<transport::Response> p;
-    conn->request(r, 5s, [&](std::error_code e, transport::Response resp) {
-      if (e) resp.status = -1;
-      p.set_value(std::move(resp));
-    });
-    return p.get_future().get();
-  };
+  test::H3Client app(mesh.io(), mesh[0]);  // an application, not a node
+  REQUIRE(app.connected());
+  auto post = [&](const std::string& path, const std::string& body) { return app.request("POST", path, body); };
   CHECK(post("/macula/v1/pub/ext.sensor.1", "from outside").status == 202);
   REQUIRE(on_b.wait_for(1));
   CHECK(on_b.got.front().payload_string() == "from outside");
@@ -606,7 +556,6 @@ TEST_CASE("node: external HTTP/3 clients publish and call through a node", "[nod
   CHECK(post("/macula/v1/rpc/text.lower", "x").status == 404);
   CHECK(post("/macula/v1/rpc/bad..name", "x").status == 400);
   CHECK(post("/macula/v1/pub/bad..topic", "x").status == 400);
-  app->close();
 }
 
 TEST_CASE("node: a call with no linked provider asks discovery, links to what it finds, and succeeds", "[node][rpc]") {
@@ -651,57 +600,3 @@ TEST_CASE("node: a call with no linked provider asks discovery, links to what it
   b.stop();
 }
 
-namespace {
-// One blocking HTTP/1.1 GET (the test thread's own socket).
-std::string http_get(const std::string& address, const std::string& path) {
-  boost::asio::io_context io;
-  boost::asio::ip::udp::endpoint e;
-  if (node::parse_address(address, e)) return {};
-  boost::asio::ip::tcp::socket s(io);
-  boost::system::error_code ec;
-  s.connect({e.address(), e.port()}, ec);
-  if (ec) return {};
-  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  boost::asio::write(s, boost::asio::buffer(req), ec);
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    const std::size_t n = s.read_some(boost::asio::buffer(buf), ec);
-    out.append(buf, n);
-    if (ec) break;
-  }
-  return out;
-}
-}  // namespace
-
-TEST_CASE("node: plain HTTP /metrics, /health, /ready, /live", "[node][http]") {
-  macula::test::IoThread loop;
-  NodeOptions o;
-  o.realm = "status.realm";
-  o.http_listen = "127.0.0.1:0";
-  Node n(loop.io, o);
-  REQUIRE_FALSE(n.start());
-  REQUIRE_FALSE(n.http_address().empty());
-  Publisher(n).publish("status.ping", bytes("x"));
-  const auto metrics = http_get(n.http_address(), "/metrics");
-  CHECK(metrics.rfind("HTTP/1.1 200", 0) == 0);
-  CHECK(metrics.find("text/plain; version=0.0.4") != std::string::npos);
-  CHECK(metrics.find("macula_messages_published_total{qos=\"0\"}") != std::string::npos);
-  CHECK(http_get(n.http_address(), "/health").rfind("HTTP/1.1 200", 0) == 0);
-  CHECK(http_get(n.http_address(), "/live").rfind("HTTP/1.1 200", 0) == 0);
-  CHECK(http_get(n.http_address(), "/nope").rfind("HTTP/1.1 404", 0) == 0);
-  // A node that should have links but has none is not ready, and says why.
-  NodeOptions lonely = o;
-  lonely.bootstrap = {"127.0.0.1:1"};
-  Node m(loop.io, lonely);
-  REQUIRE_FALSE(m.start());
-  const auto ready = http_get(m.http_address(), "/ready");
-  CHECK(ready.rfind("HTTP/1.1 503", 0) == 0);
-  CHECK(ready.find("no link to any peer") != std::string::npos);
-  NodeOptions clash = o;
-  clash.http_listen = n.http_address();  // port taken
-  Node k(loop.io, clash);
-  CHECK(k.start());
-  m.stop();
-  n.stop();
-}

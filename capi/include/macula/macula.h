@@ -86,6 +86,12 @@ MACULA_API void macula_free(void *ptr);
 /* ---- node ----------------------------------------------------------------------------------- */
 typedef struct macula_node macula_node;
 
+/* Receives one log event: level 0 debug, 1 info, 2 warn, 3 error; `component` ("link", "node",
+ * "http", "health", ...) and `message` are NUL-terminated and valid during the call only.
+ * Called from the node's threads, possibly concurrently: thread-safe, quick, and no calls
+ * back into the library. */
+typedef void (*macula_log_fn)(void *user_data, int level, const char *component, const char *message);
+
 typedef struct macula_node_options {
   size_t struct_size;            /* set by macula_node_options_init */
   const char *realm;             /* default "macula.default" */
@@ -99,6 +105,11 @@ typedef struct macula_node_options {
   size_t io_threads;             /* network threads; default 1 */
   uint32_t rpc_timeout_ms;       /* default 5000 */
   int dht;                       /* nonzero: discover providers and subscribers through the DHT */
+  const char *http_listen;       /* plain-HTTP /metrics /health /ready /live; default
+                                    "127.0.0.1:8080"; "" : off (HTTP/3 still serves them) */
+  macula_log_fn log;             /* NULL (default): the node logs nothing */
+  void *log_user_data;           /* passed to `log`; must outlive the node */
+  int log_level;                 /* least level passed to `log`; default 1 (info) */
 } macula_node_options;
 
 /* Fills `options` with the defaults. */

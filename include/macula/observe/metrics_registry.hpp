@@ -27,6 +27,10 @@ namespace macula::observe {
 
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
+/// A label value escaped for the text format (backslash, double quote, newline), for series
+/// a caller renders itself.
+std::string escape_label_value(std::string_view value);
+
 class MetricsRegistry {
  public:
   explicit MetricsRegistry(std::size_t max_series = 10'000) : max_series_(max_series) {}

@@ -33,7 +33,9 @@ struct LocalMeshOptions {
   /// Handler threads shared by all nodes (0: node.worker_threads). One pool for the whole mesh
   /// keeps an N-node test from starting N pools (DESIGN §4: the user picks the executor).
   std::size_t worker_threads = 0;
-  NodeOptions node;  ///< template for every node (listen is forced to 127.0.0.1:0)
+  /// Template for every node: listen is forced to 127.0.0.1:0, and the default status port
+  /// (http_listen) is turned off (set e.g. "127.0.0.1:0" to give each node its own).
+  NodeOptions node;
 };
 
 class LocalMesh {
