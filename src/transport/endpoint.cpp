@@ -1,6 +1,7 @@
 // QUIC endpoint on Asio UDP (ngtcp2 0.12 + GnuTLS) with HTTP/3 (nghttp3 0.8).
 // Design notes: docs/ARCHITECTURE.md "Transport"; pitfalls: quic-stack-notes.md.
 #include "transport/endpoint.hpp"
+#include "transport/route_table.hpp"
 
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
@@ -342,21 +343,13 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
     connections.insert(c);
     connection_count.store(connections.size(), std::memory_order_relaxed);
   }
-  std::map<std::pair<std::string, std::string>, RequestHandler> routes;
+  RouteTable<RequestHandler> routes;
   std::map<std::string, SessionAcceptor> session_routes;
-  std::map<std::pair<std::string, std::string>, SessionAcceptor> stream_routes;
+  RouteTable<SessionAcceptor> stream_routes;
   const SessionAcceptor* find_stream_route(const std::string& method, const std::string& path) const {
     if (method == "POST")
       if (auto it = session_routes.find(path); it != session_routes.end()) return &it->second;
-    const SessionAcceptor* best = nullptr;
-    std::size_t best_len = 0;
-    for (const auto& [key, acceptor] : stream_routes) {
-      if (key.first == method && path.compare(0, key.second.size(), key.second) == 0 && key.second.size() >= best_len) {
-        best = &acceptor;
-        best_len = key.second.size();
-      }
-    }
-    return best;
+    return stream_routes.find(method, path);
   }
   // Written on the strand, read by stats()/metrics from any thread.
   struct Counters {
@@ -1818,15 +1811,7 @@ void Endpoint::Impl::remove(const std::shared_ptr<Connection::Impl>& c) {
 }
 
 const RequestHandler* Endpoint::Impl::find_route(const std::string& method, const std::string& path) const {
-  const RequestHandler* best = nullptr;
-  std::size_t best_len = 0;
-  for (const auto& [key, handler] : routes) {
-    if (key.first == method && path.compare(0, key.second.size(), key.second) == 0 && key.second.size() >= best_len) {
-      best = &handler;
-      best_len = key.second.size();
-    }
-  }
-  return best;
+  return routes.find(method, path);
 }
 
 void Endpoint::Impl::do_close() {
@@ -1867,7 +1852,7 @@ asio::strand<asio::io_context::executor_type> Endpoint::strand() const { return 
 
 void Endpoint::route(std::string method, std::string path_prefix, RequestHandler handler) {
   asio::dispatch(impl_->strand, [impl = impl_, m = std::move(method), p = std::move(path_prefix),
-                                 h = std::move(handler)]() mutable { impl->routes[{std::move(m), std::move(p)}] = std::move(h); });
+                                 h = std::move(handler)]() mutable { impl->routes.add(std::move(m), std::move(p), std::move(h)); });
 }
 
 void Endpoint::connect(const udp::endpoint& remote, std::optional<NodeId> expected, ConnectHandler handler) {
@@ -2025,7 +2010,7 @@ void Connection::open_session(Request head, SessionCallbacks callbacks, std::chr
 void Endpoint::stream_route(std::string method, std::string path_prefix, SessionAcceptor acceptor) {
   asio::dispatch(impl_->strand, [impl = impl_, m = std::move(method), p = std::move(path_prefix),
                                  a = std::move(acceptor)]() mutable {
-    impl->stream_routes[{std::move(m), std::move(p)}] = std::move(a);
+    impl->stream_routes.add(std::move(m), std::move(p), std::move(a));
   });
 }
 

@@ -236,7 +236,7 @@ class ConcurrentCache {
 
   static bool expired(const Entry& e) noexcept { return e.expires_ns != 0 && e.expires_ns <= now_ns<Clock>(); }
 
-  struct alignas(64) Shard {
+  struct alignas(128) Shard {  // at least its lock's alignment (clang rejects less)
     mutable detail::ReaderBiasedLock mutex;
     ConcurrentCache* owner = nullptr;
     Map map;

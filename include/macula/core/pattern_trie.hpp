@@ -162,7 +162,7 @@ class PatternTrie {
   static constexpr std::size_t kMaxSegments = kMaxNameLength / 2 + 1;
   using Segments = std::array<std::string_view, kMaxSegments>;
 
-  struct alignas(64) Shard {
+  struct alignas(128) Shard {  // at least its lock's alignment (clang rejects less)
     mutable detail::ReaderBiasedLock mutex;
     detail::TrieNode root;
     std::size_t pairs = 0;

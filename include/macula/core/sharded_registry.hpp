@@ -190,7 +190,7 @@ class ShardedRegistry {
   };
   using Stored = detail::HashedKey<K>;
   using Ref = detail::HashedKeyRef<K>;
-  struct alignas(64) Shard {
+  struct alignas(128) Shard {  // at least its lock's alignment (clang rejects less)
     mutable detail::ReaderBiasedLock mutex;
     std::unordered_map<Stored, Entry, detail::HashedKeyHash, detail::HashedKeyEqual<KeyEqual>> map;
     std::size_t reap_bucket = 0;
