@@ -123,6 +123,17 @@ static void test_basics(void) {
   CHECK(atomic_load(&p.drops) == 1);
 }
 
+typedef struct log_probe {
+  atomic_int lines;
+  atomic_int started; /* a "node" info line saying it started */
+} log_probe;
+static void on_log(void *ctx, int level, const char *component, const char *message) {
+  log_probe *p = (log_probe *)ctx;
+  atomic_fetch_add(&p->lines, 1);
+  if (level == 1 && strcmp(component, "node") == 0 && strstr(message, "started on") != NULL)
+    atomic_fetch_add(&p->started, 1);
+}
+
 static void test_standalone_node(void) {
   macula_node_options o;
   macula_node_options_init(&o);
@@ -141,11 +152,20 @@ static void test_standalone_node(void) {
 
   o.bootstrap_count = 0;
   o.dht = 1;
+  CHECK(strcmp(o.http_listen, "127.0.0.1:8080") == 0); /* the default */
+  o.http_listen = "";                                  /* off: HTTP/3 still serves the pages */
+  log_probe logs = {0};
+  o.log = on_log;
+  o.log_user_data = &logs;
+  o.log_level = 7;
   macula_node *a = NULL, *b = NULL;
+  CHECK(macula_node_new(&a, &o) == MACULA_EINVAL); /* log_level out of range */
+  o.log_level = 1;
   CHECK(macula_node_new(&a, &o) == MACULA_OK);
   CHECK(macula_node_new(&b, NULL) == MACULA_OK); /* defaults: another realm */
   CHECK(macula_node_start(a) == MACULA_OK);
   CHECK(macula_node_start(b) == MACULA_OK);
+  CHECK(atomic_load(&logs.started) == 1);
   CHECK(macula_node_id(a, hex) == MACULA_OK);
   CHECK(strlen(hex) == 64);
   char addr[64], tiny[4];

@@ -74,6 +74,7 @@ class DhtDiscovery final : public node::Discovery {
   /// One FIND_VALUE for `key`, bypassing the provider cache (benchmarks, diagnostics).
   void find_value(const NodeId& key, std::function<void(std::vector<wire::Record>)> done);
   std::size_t records() const { return store_.keys(); }
+  core::CacheStats provider_cache_stats() const { return provider_cache_.stats(); }
 
  private:
   struct Active;

@@ -288,6 +288,29 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     g_qos1 = &m.gauge("macula_qos1_in_flight", "QoS 1 messages waiting for acks (bounded by max_qos1_in_flight)");
     g_outbox = &m.gauge("macula_queue_depth", "Depth of a bounded queue", {{"queue", "publish"}});
     g_outbox_hw = &m.gauge("macula_queue_high_water", "Most items a bounded queue held at once", {{"queue", "publish"}});
+    for (const char* kind : {"hits", "misses", "evictions"}) {
+      const std::string k = kind;
+      m.counter_callback("macula_cache_" + k + "_total", "Cache " + k + ", per cache", {{"cache", "rpc_results"}}, [this, k] {
+        const auto st = result_cache.stats();
+        return static_cast<double>(k == "hits" ? st.hits : k == "misses" ? st.misses : st.evictions);
+      });
+      m.counter_callback("macula_cache_" + k + "_total", "Cache " + k + ", per cache", {{"cache", "dht_providers"}},
+                         [this, k] {
+                           const auto& a = k == "hits" ? dht_view.cache_hits : k == "misses" ? dht_view.cache_misses
+                                                                                             : dht_view.cache_evictions;
+                           return static_cast<double>(a.load(std::memory_order_relaxed));
+                         });
+    }
+    m.gauge_callback("macula_cache_size", "Entries in a cache", {{"cache", "rpc_results"}},
+                     [this] { return static_cast<double>(result_cache.stats().size); });
+    m.gauge_callback("macula_dht_routing_table_size", "Contacts in the DHT routing table (updated each second)", {},
+                     [this] { return static_cast<double>(dht_view.table_size.load(std::memory_order_relaxed)); });
+    m.gauge_callback("macula_dht_records_stored", "DHT records this node stores for others (updated each second)", {},
+                     [this] { return static_cast<double>(dht_view.records.load(std::memory_order_relaxed)); });
+    m.gauge_callback("macula_queue_depth", "Depth of a bounded queue", {{"queue", "handler_tasks"}},
+                     [this] { return static_cast<double>(tasks->depth()); });
+    m.gauge_callback("macula_queue_high_water", "Most items a bounded queue held at once", {{"queue", "handler_tasks"}},
+                     [this] { return static_cast<double>(tasks->high_water()); });
     m.gauge_callback("macula_queue_depth", "Depth of a bounded queue", {{"queue", "dispatch"}},
                      [this] { return static_cast<double>(dispatch->depth()); });
     m.gauge_callback("macula_queue_high_water", "Most items a bounded queue held at once", {{"queue", "dispatch"}},
@@ -382,6 +405,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
       depths.emplace_back("publish", inbox_publishes);
     }
     depths.emplace_back("dispatch", dispatch->depth());
+    depths.emplace_back("handler_tasks", tasks->depth());
     {
       std::lock_guard lock(subs_mirror_mutex);
       for (const auto& [id, sub] : subs_mirror)
@@ -649,6 +673,14 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
       }
     check_slow_peers(now);
     check_health(now);
+    if (auto* d = dynamic_cast<dht::DhtDiscovery*>(discovery.get())) {
+      const auto cs = d->provider_cache_stats();
+      dht_view.table_size.store(d->table().size(), std::memory_order_relaxed);
+      dht_view.records.store(d->records(), std::memory_order_relaxed);
+      dht_view.cache_hits.store(cs.hits, std::memory_order_relaxed);
+      dht_view.cache_misses.store(cs.misses, std::memory_order_relaxed);
+      dht_view.cache_evictions.store(cs.evictions, std::memory_order_relaxed);
+    }
     update_gauges();
     housekeeping_timer->expires_after(std::chrono::seconds(1));
     std::weak_ptr<Impl> weak = shared_from_this();
@@ -705,10 +737,15 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   void on_data(LinkId id, std::span<const std::uint8_t> bytes) {
     auto it = links.find(id);
     if (it == links.end()) return;
-    const std::error_code ec = it->second.reader.feed(bytes, [&](wire::Frame&& f) { on_frame(id, std::move(f)); });
-    if (ec) return protocol_error(id);
+    // A frame may end the link while later frames of this read are still being decoded (a
+    // protocol error, a close whose callback drops the link): the reader is taken out of the
+    // link for the read, so that erasing the link cannot free it under its own feet.
+    wire::FrameReader reader = std::move(it->second.reader);
+    const std::error_code ec = reader.feed(bytes, [&](wire::Frame&& f) { on_frame(id, std::move(f)); });
     it = links.find(id);
-    if (it == links.end()) return;
+    if (it == links.end()) return;  // the link ended during the read
+    it->second.reader = std::move(reader);
+    if (ec) return protocol_error(id);
     Link& link = it->second;
     for (std::size_t i = 0; i < link.acks.size(); i += kAckChunk) {
       const auto end = std::min(link.acks.size(), i + kAckChunk);
@@ -1464,6 +1501,11 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   // The same subscriptions for readers off the strand (/metrics, health); changed on the strand.
   mutable std::mutex subs_mirror_mutex;
   std::map<std::uint64_t, std::shared_ptr<Subscription>> subs_mirror;
+  // The DHT's figures, copied off the strand once a second for scrapes from any thread.
+  struct DhtView {
+    std::atomic<std::size_t> table_size{0}, records{0};
+    std::atomic<std::uint64_t> cache_hits{0}, cache_misses{0}, cache_evictions{0};
+  } dht_view;
   mutable std::mutex health_mutex;
   std::string not_ready_reason;  // empty: ready
   std::map<std::string, Clock::time_point> over_since;  // strand: queues past the threshold

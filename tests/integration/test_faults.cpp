@@ -450,6 +450,14 @@ TEST_CASE("faults: a random-datagram flood at the QUIC port; forged and malforme
   CHECK(n.stats().protocol_errors == errors0 + 1);
   hostile_session(std::vector<std::uint8_t>(64, 0xff));  // not a frame at all
   CHECK(n.stats().protocol_errors == errors0 + 2);
+  // A frame header announcing 20 MiB: refused from the header, before any of it is buffered.
+  std::vector<std::uint8_t> oversized(buf.begin(), buf.begin() + 8);
+  oversized[4] = 0x01;
+  oversized[5] = 0x40;
+  oversized[6] = 0;
+  oversized[7] = 0;
+  hostile_session(oversized);
+  CHECK(n.stats().protocol_errors == errors0 + 3);
   pub.publish("ok.still", bytes("s"));
   CHECK(inbox.wait_for(before + 2));
   n.stop();
