@@ -458,8 +458,20 @@ TEST_CASE("faults: a random-datagram flood at the QUIC port; forged and malforme
   oversized[7] = 0;
   hostile_session(oversized);
   CHECK(n.stats().protocol_errors == errors0 + 3);
+  // Oversized requests from an application: body past max_body_bytes (10 MiB) and a header
+  // section past max_header_bytes (16 KiB) get 413 and 431; the connection carries on.
+  {
+    test::H3Client app(loop.io, n);
+    REQUIRE(app.connected());
+    const auto big_body = app.request("POST", "/macula/v1/pub/ok.big", std::string(11u << 20, 'b'));
+    CHECK(big_body.status == 413);
+    const auto big_header = app.request("POST", "/macula/v1/pub/ok.hdr", "x", {{"x-filler", std::string(20'000, 'h')}});
+    CHECK(big_header.status == 431);
+    CHECK(app.request("POST", "/macula/v1/pub/bad..name", "x").status == 400);
+    CHECK(app.request("POST", "/macula/v1/pub/ok.small", "fine").status == 202);
+  }
   pub.publish("ok.still", bytes("s"));
-  CHECK(inbox.wait_for(before + 2));
+  CHECK(inbox.wait_for(before + 3));  // ok.small and ok.still; nothing from the refused ones
   n.stop();
   peer.stop();
 }
