@@ -425,7 +425,11 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
                  std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - since).count()) + " s";
     }
     over_since.swap(still_over);
-    if (reason.empty() && links.empty() && (had_link || !options.bootstrap.empty()))
+    // Only a node that dials peers (bootstrap or connect(), which keep re-dialing) expects
+    // links: peers that dialed in and left (short-lived clients, tests) do not make a seed
+    // node unready.
+    const bool expects_links = std::any_of(peers.begin(), peers.end(), [](const auto& p) { return p.second.redial.has_value(); });
+    if (reason.empty() && links.empty() && (expects_links || !options.bootstrap.empty()))
       reason = had_link ? "lost all links to peers" : "no link to any peer yet";
     std::string previous;
     {

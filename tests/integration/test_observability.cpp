@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -206,6 +207,18 @@ TEST_CASE("observability: losing every link makes the node not ready", "[observe
   CHECK(a.core()->readiness().second == "lost all links to peers");
   a.stop();
   CHECK(a.core()->readiness().second == "stopping");
+
+  // A node that only accepted links (a seed) stays ready when they go: it dials nobody.
+  Node seed(loop.io, o), visitor(loop.io, o);
+  REQUIRE_FALSE(seed.start());
+  REQUIRE_FALSE(visitor.start());
+  REQUIRE_FALSE(visitor.connect(seed.local_address()));
+  REQUIRE(eventually([&] { return seed.stats().links == 1; }));
+  visitor.stop();
+  REQUIRE(eventually([&] { return seed.stats().links == 0; }));
+  std::this_thread::sleep_for(1500ms);  // at least one health check with no link
+  CHECK(seed.core()->readiness().first);
+  seed.stop();
 }
 
 TEST_CASE("observability: per-subscription drops for the top N subscriptions only", "[observe][metrics]") {
