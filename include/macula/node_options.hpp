@@ -33,9 +33,10 @@ struct NodeOptions {
   std::optional<std::string> cert_file;
   /// Peers ("host:port") linked at start and re-linked with backoff whenever the link drops.
   std::vector<std::string> bootstrap;
-  /// Discover RPC providers through the Kademlia DHT (over the node's links) in addition to
-  /// direct links. Off by default while the DHT issue is in progress (subscriber discovery
-  /// through the DHT is not there yet).
+  /// Discover RPC providers and remote subscribers through the Kademlia DHT (requests over
+  /// HTTP/3 to other nodes) in addition to direct links. Off by default: with it, links to
+  /// subscribers found by discovery come up on the first publish to a topic, and QoS 0
+  /// messages sent before such a link is up reach only the subscribers already linked.
   bool dht = false;
   /// Plain HTTP/1.1 GET /metrics, /health, /ready, /live on this TCP "host:port" (port 0 picks
   /// one; Node::http_address() tells which). Empty: off. On loopback by default: set
