@@ -277,6 +277,9 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
                                   "Links closed because the peer stopped reading (send buffer full past slow_peer_timeout)");
     qos1_deferred = &m.counter("macula_qos1_deferred_total",
                                "QoS 1 messages left unacknowledged because a matching subscription queue was full (re-sent later)");
+    m.counter_callback("macula_qos1_too_old_total",
+                       "QoS 1 messages delivered although older than the de-duplication window (possible duplicates; each second)",
+                       {}, [this] { return static_cast<double>(dedup_too_old.load(std::memory_order_relaxed)); });
     g_http_up = &m.gauge("macula_http_status_up", "1 when the plain-HTTP status pages are listening");
     m.gauge_callback("macula_ready", "1 when /ready answers 200", {}, [this] { return readiness().first ? 1.0 : 0.0; });
     for (const char* o : {"ok", "handler_error", "no_provider", "timed_out", "cancelled", "overloaded", "error"})
@@ -677,6 +680,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
       }
     check_slow_peers(now);
     check_health(now);
+    dedup_too_old.store(dedup.too_old(), std::memory_order_relaxed);
     if (auto* d = dynamic_cast<dht::DhtDiscovery*>(discovery.get())) {
       const auto cs = d->provider_cache_stats();
       dht_view.table_size.store(d->table().size(), std::memory_order_relaxed);
@@ -1510,6 +1514,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     std::atomic<std::size_t> table_size{0}, records{0};
     std::atomic<std::uint64_t> cache_hits{0}, cache_misses{0}, cache_evictions{0};
   } dht_view;
+  std::atomic<std::uint64_t> dedup_too_old{0};  // dedup.too_old(), copied off the strand each second
   mutable std::mutex health_mutex;
   std::string not_ready_reason;  // empty: ready
   std::map<std::string, Clock::time_point> over_since;  // strand: queues past the threshold

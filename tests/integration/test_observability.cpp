@@ -100,6 +100,10 @@ TEST_CASE("observability: plain HTTP /metrics, /health, /ready, /live; a taken p
   CHECK(metrics.find("text/plain; version=0.0.4") != std::string::npos);
   CHECK(metrics.find("macula_messages_published_total{qos=\"0\"}") != std::string::npos);
   CHECK(metrics.find("\nmacula_http_status_up 1") != std::string::npos);
+  for (const char* series : {"\nmacula_qos1_too_old_total 0", "\nmacula_qos1_deferred_total 0",
+                             "\nmacula_slow_peer_disconnects_total 0", "\nmacula_cache_hits_total{cache=\"rpc_results\"} 0",
+                             "\nmacula_dht_routing_table_size 0", "\nmacula_queue_depth{queue=\"handler_tasks\"} 0"})
+    CHECK(metrics.find(series) != std::string::npos);
   CHECK(http_get(n.http_address(), "/health").rfind("HTTP/1.1 200", 0) == 0);
   CHECK(http_get(n.http_address(), "/live").rfind("HTTP/1.1 200", 0) == 0);
   CHECK(http_get(n.http_address(), "/nope").rfind("HTTP/1.1 404", 0) == 0);
