@@ -53,25 +53,16 @@ struct HttpStatusServer::Impl : std::enable_shared_from_this<HttpStatusServer::I
       auto& res = c->response;
       res.version(req.version());
       res.keep_alive(false);
-      res.set(http::field::content_type, "text/plain; charset=utf-8");
-      const std::string target(req.target());
       if (req.method() != http::verb::get) {
         res.result(http::status::method_not_allowed);
+        res.set(http::field::content_type, "text/plain; charset=utf-8");
         res.body() = "only GET\n";
-      } else if (target == "/metrics") {
-        res.result(http::status::ok);
-        res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-        res.body() = self->pages.metrics();
-      } else if (target == "/health" || target == "/ready") {
-        auto [ok, why] = self->pages.health();
-        res.result(ok ? http::status::ok : http::status::service_unavailable);
-        res.body() = (ok ? "ok\n" : "not ready: " + why + "\n");
-      } else if (target == "/live") {
-        res.result(http::status::ok);
-        res.body() = "alive\n";
       } else {
-        res.result(http::status::not_found);
-        res.body() = "not found: /metrics /health /ready /live\n";
+        const auto target = req.target();
+        StatusPage page = self->pages.answer(std::string_view(target.data(), target.size()));
+        res.result(static_cast<http::status>(page.status));
+        res.set(http::field::content_type, page.content_type);
+        res.body() = std::move(page.body);
       }
       res.prepare_payload();
       http::async_write(c->stream, res, [self, c](boost::system::error_code, std::size_t) {

@@ -3,7 +3,7 @@
 //
 // Bounded: at most kMaxConnections connections at once (more are closed at accept), one
 // request per connection read with a 8 KiB header limit and a 5 s deadline; anything but GET
-// of those paths gets 404/405. Responses come from callbacks the node provides.
+// of those paths gets 404/405. The pages come from the node's StatusPages.
 #pragma once
 
 #include <functional>
@@ -14,12 +14,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
-namespace macula::node {
+#include "node/status_pages.hpp"
 
-struct StatusPages {
-  std::function<std::string()> metrics;                    ///< Prometheus text 0.0.4
-  std::function<std::pair<bool, std::string>()> health;    ///< (healthy, reason)
-};
+namespace macula::node {
 
 class HttpStatusServer : public std::enable_shared_from_this<HttpStatusServer> {
  public:

@@ -67,21 +67,10 @@ std::error_code Node::start() {
     for (std::size_t i = 0; i < n; ++i) io_threads_.emplace_back([io = owned_io_.get()] { io->run(); });
   }
   if (!options_.http_listen.empty()) {
-    std::weak_ptr<node::NodeCore> weak = core_;
-    node::StatusPages pages;
-    pages.metrics = [weak] {
-      auto c = weak.lock();
-      return c ? c->metrics_text() : std::string();
-    };
-    pages.health = [weak]() -> std::pair<bool, std::string> {
-      auto c = weak.lock();
-      if (!c) return {false, "stopping"};
-      return c->readiness();
-    };
     // Not fatal: with many nodes in one process only the first gets the default port, and the
     // same pages are on every node's QUIC port anyway. Visible as a metric and a log line.
     std::error_code http_ec;
-    http_ = node::HttpStatusServer::create(*io_, options_.http_listen, std::move(pages), http_ec);
+    http_ = node::HttpStatusServer::create(*io_, options_.http_listen, core_->status_pages(), http_ec);
     if (http_ec) {
       http_.reset();
       core_->note_http_status(false, "status pages not served on " + options_.http_listen + ": " + http_ec.message() +

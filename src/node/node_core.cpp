@@ -203,6 +203,15 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
                                                  self->attach(std::move(s), *head.peer, nullptr, cb);
                                                  return 200;
                                                }));
+    std::weak_ptr<Impl> weak_self = shared_from_this();
+    pages.metrics = [weak_self] {
+      auto self = weak_self.lock();
+      return self ? self->render_metrics() : std::string();
+    };
+    pages.health = [weak_self]() -> std::pair<bool, std::string> {
+      auto self = weak_self.lock();
+      return self ? self->readiness() : std::pair<bool, std::string>{false, "stopping"};
+    };
     serve_http();
     if (options.dht) {
       pool = transport::ConnectionPool::create(io_, endpoint, transport::PoolOptions{});
@@ -370,26 +379,17 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
           });
       self->start_call(procedure, std::move(req.body), CallOptions{}, std::move(done));
     });
-    // The status pages over HTTP/3, the same as the plain-HTTP ones (Node::http_address).
-    for (const char* path : {"/health", "/ready"})
-      endpoint->route("GET", path, [weak, text_response](transport::Request&&, transport::Responder respond) {
+    // The status pages over HTTP/3: the same StatusPages the plain-HTTP server answers from.
+    for (std::string_view path : StatusPages::kPaths)
+      endpoint->route("GET", std::string(path), [weak](transport::Request&& req, transport::Responder respond) {
         auto self = weak.lock();
-        if (!self) return respond(text_response(503, "not ready: stopping\n"));
-        auto [ok, why] = self->readiness();
-        respond(text_response(ok ? 200 : 503, ok ? "ok\n" : "not ready: " + why + "\n"));
+        const StatusPage page = self ? self->pages.answer(req.path) : StatusPage{503, "text/plain", "not ready: stopping\n"};
+        transport::Response r;
+        r.status = page.status;
+        r.headers.push_back({"content-type", page.content_type});
+        r.body.assign(page.body.begin(), page.body.end());
+        respond(std::move(r));
       });
-    endpoint->route("GET", "/live", [text_response](transport::Request&&, transport::Responder respond) {
-      respond(text_response(200, "alive\n"));
-    });
-    endpoint->route("GET", "/metrics", [weak, text_response](transport::Request&&, transport::Responder respond) {
-      auto self = weak.lock();
-      if (!self) return respond(text_response(503, "stopping\n"));
-      transport::Response r;
-      r.headers.push_back({"content-type", "text/plain; version=0.0.4"});
-      const std::string text = self->render_metrics();
-      r.body.assign(text.begin(), text.end());
-      respond(std::move(r));
-    });
   }
 
   // ---- health, per-subscription series, slow peers (docs/OPERATIONS.md) ---------------------
@@ -410,8 +410,8 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     depths.emplace_back("dispatch", dispatch->depth());
     depths.emplace_back("handler_tasks", tasks->depth());
     {
-      std::lock_guard lock(subs_mirror_mutex);
-      for (const auto& [id, sub] : subs_mirror)
+      std::lock_guard lock(subscriptions_mutex);
+      for (const auto& [id, sub] : subscriptions)
         if (sub->queued() > options.health_queue_threshold)
           depths.emplace_back("subscription " + std::to_string(id) + " (" + *sub->pattern() + ")", sub->queued());
     }
@@ -455,9 +455,9 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     };
     std::vector<Row> rows;
     {
-      std::lock_guard lock(subs_mirror_mutex);
-      rows.reserve(subs_mirror.size());
-      for (const auto& [id, sub] : subs_mirror) rows.push_back({id, *sub->pattern(), sub->dropped(), sub->queued()});
+      std::lock_guard lock(subscriptions_mutex);
+      rows.reserve(subscriptions.size());
+      for (const auto& [id, sub] : subscriptions) rows.push_back({id, *sub->pattern(), sub->dropped(), sub->queued()});
     }
     const std::size_t n = std::min(rows.size(), options.metrics_top_subscriptions);
     std::partial_sort(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(n), rows.end(),
@@ -788,10 +788,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     if (auto* pub = std::get_if<wire::Publish>(&frame)) {
       // One hop: the publisher must be the peer at the other end (its certificate says so).
       if (pub->publisher != peer.id) return protocol_error(id);
+      const Route& route = route_for(pub->topic);
       if (pub->qos == 1) {
         // A full subscription queue would drop the message after we acknowledged it: leave it
         // unacknowledged instead, and the publisher re-sends it after qos1_retry_period.
-        const Route& route = route_for(pub->topic);
         for (const auto& sub : route.subscriptions)
           if (sub->queued() >= sub->capacity()) return qos1_deferred->inc();
         link.acks.push_back(pub->message_id);
@@ -799,7 +799,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
       }
       auto body = std::make_shared<detail::MessageBody>(detail::MessageBody{
           std::move(pub->topic), std::move(pub->payload), pub->publisher, pub->sequence, static_cast<Qos>(pub->qos)});
-      deliver_local(body);
+      deliver_local(body, route);
     } else if (auto* ack = std::get_if<wire::PublishAck>(&frame)) {
       for (auto mid : ack->message_ids)
         if (auto done = qos1.ack(mid, link.peer)) (*done)({});
@@ -878,7 +878,6 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     return routes.emplace(topic, std::move(r)).first->second;
   }
 
-  void deliver_local(const BodyPtr& body) { deliver_local(body, route_for(body->topic)); }
 
   // Subscribers beyond our links: one discovery lookup per topic per kDiscoveryTtl (DESIGN §7:
   // 60 s), then link to the nodes found; their interest arrives over the new links. Messages
@@ -1059,10 +1058,9 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     }
     const std::uint64_t id = ++last_subscription;
     sub_ids[s.get()] = id;
-    subscriptions[id] = s;
     {
-      std::lock_guard lock(subs_mirror_mutex);
-      subs_mirror[id] = s;
+      std::lock_guard lock(subscriptions_mutex);
+      subscriptions[id] = s;
     }
     (void)trie.add(*s->pattern(), id);
     routes.clear();
@@ -1081,10 +1079,9 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     --subscription_count;
     trie.remove(*s->pattern(), id);
     routes.clear();
-    subscriptions.erase(id);
     {
-      std::lock_guard lock(subs_mirror_mutex);
-      subs_mirror.erase(id);
+      std::lock_guard lock(subscriptions_mutex);
+      subscriptions.erase(id);
     }
     if (auto withdraw = local.remove(*s->pattern()); !withdraw.empty()) {
       broadcast(wire::InterestRemove{{withdraw}});
@@ -1505,10 +1502,11 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   PeerKey last_peer = 0;
 
   core::PatternTrie trie;
+  // Changed on the strand only, under the mutex; the strand reads without it, readers off the
+  // strand (/metrics, health) take it.
+  mutable std::mutex subscriptions_mutex;
   std::unordered_map<std::uint64_t, std::shared_ptr<Subscription>> subscriptions;
-  // The same subscriptions for readers off the strand (/metrics, health); changed on the strand.
-  mutable std::mutex subs_mirror_mutex;
-  std::map<std::uint64_t, std::shared_ptr<Subscription>> subs_mirror;
+  StatusPages pages;
   // The DHT's figures, copied off the strand once a second for scrapes from any thread.
   struct DhtView {
     std::atomic<std::size_t> table_size{0}, records{0};
@@ -1681,6 +1679,7 @@ NodeStats NodeCore::stats() const {
 
 std::string NodeCore::metrics_text() const { return impl_->render_metrics(); }
 std::pair<bool, std::string> NodeCore::readiness() const { return impl_->readiness(); }
+StatusPages NodeCore::status_pages() const { return impl_->pages; }
 void NodeCore::note_http_status(bool up, const std::string& detail) {
   impl_->g_http_up->set(up ? 1.0 : 0.0);
   impl_->log.log(up ? LogLevel::info : LogLevel::warn, "http", detail);

@@ -25,6 +25,7 @@
 #include "macula/node_options.hpp"
 #include "macula/rpc_client.hpp"
 #include "macula/rpc_handler.hpp"
+#include "node/status_pages.hpp"
 #include "transport/endpoint.hpp"
 #include "transport/identity.hpp"
 
@@ -75,6 +76,9 @@ class NodeCore {
   /// (ready, why not): stopping, a queue past health_queue_threshold for health_queue_grace,
   /// or no link left (checked once a second). Any thread.
   std::pair<bool, std::string> readiness() const;
+  /// The node's status pages (they hold the node weakly), for the plain-HTTP server; the
+  /// HTTP/3 routes answer from the same object. Valid after create().
+  StatusPages status_pages() const;
   /// The Node reports whether its plain-HTTP status pages listen (metric and log line).
   void note_http_status(bool up, const std::string& detail);
   /// Live links, read without waiting for the strand (any thread, including the io thread).
