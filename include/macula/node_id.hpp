@@ -1,7 +1,8 @@
 // NodeId: the 256-bit identity of a node, and its Kademlia geometry.
 //
-// A node's id is the SHA-256 of its public key (DESIGN §6), so ids are uniformly spread and
-// the XOR metric gives Kademlia its buckets. NodeId is a trivially copyable value type.
+// A node's id is the SHA-256 of its public key, so the certificate proves the id, ids are
+// uniformly spread, and the XOR metric gives Kademlia its buckets. NodeId is a trivially
+// copyable value type.
 #pragma once
 
 #include <array>

@@ -1,9 +1,9 @@
 // A node's identity: its key pair, its self-signed certificate, and its NodeId.
 //
-// The NodeId is the SHA-256 of the DER SubjectPublicKeyInfo of the node's public key
-// (DESIGN §6), so anyone holding the certificate can recompute it and nobody can claim an
-// id without the matching private key. Keys are ECDSA P-256, which GnuTLS 3.7 accepts for
-// TLS 1.3 on both sides. OpenSSL makes keys and certificates; GnuTLS gets them as PEM.
+// The NodeId is the SHA-256 of the DER SubjectPublicKeyInfo of the node's public key, so
+// anyone holding the certificate can recompute it and nobody can claim an id without the
+// matching private key. Keys are ECDSA P-256, which GnuTLS 3.7 accepts for TLS 1.3 on both
+// sides. OpenSSL makes keys and certificates; GnuTLS gets them as PEM.
 #pragma once
 
 #include <cstdint>

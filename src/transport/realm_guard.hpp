@@ -1,4 +1,5 @@
-// Realm admission for session streams (DESIGN §6).
+// Realm admission for session streams: nodes of different realms never share a link, and in
+// a realm with a shared secret no peer gets a session without proving it knows the secret.
 //
 // A dialer opens its session with header `macula-realm: <realm>` and, when the realm has a
 // shared secret, `macula-realm-proof: <hex HMAC-SHA256(secret, "macula realm v1" | realm |

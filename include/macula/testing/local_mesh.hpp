@@ -31,7 +31,7 @@ struct LocalMeshOptions {
   Topology topology = Topology::full;
   std::size_t io_threads = 1;
   /// Handler threads shared by all nodes (0: node.worker_threads). One pool for the whole mesh
-  /// keeps an N-node test from starting N pools (DESIGN §4: the user picks the executor).
+  /// keeps an N-node test from starting N pools (handlers run on an executor the user picks).
   std::size_t worker_threads = 0;
   /// Template for every node: listen is forced to 127.0.0.1:0, and the default status port
   /// (http_listen) is turned off (set e.g. "127.0.0.1:0" to give each node its own).
