@@ -1,7 +1,8 @@
 // The Node API end to end over QUIC on loopback, each workload also run through NATS 2.9
 // (nats-server on 127.0.0.1 + libnats) in the same process and run: pub/sub 1 -> 1 across
-// nodes, fan-out to 1,000 local subscriptions, 1 -> 10 nodes x 100 subscriptions, RPC
-// sequential latency and RPC throughput at 100 and 4,096 in flight. benchmarks/report prints
+// nodes (64 B; 64 B with QoS 1 acknowledgements; 64 KiB and 512 KiB payloads, MB/s), fan-out
+// to 1,000 local subscriptions, 1 -> 10 nodes x 100 subscriptions, RPC sequential latency and
+// RPC throughput at 100 and 4,096 in flight. benchmarks/report prints
 // each libmacula row next to its NATS row. MACULA_BENCH_SCALE (default 1) scales the
 // message counts (the report's --quick uses 0.05).
 #include <benchmark/benchmark.h>
@@ -13,6 +14,7 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -114,7 +116,10 @@ void MaculaPubSub1to1(benchmark::State& state) {
   state.counters["dropped"] = static_cast<double>(mesh[0].stats().dropped);
 }
 
-void NatsPubSub1to1(benchmark::State& state) {
+// NATS 1 -> 1 (core NATS, at most once: default connection options, buffered publishes
+// flushed when `window` messages are ahead of the subscriber and at the end): `n` payloads of
+// `size` bytes; msgs/s and bytes/s at the subscriber.
+void nats_one_to_one(benchmark::State& state, std::size_t size, std::size_t n, std::size_t window) {
   auto& peer = NatsPeer::instance();
   if (!peer.ok()) return state.SkipWithError("nats-server unavailable");
   natsConnection* pc = peer.connect();
@@ -122,13 +127,12 @@ void NatsPubSub1to1(benchmark::State& state) {
   std::atomic<std::uint64_t> got{0};
   natsSubscription* sub = nats_counter(sc, "bench.x", &got);
   natsConnection_Flush(sc);
-  const std::string payload(64, 'x');
-  const std::size_t n = scaled(1'000'000);
+  const std::string payload(size, 'x');
   for (auto _ : state) {
     got = 0;
     const auto t0 = Clock::now();
     for (std::size_t sent = 0; sent < n;) {
-      if (sent - got.load(std::memory_order_relaxed) < kWindow) {
+      if (sent - got.load(std::memory_order_relaxed) < window) {
         natsConnection_Publish(pc, "bench.x", payload.data(), static_cast<int>(payload.size()));
         ++sent;
       } else {
@@ -140,10 +144,82 @@ void NatsPubSub1to1(benchmark::State& state) {
     if (!wait_until([&] { return got.load() >= n; }, std::chrono::seconds(5))) state.SkipWithError("messages lost");
     state.SetIterationTime(seconds_since(t0));
     state.SetItemsProcessed(state.items_processed() + static_cast<std::int64_t>(got.load()));
+    state.SetBytesProcessed(state.bytes_processed() + static_cast<std::int64_t>(got.load() * size));
   }
   natsSubscription_Destroy(sub);
   natsConnection_Destroy(pc);
   natsConnection_Destroy(sc);
+}
+
+void NatsPubSub1to1(benchmark::State& state) { nats_one_to_one(state, 64, scaled(1'000'000), kWindow); }
+
+// ---- 1 -> 1 across nodes with a completion per publish: QoS 1, large payloads --------------
+// Every publish is an async_publish whose completion counts; at most `window` messages are
+// ahead of both the completions and the subscriber, so neither the node's default bounds
+// (publish queue 65,536 messages / 64 MiB, QoS 1 in flight 100,000 / 64 MiB: async_publish
+// fails with queue_full past them) nor the subscription's queue (131,072) decides the
+// figure. An iteration ends when every completion arrived and the subscriber received all;
+// msgs/s and bytes/s at the subscriber.
+void macula_async_one_to_one(benchmark::State& state, macula::PublisherOptions options, macula::Qos qos, std::size_t size,
+                             std::size_t n, std::size_t window) {
+  // Declared before the mesh so that they outlive it: completions still pending when an
+  // error ends the run complete (cancelled) during the mesh's stop().
+  std::atomic<std::uint64_t> got{0}, done{0}, failed{0};
+  macula::testing::LocalMesh mesh(mesh_options(2));
+  macula::Subscriber sub(mesh[1], "bench.x", [&](const macula::Message&) { got.fetch_add(1, std::memory_order_relaxed); },
+                         macula::SubscribeOptions{1 << 17});
+  mesh.settle();
+  macula::Publisher pub(mesh[0], std::move(options));
+  const macula::Bytes payload(size, 7);
+  for (auto _ : state) {
+    got = 0;
+    done = 0;
+    const auto t0 = Clock::now();
+    for (std::size_t sent = 0; sent < n; ++sent) {
+      if (!wait_until([&] {
+            return sent - std::min(done.load(std::memory_order_relaxed), got.load(std::memory_order_relaxed)) < window;
+          }))
+        return state.SkipWithError("publishes stalled");
+      pub.async_publish("bench.x", payload, qos, [&](std::error_code ec) {
+        if (ec) failed.fetch_add(1);
+        done.fetch_add(1, std::memory_order_relaxed);
+      });
+    }
+    if (!wait_until([&] { return done.load() >= n && got.load() >= n; })) return state.SkipWithError("messages lost");
+    state.SetIterationTime(seconds_since(t0));
+    state.SetItemsProcessed(state.items_processed() + static_cast<std::int64_t>(got.load()));
+    state.SetBytesProcessed(state.bytes_processed() + static_cast<std::int64_t>(got.load() * size));
+  }
+  state.counters["dropped"] = static_cast<double>(mesh[0].stats().dropped + mesh[1].stats().dropped);
+  state.counters["failed"] = static_cast<double>(failed.load());
+}
+
+// QoS 1, 64 B: each completion is the subscribing node's acknowledgement (QoS 1's default
+// congestion is block); at most half the default publish queue in flight. The report compares
+// it with NatsPubSub1to1 (core NATS has no per-message acknowledgement: at most once,
+// publishes buffered and flushed at its window of 20,000), the QoS 0 row's baseline too.
+const std::size_t kQos1Window = 32768;
+
+void MaculaPubSubQos1(benchmark::State& state) {
+  macula_async_one_to_one(state, macula::PublisherOptions{}, macula::Qos::at_least_once, 64, scaled(200'000), kQos1Window);
+}
+
+// Large payloads (range(0) bytes), QoS 0 with congestion block (nothing dropped; a
+// completion once the link accepted the message): 256 MiB per iteration, at most 16 MiB
+// ahead of the subscriber, the same for NATS (default max_payload 1 MiB).
+constexpr std::size_t kLargeBytes = std::size_t{256} << 20, kLargeWindowBytes = std::size_t{16} << 20;
+
+void MaculaPubSubLarge(benchmark::State& state) {
+  const auto size = static_cast<std::size_t>(state.range(0));
+  macula::PublisherOptions options;
+  options.congestion = macula::CongestionControl::block;  // QoS 0's default is drop
+  macula_async_one_to_one(state, std::move(options), macula::Qos::at_most_once, size, scaled(kLargeBytes / size),
+                          std::max<std::size_t>(1, kLargeWindowBytes / size));
+}
+
+void NatsPubSubLarge(benchmark::State& state) {
+  const auto size = static_cast<std::size_t>(state.range(0));
+  nats_one_to_one(state, size, scaled(kLargeBytes / size), std::max<std::size_t>(1, kLargeWindowBytes / size));
 }
 
 // ---- fan-out ------------------------------------------------------------------------------
@@ -396,7 +472,7 @@ void MaculaDhtLookup(benchmark::State& state) {
   const macula::NodeId key = macula::dht::procedure_key("bench.dht", "bench.found");
   auto lookup = [&] {
     std::promise<std::size_t> p;
-    nodes[2]->core()->dht_find_value(key, [&](std::error_code, std::size_t n) { p.set_value(n); });
+    macula::node::TestHooks::find_value(*nodes[2], key, [&](std::error_code, std::size_t n) { p.set_value(n); });
     return p.get_future().get();
   };
   wait_until([&] { return lookup() > 0; }, std::chrono::seconds(10));
@@ -426,6 +502,9 @@ void MaculaDhtLookup(benchmark::State& state) {
 BENCHMARK(MaculaDhtLookup)->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(MaculaPubSub1to1)->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
 BENCHMARK(NatsPubSub1to1)->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
+BENCHMARK(MaculaPubSubQos1)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(MaculaPubSubLarge)->Arg(65536)->Arg(524288)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(NatsPubSubLarge)->Arg(65536)->Arg(524288)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(MaculaFanout)->Arg(1)->Arg(11)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(NatsFanout)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(MaculaRpcSequential)->Arg(2)->Arg(1)->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);

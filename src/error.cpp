@@ -1,5 +1,7 @@
 #include "macula/error.hpp"
 
+#include "macula/limits.hpp"
+
 namespace macula {
 namespace {
 
@@ -58,6 +60,9 @@ class MaculaCategory final : public std::error_category {
       case errc::overloaded: return "the provider is at its concurrency limit for this procedure";
       case errc::would_deadlock: return "blocking call made from a library callback thread";
       case errc::wrong_mode: return "operation does not fit this subscriber's mode (callback vs pull)";
+      case errc::would_block: return "no room to publish within the publisher's block_timeout (links or queues full)";
+      case errc::payload_too_large:
+        return "payload larger than the maximum of " + std::to_string(kMaxPayloadBytes) + " bytes (kMaxPayloadBytes)";
     }
     return "unknown macula error";
   }

@@ -51,6 +51,13 @@ int from_error(const std::error_code& ec, const std::string& what) {
   return fail(status, what + ": " + ec.message());
 }
 
+// The status and a message naming the size and the limit.
+int too_large(const char* fn, std::size_t len) {
+  return fail(MACULA_EPAYLOAD_TOO_LARGE, std::string(fn) + ": payload of " + std::to_string(len) +
+                                             " bytes is larger than the maximum of " +
+                                             std::to_string(macula::kMaxPayloadBytes) + " bytes");
+}
+
 template <class F>
 int guarded(const char* fn, F&& f) noexcept {
   try {
@@ -162,6 +169,13 @@ struct macula_mesh {
   std::vector<std::unique_ptr<macula_node>> nodes;
 };
 
+// The C status constants are the errc values: the header and the enum cannot drift apart.
+constexpr macula::errc kLastErrc = macula::errc::payload_too_large;
+static_assert(MACULA_EWOULDDEADLOCK == static_cast<int>(macula::errc::would_deadlock));
+static_assert(MACULA_EWOULD_BLOCK == static_cast<int>(macula::errc::would_block));
+static_assert(MACULA_EPAYLOAD_TOO_LARGE == static_cast<int>(macula::errc::payload_too_large));
+static_assert(MACULA_MAX_PAYLOAD_BYTES == macula::kMaxPayloadBytes);
+
 extern "C" {
 
 const char* macula_version(void) { return "0.1.0"; }
@@ -175,10 +189,10 @@ const char* macula_strerror(int status) {
     case MACULA_EOTHER: return "system error (see macula_last_error)";
     default: break;
   }
-  if (status > 0 && status <= static_cast<int>(macula::errc::wrong_mode)) {
+  if (status > 0 && status <= static_cast<int>(kLastErrc)) {
     // Category messages are static strings in the library; keep one copy per code.
     static std::mutex m;
-    static std::vector<std::string> cache(static_cast<std::size_t>(macula::errc::wrong_mode) + 1);
+    static std::vector<std::string> cache(static_cast<std::size_t>(kLastErrc) + 1);
     std::lock_guard lock(m);
     auto& s = cache[static_cast<std::size_t>(status)];
     if (s.empty()) s = macula::error_category().message(status);
@@ -319,6 +333,7 @@ int macula_publish(macula_node* node, const char* topic, const uint8_t* data, si
   return guarded("macula_publish", [&] {
     if (auto ec = macula::validate_topic(topic)) return from_error(ec, std::string("publish ") + topic);
     if (!node->node->running()) return fail(MACULA_ENOT_STARTED, "macula_publish: node not started");
+    if (len > macula::kMaxPayloadBytes) return too_large("macula_publish", len);
     macula::Publisher pub(*node->node);
     if (!guard && qos == 0) return from_error(pub.publish(topic, to_bytes(data, len)), std::string("publish ") + topic);
     pub.async_publish(topic, to_bytes(data, len), static_cast<macula::Qos>(qos),
@@ -442,6 +457,7 @@ int macula_call(macula_node* node, const char* procedure, const uint8_t* args, s
   return guarded("macula_call", [&] {
     if (auto ec = macula::validate_procedure(procedure)) return from_error(ec, std::string("call ") + procedure);
     if (!node->node->running()) return fail(MACULA_ENOT_STARTED, "macula_call: node not started");
+    if (len > macula::kMaxPayloadBytes) return too_large("macula_call", len);
     macula::CallOptions o;
     o.timeout = std::chrono::milliseconds(timeout_ms);
     macula::RpcClient(*node->node).async_call(procedure, to_bytes(args, len), o,
@@ -458,6 +474,7 @@ int macula_call_blocking(uint8_t** out, size_t* out_len, macula_node* node, cons
   *out_len = 0;
   if (in_c_callback) return fail(MACULA_EWOULDDEADLOCK, "macula_call_blocking: called from a libmacula callback");
   return guarded("macula_call_blocking", [&] {
+    if (len > macula::kMaxPayloadBytes) return too_large("macula_call_blocking", len);
     macula::CallOptions o;
     o.timeout = std::chrono::milliseconds(timeout_ms);
     std::error_code ec;

@@ -219,6 +219,14 @@ static void test_mesh(void) {
   CHECK(macula_publish(n0, "bad..topic", hello, 5, 0, &err_done) == MACULA_ENAME_EMPTY_SEGMENT);
   CHECK(atomic_load(&pub_err.calls) == 0 && atomic_load(&pub_err.drops) == 1);
   CHECK(macula_publish(n0, "a.b", hello, 5, 7, NULL) == MACULA_EINVAL);
+  /* Oversized payloads: their own status, and a message naming the size and the limit. */
+  uint8_t *big = calloc(MACULA_MAX_PAYLOAD_BYTES + 1, 1);
+  CHECK(big != NULL);
+  CHECK(macula_publish(n0, "sensors.kitchen.temp", big, MACULA_MAX_PAYLOAD_BYTES + 1, 0, NULL) == MACULA_EPAYLOAD_TOO_LARGE);
+  CHECK(strstr(macula_last_error(), "1047553 bytes") != NULL && strstr(macula_last_error(), "1047552") != NULL);
+  CHECK(macula_call_blocking(&(uint8_t *){NULL}, &(size_t){0}, n0, "c.echo", big, MACULA_MAX_PAYLOAD_BYTES + 1, 0) ==
+        MACULA_EPAYLOAD_TOO_LARGE);
+  free(big);
   CHECK(macula_subscription_dropped(sub) == 0);
   /* After free: drop once, and no more calls. */
   macula_subscription_free(sub);

@@ -58,6 +58,9 @@ enum class errc : int {
   overloaded,              ///< the provider is at its concurrency limit for that procedure
   would_deadlock,          ///< a blocking call was made from a library callback thread
   wrong_mode,              ///< a pull operation on a callback subscriber (or the reverse)
+  // Flow control.
+  would_block,             ///< a block-policy publish found no room before its block_timeout
+  payload_too_large,       ///< a payload, RPC argument or RPC result is above kMaxPayloadBytes
 };
 
 /// The `macula` error category; messages say what is wrong in words a user can act on.

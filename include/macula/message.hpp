@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "macula/limits.hpp"
 #include "macula/node_id.hpp"
 
 namespace macula {

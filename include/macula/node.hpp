@@ -37,6 +37,7 @@ namespace macula {
 namespace node {
 class NodeCore;          // the engine (internal)
 class HttpStatusServer;  // plain HTTP /metrics and health pages (internal)
+struct NodeAccess;       // how Publisher, Subscriber and RpcClient reach the engine (internal)
 }
 
 /// Counters of one node since start (a snapshot; the metrics text has them all).
@@ -137,10 +138,8 @@ class Node {
   /// Every series of this node in Prometheus text format 0.0.4.
   std::string metrics_text() const;
 
-  /// The engine, for Publisher / Subscriber / RpcClient (null before start()).
-  std::shared_ptr<node::NodeCore> core() const noexcept { return core_; }
-
  private:
+  friend struct node::NodeAccess;
   void connect_impl(std::string address, detail::Completion<std::error_code> done);
 
   NodeOptions options_;

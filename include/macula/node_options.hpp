@@ -63,8 +63,20 @@ struct NodeOptions {
   std::size_t max_pending_calls = 100'000;      ///< RPC calls waiting for replies
   std::size_t max_subscriptions = 100'000;      ///< local subscriptions
   std::size_t max_patterns_per_link = 10'000;   ///< interest one peer may announce
-  std::size_t max_publish_queue = 65'536;       ///< publishes handed over but not yet sent
-  std::size_t max_qos1_in_flight = 100'000;     ///< QoS 1 messages waiting for acks
+  /// Publishes handed to the node and not yet accepted by their links (a block-policy message
+  /// waiting for room counts until it goes out), by count and by payload bytes. Past either,
+  /// a synchronous block-policy publish waits (up to its block_timeout) and anything else
+  /// answers queue_full. The count is sized for bursts of small messages (a few hundred
+  /// thousand), the bytes for large ones.
+  std::size_t max_publish_queue = 262'144;
+  std::size_t max_publish_queue_bytes = 64u << 20;
+  /// QoS 1 messages waiting for acknowledgements, by count and by payload bytes; a block-policy
+  /// publish waits for room, a drop-policy one completes with queue_full.
+  std::size_t max_qos1_in_flight = 100'000;
+  std::size_t max_qos1_in_flight_bytes = 64u << 20;
+  /// Payload bytes of publishes waiting on one link for room in its send buffer. Past it a
+  /// drop-policy QoS 0 message is dropped for that link, and a block-policy one waits.
+  std::size_t link_queue_bytes = 1u << 20;
   std::size_t result_cache_capacity = 10'000;   ///< idempotent RPC results kept
   std::size_t max_dedup_publishers = 10'000;    ///< QoS 1 publishers remembered for de-duplication
 
@@ -84,13 +96,12 @@ struct NodeOptions {
 
   // Timing.
   std::chrono::milliseconds rpc_timeout{5000};         ///< default per-call deadline
-  std::chrono::milliseconds qos1_retry_period{5000};   ///< resend an unacknowledged QoS 1 message
-  unsigned qos1_attempts = 3;                          ///< sends before giving up (timed_out)
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
   std::chrono::milliseconds reconnect_max_backoff{5000};  ///< redial backoff doubles up to this
   /// How long a peer's announced interest and procedures outlive its last link (it may be
-  /// reconnecting; QoS 1 messages for it wait meanwhile).
+  /// reconnecting; QoS 1 messages for it wait meanwhile, and are re-sent when it is back).
+  /// QoS 1 messages still unacknowledged by a peer forgotten past it complete with timed_out.
   std::chrono::milliseconds peer_grace{15000};
   /// stop() waits this long for in-flight QoS 1 acks, RPC replies and running handlers.
   std::chrono::milliseconds stop_timeout{2000};

@@ -1,20 +1,37 @@
 // Publisher: publishes messages to topics through a Node.
 //
 // QoS 0 (at_most_once): the message is matched against local subscriptions and sent once per
-// linked peer whose announced interest matches. Nothing is retried; every drop (a full
-// publish queue, a peer's link pushing back, no live link to an interested peer) is counted
-// in the node's metrics.
-// QoS 1 (at_least_once): every interested peer acknowledges; unacknowledged messages are
-// re-sent every `qos1_retry_period` up to `qos1_attempts` sends, also across a dropped and
-// re-established link; receivers de-duplicate by (publisher, sequence), so a handler sees a
-// message once in normal operation and at least once across failures. The completion runs
-// when every interested peer acknowledged (or at once when none is interested), with
-// errc::timed_out when attempts ran out.
-// Per-publisher order is kept per link. A Publisher is a cheap handle; use one per thread or
-// share it (it is thread-safe). It must not outlive its Node's stop().
+// linked peer whose announced interest matches. Nothing is retried.
+// QoS 1 (at_least_once): every interested peer acknowledges once the message is in its
+// subscribers' queues; receivers de-duplicate by (publisher, sequence), so a handler sees a
+// message once in normal operation and at least once across failures. A message is sent once
+// per live link (QUIC retransmits what the network loses); it is sent again only when the
+// link it went out on dropped before the acknowledgement, on the re-established link. The
+// completion runs when every interested peer acknowledged (at once when none is interested),
+// with errc::timed_out when a peer stayed unreachable past `peer_grace`.
+//
+// Congestion (PublisherOptions::congestion), as Zenoh users know it:
+// - block: a message waits for room on every interested link (and, for QoS 1, in the node's
+//   in-flight bounds); nothing is dropped and a fast publisher is slowed to what the links and
+//   the slowest subscriber take. async_publish completes once every link accepted the message
+//   (QoS 0) or every peer acknowledged it (QoS 1); the synchronous publish() waits at most
+//   `block_timeout` for room in the node's publish queue, then returns errc::would_block.
+// - drop: a message a full link cannot take is dropped for that link; publish() returns
+//   queue_full at once when the node's publish queue is full. Every drop is counted in the
+//   node's metrics (macula_messages_dropped_total by reason) and in this Publisher's dropped().
+// Default: block for QoS 1, drop for QoS 0.
+//
+// Order: one publisher's messages of one congestion policy reach each subscriber in publish
+// order (a re-sent QoS 1 message can arrive after newer ones, across a link failure).
+// A Publisher is a cheap handle (thread-safe; copies share the drop counter). It must not
+// outlive its Node's stop().
 #pragma once
 
+#include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -26,22 +43,40 @@
 
 namespace macula {
 
+enum class CongestionControl {
+  drop,   ///< a full link or queue loses the message (counted); the publisher never waits
+  block,  ///< the message waits for room; nothing is dropped
+};
+
+struct PublisherOptions {
+  std::string topic;  ///< default topic for the overloads without one (validated on first use)
+  /// Unset: block for QoS 1 messages, drop for QoS 0 ones.
+  std::optional<CongestionControl> congestion;
+  /// How long a blocking synchronous publish() waits for room before errc::would_block.
+  std::chrono::milliseconds block_timeout{5000};
+};
+
 class Publisher {
  public:
-  /// `topic`: a default topic for the overloads without one (validated on first use).
   explicit Publisher(Node& node, std::string topic = {});
+  Publisher(Node& node, PublisherOptions options);
 
-  /// Fire-and-forget: returns at once. Errors: topic name errors, queue_full (the node's
-  /// publish queue is full: the message is dropped and counted), not_started.
+  /// Hands the message to the node. With drop it returns at once; with block it may wait up
+  /// to block_timeout for room in the node's publish queue (never call it with block from a
+  /// thread that runs the node's io_context: it would wait for itself). Errors: topic name
+  /// errors, payload_too_large, queue_full (drop: the publish queue is full; counted),
+  /// would_block (block: still no room after block_timeout), not_started.
   std::error_code publish(std::string_view topic, std::span<const std::uint8_t> payload, Qos qos = Qos::at_most_once);
   std::error_code publish(std::span<const std::uint8_t> payload, Qos qos = Qos::at_most_once) {
-    return publish(topic_, payload, qos);
+    return publish(options_.topic, payload, qos);
   }
 
   /// Publishes and completes with void(std::error_code): QoS 0 once handed to local
-  /// subscribers and to interested links; QoS 1 once acknowledged (see above). Errors: those
-  /// of publish(), timed_out (QoS 1 gave up), too_many_pending (QoS 1 in-flight bound),
-  /// cancelled (the node stopped first).
+  /// subscribers and accepted by every interested link (or dropped there, with drop); QoS 1
+  /// once acknowledged (see above). Never blocks the caller. Errors: topic name errors,
+  /// payload_too_large, queue_full (the publish queue is full, either policy: bound your own
+  /// outstanding completions), timed_out (a QoS 1 peer stayed unreachable), cancelled (the
+  /// node stopped first).
   template <class Token>
   auto async_publish(std::string topic, Bytes payload, Qos qos, Token&& token) {
     return boost::asio::async_initiate<Token, void(std::error_code)>(
@@ -53,17 +88,22 @@ class Publisher {
   }
   template <class Token>
   auto async_publish(Bytes payload, Qos qos, Token&& token) {
-    return async_publish(topic_, std::move(payload), qos, std::forward<Token>(token));
+    return async_publish(options_.topic, std::move(payload), qos, std::forward<Token>(token));
   }
 
-  const std::string& topic() const noexcept { return topic_; }
+  const std::string& topic() const noexcept { return options_.topic; }
+  const PublisherOptions& options() const noexcept { return options_; }
+  /// Messages of this publisher (and its copies) lost to the drop policy: refused by a full
+  /// publish queue, a full link, or sent while an interested peer had no link.
+  std::uint64_t dropped() const noexcept { return drops_->load(std::memory_order_relaxed); }
 
  private:
   void publish_impl(std::string topic, Bytes payload, Qos qos, detail::Completion<std::error_code> done);
   boost::asio::io_context::executor_type executor() const noexcept { return node_->get_executor(); }
 
   Node* node_;
-  std::string topic_;
+  PublisherOptions options_;
+  std::shared_ptr<std::atomic<std::uint64_t>> drops_ = std::make_shared<std::atomic<std::uint64_t>>(0);
 };
 
 }  // namespace macula

@@ -126,11 +126,11 @@ void DhtDiscovery::find_records(const NodeId& key, std::function<void(std::vecto
   lookup(key, true, [done = std::move(done)](Active& a) { done(a.values); });
 }
 
-void DhtDiscovery::find_providers(std::string_view procedure, node::PeersFound done) {
+void DhtDiscovery::find_providers(std::string_view procedure, discovery::PeersFound done) {
   if (auto cached = provider_cache_.get(std::string(procedure))) return done(std::move(*cached));
   find_records(procedure_key(realm_, procedure),
                [this, name = std::string(procedure), done = std::move(done)](std::vector<wire::Record> records) {
-                 std::vector<node::PeerAddress> out;
+                 std::vector<discovery::PeerAddress> out;
                  for (const auto& r : records)
                    if (r.owner != self_) out.push_back({r.owner, std::string(r.data.begin(), r.data.end())});
                  if (!out.empty()) provider_cache_.put(name, out, options_.provider_cache_ttl);
@@ -138,7 +138,7 @@ void DhtDiscovery::find_providers(std::string_view procedure, node::PeersFound d
                });
 }
 
-void DhtDiscovery::find_value(const NodeId& key, std::function<void(std::vector<wire::Record>)> done) {
+void DhtDiscovery::lookup_value(const NodeId& key, std::function<void(std::vector<wire::Record>)> done) {
   lookup(key, true, [done = std::move(done)](Active& a) { done(a.values); });
 }
 
@@ -157,9 +157,9 @@ void DhtDiscovery::schedule_refresh() {
   });
 }
 
-void DhtDiscovery::find_subscribers(std::string_view topic, node::PeersFound done) {
+void DhtDiscovery::find_subscribers(std::string_view topic, discovery::PeersFound done) {
   // Two keys: the topic's first segment, and "*" (patterns that start with a wildcard).
-  auto found = std::make_shared<std::vector<node::PeerAddress>>();
+  auto found = std::make_shared<std::vector<discovery::PeerAddress>>();
   auto remaining = std::make_shared<int>(2);
   auto collect = [this, found, remaining, topic = std::string(topic), done](std::vector<wire::Record> records) {
     for (const auto& r : records) {
@@ -167,7 +167,7 @@ void DhtDiscovery::find_subscribers(std::string_view topic, node::PeersFound don
       const std::string data(r.data.begin(), r.data.end());
       const auto nl = data.find('\n');
       if (nl == std::string::npos || !pattern_matches(data.substr(nl + 1), topic)) continue;
-      if (std::none_of(found->begin(), found->end(), [&](const node::PeerAddress& p) { return p.id == r.owner; }))
+      if (std::none_of(found->begin(), found->end(), [&](const discovery::PeerAddress& p) { return p.id == r.owner; }))
         found->push_back({r.owner, data.substr(0, nl)});
     }
     if (--*remaining == 0) done(std::move(*found));
@@ -243,6 +243,16 @@ std::optional<wire::Frame> DhtDiscovery::handle(const NodeId& from, const wire::
     return wire::DhtStoreAck{f->request_id, static_cast<std::uint32_t>(ec.value())};
   }
   return std::nullopt;
+}
+
+discovery::DiscoveryStats DhtDiscovery::stats() const {
+  const auto cs = provider_cache_.stats();
+  return {table_.size(), store_.keys(), cs.hits, cs.misses, cs.evictions};
+}
+
+bool DhtDiscovery::find_value(const NodeId& key, std::function<void(std::size_t)> done) {
+  lookup_value(key, [done = std::move(done)](std::vector<wire::Record> r) { done(r.size()); });
+  return true;
 }
 
 }  // namespace macula::dht

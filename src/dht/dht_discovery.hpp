@@ -1,4 +1,4 @@
-// DhtDiscovery: node::Discovery backed by the Kademlia DHT over the node's own links.
+// DhtDiscovery: discovery::Discovery backed by the Kademlia DHT over the node's own links.
 //
 // Provider records: a procedure is stored under key SHA-256("macula.rpc" | realm | procedure)
 // at the k closest nodes (record = owner id, TTL 300 s, data = the owner's "host:port"), and
@@ -29,7 +29,7 @@
 #include "macula/core/concurrent_cache.hpp"
 #include "dht/record_store.hpp"
 #include "dht/routing_table.hpp"
-#include "node/discovery.hpp"
+#include "discovery/discovery.hpp"
 #include "wire/frame.hpp"
 
 namespace macula::dht {
@@ -50,13 +50,13 @@ NodeId procedure_key(std::string_view realm, std::string_view procedure);
 NodeId interest_key(std::string_view realm, std::string_view first_segment);
 std::string first_segment_key(std::string_view pattern);
 
-class DhtDiscovery final : public node::Discovery {
+class DhtDiscovery final : public discovery::Discovery {
  public:
   struct Options {
     LookupConfig lookup;
     std::chrono::seconds record_ttl{300};
     std::chrono::seconds republish{240};
-    std::chrono::seconds provider_cache_ttl{60};  ///< DESIGN §7: discovery cache TTL
+    std::chrono::seconds provider_cache_ttl{60};  ///< discovery cache TTL (the old system's 60 s)
     std::chrono::seconds refresh_check{60};        ///< how often stale buckets are looked for
   };
   DhtDiscovery(NodeId self, std::string self_endpoint, std::string realm, DhtTransport& transport, Options o);
@@ -65,14 +65,16 @@ class DhtDiscovery final : public node::Discovery {
   void withdraw_procedure(std::string_view procedure) override;
   void advertise_interest(std::string_view pattern) override;
   void withdraw_interest(std::string_view pattern) override;
-  void find_providers(std::string_view procedure, node::PeersFound done) override;
-  void find_subscribers(std::string_view topic, node::PeersFound done) override;
+  void find_providers(std::string_view procedure, discovery::PeersFound done) override;
+  void find_subscribers(std::string_view topic, discovery::PeersFound done) override;
   void on_peer(const NodeId& id, const std::string& endpoint) override;
   std::optional<wire::Frame> handle(const NodeId& from, const wire::Frame& request) override;
+  discovery::DiscoveryStats stats() const override;
+  bool find_value(const NodeId& key, std::function<void(std::size_t)> done) override;
 
   const RoutingTable& table() const noexcept { return table_; }
   /// One FIND_VALUE for `key`, bypassing the provider cache (benchmarks, diagnostics).
-  void find_value(const NodeId& key, std::function<void(std::vector<wire::Record>)> done);
+  void lookup_value(const NodeId& key, std::function<void(std::vector<wire::Record>)> done);
   std::size_t records() const { return store_.keys(); }
   core::CacheStats provider_cache_stats() const { return provider_cache_.stats(); }
 
@@ -99,7 +101,7 @@ class DhtDiscovery final : public node::Discovery {
   bool republish_armed_ = false;
   // Providers found per procedure, for provider_cache_ttl: a burst of calls to a procedure with
   // no linked provider costs one lookup, not one each.
-  core::ConcurrentCache<std::string, std::vector<node::PeerAddress>> provider_cache_{core::CacheOptions{10'000, 0, {}}};
+  core::ConcurrentCache<std::string, std::vector<discovery::PeerAddress>> provider_cache_{core::CacheOptions{10'000, 0, {}}};
 };
 
 }  // namespace macula::dht

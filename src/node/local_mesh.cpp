@@ -54,7 +54,7 @@ void LocalMesh::settle() {
   for (auto& n : nodes_) {
     auto p = std::make_shared<std::promise<std::error_code>>();
     waits.push_back(p->get_future());
-    n->core()->sync([p](std::error_code ec) { p->set_value(ec); });
+    node::NodeAccess::core(*n)->sync([p](std::error_code ec) { p->set_value(ec); });
   }
   for (auto& w : waits) w.wait_for(std::chrono::seconds(5));
 }

@@ -1,23 +1,29 @@
-// NodeCore: the engine under the public Node / Publisher / Subscriber / RpcClient API.
-//
-// One NodeCore is one mesh node: a transport endpoint, links to peer nodes (one HTTP/3
-// session each, carrying wire frames), the local subscriptions, the interest and procedures
-// peers announced, the QoS 1 tracker, the pending-call table, and the HTTP/3 routes external
-// clients use. docs/ARCHITECTURE.md ("Node") explains the flows; docs/PROTOCOL.md the frames.
+// NodeCore: the engine under the public Node / Publisher / Subscriber / RpcClient API, and
+// the composition root of its parts:
+//   LinkTable     links and peers, per-link send queues and flow control, slow peers
+//   PubSubEngine  subscriptions, interest, routes, local delivery, QoS 1, publisher backpressure
+//   RpcEngine     procedures, serving, calls, failover, deadlines, result cache
+//   NodeMetrics   counters, rendering, readiness
+//   HttpApi       the HTTP/3 routes for clients and the status pages
+// NodeCore itself owns the strand's inbox (every hand-over from other threads), the lifecycle
+// (start, graceful stop), the routing of link events to the parts, and the DHT's transport.
+// docs/ARCHITECTURE.md ("The Node") shows who owns which state.
 //
 // Threading: all mutable state lives on the endpoint's strand. Public member functions may be
-// called from any thread; they hand work to the strand (publishes in batches through a
-// bounded queue). Subscription and RPC handlers run on the handler executor. Completions are
-// detail::Completion objects, which post themselves to their own executor.
+// called from any thread; they hand work to the strand through the inbox. Subscription and
+// RPC handlers run on the handler executor. Completions are detail::Completion objects, which
+// post themselves to their own executor.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <system_error>
 
+#include "discovery/discovery.hpp"
 #include "macula/detail/completion.hpp"
 #include "macula/message.hpp"
 #include "macula/node.hpp"
@@ -25,6 +31,8 @@
 #include "macula/node_options.hpp"
 #include "macula/rpc_client.hpp"
 #include "macula/rpc_handler.hpp"
+#include "node/address.hpp"
+#include "node/engine_types.hpp"
 #include "node/status_pages.hpp"
 #include "transport/endpoint.hpp"
 #include "transport/identity.hpp"
@@ -48,9 +56,11 @@ class NodeCore {
   void connect(const boost::asio::ip::udp::endpoint& address, std::optional<NodeId> expected, bool redial,
                detail::Completion<std::error_code> done);
 
-  /// Hands a publish to the strand. Returns errors it can tell at once (topic, queue_full,
-  /// not_started); then `done` (may be empty) is not called. Otherwise `done` gets the outcome.
-  std::error_code publish(std::string topic, Bytes payload, Qos qos, detail::Completion<std::error_code> done);
+  /// Hands a publish to the strand. Returns errors it can tell at once (topic,
+  /// payload_too_large, queue_full, would_block, not_started); then `m.done` is not called.
+  /// Otherwise `m.done` (may be empty) gets the outcome. With `wait_until`, a full publish
+  /// queue is waited on until then (would_block after); without, it answers queue_full.
+  std::error_code publish(Outgoing&& m, std::optional<Clock::time_point> wait_until);
 
   /// Registers a subscription (its pattern validated by the caller). Errors:
   /// too_many_subscriptions, not_started. Delivery may start before this returns.
@@ -67,7 +77,6 @@ class NodeCore {
   /// has processed them all. A link that drops meanwhile leaves it waiting (callers bound it).
   void sync(detail::Completion<std::error_code> done);
 
-  /// Runs `f` on the handler executor (for the public API's own callbacks).
   const HandlerExecutor& handler_executor() const noexcept;
 
   NodeStats stats() const;  ///< waits for the strand (not from it)
@@ -81,34 +90,34 @@ class NodeCore {
   StatusPages status_pages() const;
   /// The Node reports whether its plain-HTTP status pages listen (metric and log line).
   void note_http_status(bool up, const std::string& detail);
-  /// Live links, read without waiting for the strand (any thread, including the io thread).
-  std::size_t links_now() const noexcept;
 
   /// Graceful stop (see Node::stop). Must not run on the strand or a handler thread.
   void stop();
   bool stopping() const noexcept;
 
-  /// Replaces the discovery (default: LinkDiscovery). The DHT installs itself through this;
-  /// tests install fakes. Waits for the strand.
-  void set_discovery(std::unique_ptr<class Discovery> discovery);
-
-  /// One DHT FIND_VALUE for `key` (no cache), completing with the number of records found, or
-  /// errc::not_found when the node runs without the DHT. For benchmarks and diagnostics.
-  void dht_find_value(const NodeId& key, std::function<void(std::error_code, std::size_t)> done);
-
-  /// Test hook: closes every link's connection as if the network dropped it. Dialed links
-  /// with redial come back on their own.
-  void drop_links_for_test();
-
   class Impl;
 
  private:
+  friend struct TestHooks;
   explicit NodeCore(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
   std::shared_ptr<Impl> impl_;
 };
 
-/// Parses "host:port" / "[v6]:port" with a numeric host. Errors: address_invalid.
-std::error_code parse_address(std::string_view text, boost::asio::ip::udp::endpoint& out);
-std::string format_address(const boost::asio::ip::udp::endpoint& e);
+/// Reaches the engine of a public Node (for Publisher, Subscriber, RpcClient, LocalMesh and
+/// in-tree tests); not part of the installed API.
+struct NodeAccess {
+  static std::shared_ptr<NodeCore> core(const Node& node) noexcept { return node.core_; }
+};
+
+/// Hooks for in-tree tests and benchmarks, kept out of NodeCore's production surface.
+struct TestHooks {
+  /// Closes every link's connection as if the network dropped it (dialed links come back).
+  static void drop_links(const Node& node);
+  /// Replaces the node's discovery (tests install fakes). Waits for the strand.
+  static void set_discovery(const Node& node, std::unique_ptr<discovery::Discovery> d);
+  /// One raw discovery lookup of `key`: the number of records found, or not_found when the
+  /// node's discovery has no such lookup (no DHT).
+  static void find_value(const Node& node, const NodeId& key, std::function<void(std::error_code, std::size_t)> done);
+};
 
 }  // namespace macula::node

@@ -10,7 +10,7 @@ namespace macula {
 
 void RpcClient::call_impl(std::string procedure, Bytes args, CallOptions options,
                           detail::Completion<std::error_code, Bytes> done) {
-  auto core = node_->core();
+  auto core = node::NodeAccess::core(*node_);
   if (!core) return done(errc::not_started, Bytes{});
   core->call(std::move(procedure), std::move(args), std::move(options), std::move(done));
 }
@@ -20,7 +20,7 @@ Bytes RpcClient::call(std::string procedure, Bytes args, std::error_code& ec, Ca
     ec = errc::would_deadlock;
     return {};
   }
-  auto core = node_->core();
+  auto core = node::NodeAccess::core(*node_);
   if (!core) {
     ec = errc::not_started;
     return {};

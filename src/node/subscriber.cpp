@@ -9,7 +9,7 @@ namespace macula {
 
 void Subscriber::init(Node& node, std::string pattern, MessageHandler handler, SubscribeOptions options,
                       std::error_code& ec) {
-  auto core = node.core();
+  auto core = node::NodeAccess::core(node);
   if (!core) {
     ec = errc::not_started;
     return;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -80,6 +81,7 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
       }
     }
     batch_buffer_.clear();
+    room_freed();
     scheduled_.store(false, std::memory_order_release);
     // A push between pop_batch and the store above may have seen the mark set and not
     // scheduled. The queue's lock orders that push with this check: either the check sees the
@@ -90,7 +92,10 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
   /// Pull mode: completes `done` with the next message (now or when one arrives).
   void receive(detail::Completion<std::error_code, Message> done) {
     if (!pull_mode()) return done(errc::wrong_mode, Message{});
-    if (auto m = queue_.try_pop()) return done({}, std::move(*m));
+    if (auto m = queue_.try_pop()) {
+      room_freed();
+      return done({}, std::move(*m));
+    }
     if (closed_.load()) return done(errc::cancelled, Message{});
     auto slot = std::make_shared<detail::Completion<std::error_code, Message>>(std::move(done));
     const std::error_code ec = queue_.wait_for_item([self = shared_from_this(), slot](std::error_code e) {
@@ -99,11 +104,32 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
     });
     if (ec) (*slot)(ec == errc::queue_closed ? make_error_code(errc::cancelled) : ec, Message{});
   }
-  std::optional<Message> try_receive() { return queue_.try_pop(); }
+  std::optional<Message> try_receive() {
+    auto m = queue_.try_pop();
+    if (m) room_freed();
+    return m;
+  }
+
+  /// Set once, before the first delivery: called (from the consumer's thread) when the
+  /// consumer took messages out after want_room().
+  void set_room_callback(std::function<void()> callback) { room_callback_ = std::move(callback); }
+  /// Network strand, when this full queue holds up a QoS 1 message: asks for the room
+  /// callback. Returns true when there is room already (then no callback is owed).
+  bool want_room() {
+    room_wanted_.store(true);
+    // Ordered with the consumer's pop by the queue's lock: either this sees the room, or the
+    // consumer, popping after it, sees the flag.
+    if (queue_.locked_size() < queue_.capacity()) {
+      room_wanted_.store(false);
+      return true;
+    }
+    return false;
+  }
 
   void close() {
     closed_.store(true);
     queue_.close();
+    room_freed();  // nothing waits for a closed queue
   }
   bool closed() const noexcept { return closed_.load(std::memory_order_relaxed); }
 
@@ -115,6 +141,10 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
   std::uint64_t handler_errors() const noexcept { return handler_errors_.load(std::memory_order_relaxed); }
 
  private:
+  void room_freed() {
+    if (room_wanted_.load() && room_wanted_.exchange(false) && room_callback_) room_callback_();
+  }
+
   // Called after a push (which held the queue's lock) or after drain_batch's locked check: the
   // lock orders both with the consumer's mark clearing, so a plain load skips the costly
   // exchange on the hot path (the subscription is usually scheduled already under load).
@@ -130,6 +160,8 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
   std::vector<Message> batch_buffer_;  // only the (single) running drain task touches it
   std::atomic<bool> scheduled_{false};
   std::atomic<bool> closed_{false};
+  std::atomic<bool> room_wanted_{false};
+  std::function<void()> room_callback_;
   std::atomic<std::uint64_t> received_{0};
   std::atomic<std::uint64_t> handler_errors_{0};
 };

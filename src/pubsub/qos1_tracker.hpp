@@ -2,19 +2,19 @@
 //
 // A publisher keeps each QoS 1 message until every peer it was meant for has acknowledged it.
 // Peers are keyed by a stable peer key (not by link), so a message survives its link being
-// dropped and re-established: the node re-sends what a peer still owes when the peer comes
-// back, and on every retry deadline. Bounded: at most `max` messages wait; track() refuses
-// past it with errc::too_many_pending. Sans-I/O, not thread-safe (the node's strand owns it).
+// dropped and re-established: the node sends again, on the new link, what a peer still owes.
+// There is no retry timer: on a live link QUIC already retransmits what the network lost, and
+// an application-level re-send would only add load (and, when the receiver is merely slow,
+// duplicates). Bounded by count and by payload bytes: track() refuses past either with
+// errc::too_many_pending. Sans-I/O, not thread-safe (the node's strand owns it).
 #pragma once
 
 #include <algorithm>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <system_error>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -25,57 +25,49 @@ namespace macula::pubsub {
 template <class Payload, class Completion>
 class Qos1Tracker {
  public:
-  using Clock = std::chrono::steady_clock;
   using PeerKey = std::uint64_t;
 
   struct Entry {
     Payload message;
+    std::size_t bytes = 0;
     std::vector<PeerKey> waiting;  ///< peers that have not acknowledged yet
-    unsigned sends = 1;            ///< sends so far (the first included)
     Completion done;
-    typename std::multimap<Clock::time_point, std::uint64_t>::iterator deadline;
   };
 
-  explicit Qos1Tracker(std::size_t max = 100'000) : max_(max) {}
+  explicit Qos1Tracker(std::size_t max = 100'000, std::size_t max_bytes = SIZE_MAX)
+      : max_(max), max_bytes_(max_bytes) {}
 
-  /// Starts tracking message `id`, first sent now, re-sent at `retry_at` unless acknowledged.
-  /// Errors: too_many_pending (nothing stored; `done` is not called).
-  std::error_code track(std::uint64_t id, Payload message, std::vector<PeerKey> waiting, Clock::time_point retry_at,
+  /// Whether a message of `bytes` would fit now (one message always fits an empty tracker).
+  bool has_room(std::size_t bytes) const noexcept {
+    return entries_.size() < max_ && (entries_.empty() || bytes_ + bytes <= max_bytes_);
+  }
+
+  /// Starts tracking message `id` (ids increase). Errors: too_many_pending (nothing stored;
+  /// `done` is not called).
+  std::error_code track(std::uint64_t id, Payload message, std::size_t bytes, std::vector<PeerKey> waiting,
                         Completion done) {
-    if (entries_.size() >= max_) return errc::too_many_pending;
-    auto d = deadlines_.emplace(retry_at, id);
-    entries_.emplace(id, Entry{std::move(message), std::move(waiting), 1, std::move(done), d});
+    if (!has_room(bytes)) return errc::too_many_pending;
+    bytes_ += bytes;
+    entries_.emplace_hint(entries_.end(), id, Entry{std::move(message), bytes, std::move(waiting), std::move(done)});
     return {};
   }
 
-  /// `peer` acknowledged `id`. Returns the message's completion when that was the last peer
-  /// it waited for (the entry is gone then); nullopt otherwise (also for unknown ids).
-  std::optional<Completion> ack(std::uint64_t id, PeerKey peer) {
+  /// `peer` acknowledged `id`. Returns true when `peer` was still waiting for it; `done` is
+  /// set to the message's completion when that was the last peer (the entry is gone then).
+  bool ack(std::uint64_t id, PeerKey peer, std::optional<Completion>& done) {
     auto it = entries_.find(id);
-    if (it == entries_.end()) return std::nullopt;
+    if (it == entries_.end()) return false;
     auto& w = it->second.waiting;
-    w.erase(std::remove(w.begin(), w.end(), peer), w.end());
-    if (!w.empty()) return std::nullopt;
-    return take(it);
-  }
-
-  /// Ids whose retry deadline is at or before `now`, earliest first (still tracked).
-  void due(Clock::time_point now, std::vector<std::uint64_t>& out) const {
-    for (auto it = deadlines_.begin(); it != deadlines_.end() && it->first <= now; ++it) out.push_back(it->second);
+    const auto pos = std::find(w.begin(), w.end(), peer);
+    if (pos == w.end()) return false;
+    w.erase(pos);
+    if (w.empty()) done = take(it);
+    return true;
   }
 
   Entry* find(std::uint64_t id) {
     auto it = entries_.find(id);
     return it == entries_.end() ? nullptr : &it->second;
-  }
-
-  /// Counts one more send of `id` and moves its retry deadline.
-  void resent(std::uint64_t id, Clock::time_point retry_at) {
-    auto it = entries_.find(id);
-    if (it == entries_.end()) return;
-    ++it->second.sends;
-    deadlines_.erase(it->second.deadline);
-    it->second.deadline = deadlines_.emplace(retry_at, id);
   }
 
   /// Stops tracking `id`; returns its completion (nullopt when unknown).
@@ -85,14 +77,33 @@ class Qos1Tracker {
     return take(it);
   }
 
-  /// Calls f(id, Entry&) for every message still owed by `peer`, in id order.
+  /// Calls f(id, Entry&) for every message still owed by `peer`, in id (publish) order.
   template <class F>
   void for_peer(PeerKey peer, F&& f) {
-    std::vector<std::uint64_t> ids;
     for (auto& [id, e] : entries_)
-      if (std::find(e.waiting.begin(), e.waiting.end(), peer) != e.waiting.end()) ids.push_back(id);
-    std::sort(ids.begin(), ids.end());
-    for (auto id : ids) f(id, entries_.at(id));
+      if (std::find(e.waiting.begin(), e.waiting.end(), peer) != e.waiting.end()) f(id, e);
+  }
+
+  /// `peer` will never acknowledge (it is gone for good): it stops being waited for, and
+  /// f(completion) runs for each message that was waiting for it alone, in id order.
+  template <class F>
+  void forget_peer(PeerKey peer, F&& f) {
+    for (auto it = entries_.begin(); it != entries_.end();) {
+      auto& w = it->second.waiting;
+      const auto pos = std::find(w.begin(), w.end(), peer);
+      if (pos == w.end()) {
+        ++it;
+        continue;
+      }
+      w.erase(pos);
+      if (!w.empty()) {
+        ++it;
+        continue;
+      }
+      auto next = std::next(it);
+      f(take(it));
+      it = next;
+    }
   }
 
   std::vector<std::uint64_t> ids() const {
@@ -101,24 +112,21 @@ class Qos1Tracker {
     return out;
   }
 
-  std::optional<Clock::time_point> next_deadline() const {
-    if (deadlines_.empty()) return std::nullopt;
-    return deadlines_.begin()->first;
-  }
   std::size_t size() const noexcept { return entries_.size(); }
+  std::size_t bytes() const noexcept { return bytes_; }
   std::size_t capacity() const noexcept { return max_; }
 
  private:
-  std::optional<Completion> take(typename std::unordered_map<std::uint64_t, Entry>::iterator it) {
-    std::optional<Completion> done(std::move(it->second.done));
-    deadlines_.erase(it->second.deadline);
+  Completion take(typename std::map<std::uint64_t, Entry>::iterator it) {
+    Completion done(std::move(it->second.done));
+    bytes_ -= it->second.bytes;
     entries_.erase(it);
     return done;
   }
 
-  std::size_t max_;
-  std::unordered_map<std::uint64_t, Entry> entries_;
-  std::multimap<Clock::time_point, std::uint64_t> deadlines_;
+  std::size_t max_, max_bytes_;
+  std::size_t bytes_ = 0;
+  std::map<std::uint64_t, Entry> entries_;  // ordered: re-sends go out in publish order
 };
 
 }  // namespace macula::pubsub

@@ -116,6 +116,7 @@ class Session::Impl {
   bool closed = false;
   bool fin_requested = false;
   std::function<void()> writable;
+  std::size_t writable_below = 0;  // `writable` runs once buffered is at or below this
 
   std::error_code send(std::span<const std::uint8_t> bytes);
   nghttp3_ssize read(nghttp3_vec* vec, std::size_t veccnt, std::uint32_t* pflags);
@@ -1106,7 +1107,7 @@ void Session::Impl::on_acked(std::uint64_t len) {
       break;
     }
   }
-  if (writable && buffered <= bound / 2) {
+  if (writable && buffered <= writable_below) {
     auto cb = std::move(writable);
     writable = nullptr;
     cb();
@@ -2024,9 +2025,11 @@ std::error_code Session::send(std::span<const std::uint8_t> bytes) { return impl
 std::size_t Session::buffered() const { return impl_->buffered; }
 std::size_t Session::high_water() const { return impl_->high_water; }
 std::uint64_t Session::refused_sends() const { return impl_->refused; }
-void Session::on_writable(std::function<void()> callback) {
-  if (impl_->buffered <= impl_->bound / 2) return callback();
+void Session::on_writable(std::function<void()> callback) { on_writable(std::move(callback), impl_->bound / 2); }
+void Session::on_writable(std::function<void()> callback, std::size_t below) {
+  if (impl_->buffered <= below) return callback();
   impl_->writable = std::move(callback);
+  impl_->writable_below = below;
 }
 void Session::close() {
   if (impl_->fin_requested) return;

@@ -9,7 +9,7 @@
 // Connections are mutually authenticated: both sides present a certificate whose key hashes
 // to their NodeId (transport/identity.hpp). A dialer that names the node id it expects
 // refuses a peer whose certificate hashes to anything else. A peer that presents no
-// certificate is a *client* (DESIGN §6): it may send HTTP/3 requests but has no node id.
+// certificate is a *client*: it may send HTTP/3 requests but has no node id.
 #pragma once
 
 #include <chrono>
@@ -126,9 +126,9 @@ struct SessionCallbacks {
   std::vector<Header> response_headers;
 };
 
-/// A long-lived bidirectional HTTP/3 request carrying binary frames both ways (DESIGN §5).
-/// Many send() calls are batched into each HTTP/3 DATA frame. Must be used on the
-/// endpoint's strand (the thread that runs its callbacks).
+/// A long-lived bidirectional HTTP/3 request carrying binary frames both ways: one per link
+/// for the one-way event flow between nodes. Many send() calls are batched into each HTTP/3
+/// DATA frame. Must be used on the endpoint's strand (the thread that runs its callbacks).
 class Session {
  public:
   /// Queues bytes. Errors: queue_full when the unacknowledged bytes would pass the send
@@ -138,8 +138,11 @@ class Session {
   std::size_t buffered() const;
   std::size_t high_water() const;
   std::uint64_t refused_sends() const;  ///< times send() answered queue_full
-  /// Called once, on the strand, when the buffer has drained below half its bound.
+  /// Called once, on the strand, when the buffer has drained below half its bound (at once,
+  /// inline, when it is below already).
   void on_writable(std::function<void()> callback);
+  /// The same with the level to drain to: `below` bytes buffered or fewer.
+  void on_writable(std::function<void()> callback, std::size_t below);
   /// Ends the session cleanly (FIN after the queued bytes).
   void close();
   /// Closes the whole QUIC connection the session runs on with `code` (CONNECTION_CLOSE),

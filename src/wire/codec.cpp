@@ -71,7 +71,7 @@ bool valid(const InterestRemove& f) { return valid_patterns(f.patterns); }
 bool valid(const Publish& f) { return f.qos <= 1 && !validate_topic(f.topic); }
 bool valid(const PublishAck& f) { return list_ok(f.message_ids); }
 bool valid(const RpcCall& f) { return !validate_procedure(f.procedure); }
-bool valid(const RpcReply& f) { return static_cast<std::uint8_t>(f.status) <= static_cast<std::uint8_t>(RpcStatus::timeout); }
+bool valid(const RpcReply& f) { return static_cast<std::uint8_t>(f.status) <= static_cast<std::uint8_t>(RpcStatus::result_too_large); }
 bool valid_contacts(const std::vector<Contact>& c) {
   if (!list_ok(c)) return false;
   for (const auto& x : c)

@@ -27,6 +27,12 @@ inline constexpr std::size_t kDefaultMaxFrameSize = 1 << 20;
 inline constexpr std::size_t kMaxFrameSizeLimit = 16 << 20;
 /// Caps on list fields, so a small frame cannot declare a huge allocation.
 inline constexpr std::size_t kMaxListItems = 4096;
+/// QoS 1 credit: a publisher has at most this many messages, and this many payload bytes (one
+/// message always fits), sent to one peer and not yet acknowledged. A receiver may hold those
+/// unacknowledged while a subscription queue is full (the publisher is slowed meanwhile), so
+/// it can bound what it holds per peer; holding twice the window marks a misbehaving peer.
+inline constexpr std::size_t kQos1WindowMessages = 16384;
+inline constexpr std::size_t kQos1WindowBytes = 8u << 20;
 
 enum class FrameType : std::uint8_t {
   hello = 0x01,
@@ -96,7 +102,14 @@ struct RpcCall {
   std::string procedure;
   std::vector<std::uint8_t> payload;
 };
-enum class RpcStatus : std::uint8_t { ok = 0, no_handler = 1, handler_error = 2, overloaded = 3, timeout = 4 };
+enum class RpcStatus : std::uint8_t {
+  ok = 0,
+  no_handler = 1,
+  handler_error = 2,
+  overloaded = 3,
+  timeout = 4,
+  result_too_large = 5,  ///< the handler's result is above kMaxPayloadBytes (the caller gets payload_too_large)
+};
 struct RpcReply {
   std::uint64_t call_id = 0;
   RpcStatus status = RpcStatus::ok;

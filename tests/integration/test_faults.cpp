@@ -196,8 +196,6 @@ TEST_CASE("faults: a subscriber node killed mid-publish gets every QoS 1 message
   test::IoThread lp;
   NodeOptions po = opts("kill.realm");
   po.idle_timeout = 1500ms;  // notice the dead link soon
-  po.qos1_retry_period = 500ms;
-  po.qos1_attempts = 100;    // keep trying while the subscriber is down
   Node p(lp.io, po);
   REQUIRE_FALSE(p.start());
   NodeOptions so = opts("kill.realm");

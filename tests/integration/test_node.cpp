@@ -23,7 +23,7 @@
 #include "macula/rpc_client.hpp"
 #include "macula/subscriber.hpp"
 #include "macula/testing/local_mesh.hpp"
-#include "node/discovery.hpp"
+#include "discovery/discovery.hpp"
 #include "node/node_core.hpp"
 #include "transport/endpoint.hpp"
 #include "support/io_thread.hpp"
@@ -152,8 +152,6 @@ TEST_CASE("node: pub/sub across 2, 3 and 5 nodes: each subscriber gets each matc
 
 TEST_CASE("node: QoS 1 across a link that is dropped and re-established: no loss, no duplicate", "[node][qos1]") {
   auto o = mesh_of(2);
-  o.node.qos1_retry_period = 200ms;
-  o.node.qos1_attempts = 50;
   LocalMesh mesh(o);
   std::mutex m;
   std::vector<std::uint64_t> seqs;
@@ -168,7 +166,7 @@ TEST_CASE("node: QoS 1 across a link that is dropped and re-established: no loss
   for (int i = 0; i < kMessages; ++i) {
     acks.push_back(pub.async_publish("orders.new", bytes("order " + std::to_string(i)), Qos::at_least_once,
                                      boost::asio::use_future));
-    if (i == kMessages / 2) mesh[0].core()->drop_links_for_test();  // node 0 dialed: it re-links
+    if (i == kMessages / 2) node::TestHooks::drop_links(mesh[0]);  // node 0 dialed: it re-links
   }
   for (auto& a : acks) REQUIRE_FALSE(a.get());
   std::this_thread::sleep_for(100ms);
@@ -560,19 +558,19 @@ TEST_CASE("node: external HTTP/3 clients publish and call through a node", "[nod
 
 TEST_CASE("node: a call with no linked provider asks discovery, links to what it finds, and succeeds", "[node][rpc]") {
   // The seam the DHT plugs into: a fake discovery that knows node 1 serves svc.far.
-  struct FakeDiscovery final : node::Discovery {
-    node::PeerAddress provider;
+  struct FakeDiscovery final : discovery::Discovery {
+    discovery::PeerAddress provider;
     std::atomic<int>* lookups;
     void advertise_procedure(std::string_view) override {}
     void withdraw_procedure(std::string_view) override {}
     void advertise_interest(std::string_view) override {}
     void withdraw_interest(std::string_view) override {}
-    void find_providers(std::string_view procedure, node::PeersFound done) override {
+    void find_providers(std::string_view procedure, discovery::PeersFound done) override {
       ++*lookups;
       if (procedure == "svc.far") return done({provider});
       done({});
     }
-    void find_subscribers(std::string_view, node::PeersFound done) override { done({}); }
+    void find_subscribers(std::string_view, discovery::PeersFound done) override { done({}); }
   };
   macula::test::IoThread loop;
   NodeOptions o;
@@ -585,7 +583,7 @@ TEST_CASE("node: a call with no linked provider asks discovery, links to what it
   auto fake = std::make_unique<FakeDiscovery>();
   fake->provider = {b.node_id(), b.local_address()};
   fake->lookups = &lookups;
-  a.core()->set_discovery(std::move(fake));
+  node::TestHooks::set_discovery(a, std::move(fake));
   RpcClient client(a);
   auto [ec, r] = call_sync(client, "svc.far", "");
   CHECK_FALSE(ec);

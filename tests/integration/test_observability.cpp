@@ -179,7 +179,7 @@ TEST_CASE("observability: a queue past its threshold makes the node not ready, s
   }, so);
   Publisher pub(n);
   for (int i = 0; i < 500; ++i) REQUIRE_FALSE(pub.publish("work.item", bytes("x")));
-  auto ready = [&] { return n.core()->readiness(); };
+  auto ready = [&] { return node::NodeAccess::core(n)->readiness(); };
   REQUIRE(eventually([&] { return !ready().first; }));
   CHECK(ready().second.find("queue subscription") != std::string::npos);
   CHECK(ready().second.find("(work.#)") != std::string::npos);
@@ -201,16 +201,16 @@ TEST_CASE("observability: losing every link makes the node not ready", "[observe
   Node a(loop.io, o), b(loop.io, o);
   REQUIRE_FALSE(a.start());
   REQUIRE_FALSE(b.start());
-  CHECK(a.core()->readiness().first);  // no bootstrap peers: alone is fine
+  CHECK(node::NodeAccess::core(a)->readiness().first);  // no bootstrap peers: alone is fine
   REQUIRE_FALSE(a.connect(b.local_address()));
   REQUIRE(eventually([&] { return a.stats().links == 1; }));
   b.stop();
   CHECK(eventually([&] { return a.stats().links == 0; }));
-  INFO(a.core()->readiness().second);
-  REQUIRE(eventually([&] { return !a.core()->readiness().first; }));
-  CHECK(a.core()->readiness().second == "lost all links to peers");
+  INFO(node::NodeAccess::core(a)->readiness().second);
+  REQUIRE(eventually([&] { return !node::NodeAccess::core(a)->readiness().first; }));
+  CHECK(node::NodeAccess::core(a)->readiness().second == "lost all links to peers");
   a.stop();
-  CHECK(a.core()->readiness().second == "stopping");
+  CHECK(node::NodeAccess::core(a)->readiness().second == "stopping");
 
   // A node that only accepted links (a seed) stays ready when they go: it dials nobody.
   Node seed(loop.io, o), visitor(loop.io, o);
@@ -221,7 +221,7 @@ TEST_CASE("observability: losing every link makes the node not ready", "[observe
   visitor.stop();
   REQUIRE(eventually([&] { return seed.stats().links == 0; }));
   std::this_thread::sleep_for(1500ms);  // at least one health check with no link
-  CHECK(seed.core()->readiness().first);
+  CHECK(node::NodeAccess::core(seed)->readiness().first);
   seed.stop();
 }
 

@@ -63,11 +63,16 @@ typedef enum macula_status {
   MACULA_ENOT_STARTED = 38,
   MACULA_EOVERLOADED = 39,
   MACULA_EWOULDDEADLOCK = 40,
+  MACULA_EWOULD_BLOCK = 42,       /* a blocking publish found no room in time */
+  MACULA_EPAYLOAD_TOO_LARGE = 43, /* a payload or RPC argument above MACULA_MAX_PAYLOAD_BYTES */
   MACULA_EINVAL = -1,    /* a NULL or out-of-range argument */
   MACULA_ENOMEM = -2,    /* allocation failed */
   MACULA_EINTERNAL = -3, /* an unexpected error inside the library (see macula_last_error) */
   MACULA_EOTHER = -4     /* another system error (see macula_last_error) */
 } macula_status;
+
+/* The largest payload, RPC argument or RPC result in bytes (macula::kMaxPayloadBytes). */
+#define MACULA_MAX_PAYLOAD_BYTES (1048576u - 1024u)
 
 typedef enum macula_qos { MACULA_QOS_AT_MOST_ONCE = 0, MACULA_QOS_AT_LEAST_ONCE = 1 } macula_qos;
 

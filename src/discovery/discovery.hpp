@@ -1,15 +1,18 @@
 // Discovery: how a node finds peers beyond its current links — who serves a procedure, who
 // wants a topic — and tells others what it serves and wants.
 //
-// The engine talks to this one interface; LinkDiscovery is the implementation until the DHT
-// lands: links already carry every announcement (PROVIDE_ADD, INTEREST_ADD), so it announces
-// nothing and finds nobody new. The DHT's implementation stores provider and topic-interest
-// records and answers lookups with peers to link to; the engine dials them through its
-// endpoint and treats a returned provider as serving the procedure. No public API changes.
+// It lives below both its user (the node engine) and its implementations (LinkDiscovery here,
+// dht::DhtDiscovery), so neither depends on the other. LinkDiscovery is what a node without
+// the DHT uses: links already carry every announcement (PROVIDE_ADD, INTEREST_ADD), so it
+// announces nothing and finds nobody new. The DHT's implementation stores provider and
+// topic-interest records and answers lookups with peers to link to; the engine dials them
+// through its endpoint and treats a returned provider as serving the procedure.
 // Threading: every call is made on the node's strand; `done` must be called on that strand
 // (a lookup that goes to the network posts its answer back to it), at most once.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -19,7 +22,7 @@
 #include "macula/node_id.hpp"
 #include "wire/frame.hpp"
 
-namespace macula::node {
+namespace macula::discovery {
 
 struct PeerAddress {
   NodeId id;
@@ -27,6 +30,13 @@ struct PeerAddress {
 };
 
 using PeersFound = std::function<void(std::vector<PeerAddress>)>;
+
+/// Figures a discovery exposes as metrics (all zero for LinkDiscovery).
+struct DiscoveryStats {
+  std::size_t routing_table_size = 0;
+  std::size_t records_stored = 0;
+  std::uint64_t cache_hits = 0, cache_misses = 0, cache_evictions = 0;
+};
 
 class Discovery {
  public:
@@ -49,6 +59,13 @@ class Discovery {
     (void)from, (void)request;
     return std::nullopt;
   }
+  virtual DiscoveryStats stats() const { return {}; }
+  /// One raw lookup of `key` (no cache), calling `done` with the number of records found;
+  /// false when this discovery has no such lookup (then `done` is not called). Diagnostics.
+  virtual bool find_value(const NodeId& key, std::function<void(std::size_t)> done) {
+    (void)key, (void)done;
+    return false;
+  }
 };
 
 /// Discovery by the links alone: everything a linked peer serves or wants, it announced over
@@ -63,4 +80,4 @@ class LinkDiscovery final : public Discovery {
   void find_subscribers(std::string_view, PeersFound done) override { done({}); }
 };
 
-}  // namespace macula::node
+}  // namespace macula::discovery

@@ -1,0 +1,48 @@
+// The vocabulary the node engine's parts share: keys of peers and links, shared message
+// bodies, and a publish on its way from the API to the links.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <system_error>
+
+#include "macula/detail/completion.hpp"
+#include "macula/message.hpp"
+#include "macula/publisher.hpp"
+
+namespace macula::node {
+
+using Clock = std::chrono::steady_clock;
+/// A peer node, stable for the life of this node whatever links come and go (never reused).
+using PeerKey = std::uint64_t;
+/// One link (session) to a peer; a peer may be reached over a new link after the old drops.
+using LinkId = std::uint64_t;
+/// A message body shared by every local subscriber and every link it goes out on.
+using BodyPtr = std::shared_ptr<const detail::MessageBody>;
+
+/// The "provider" key of this node itself in provider choices.
+inline constexpr PeerKey kLocalPeer = 0;
+
+/// A publish handed to the node, until the strand has matched it and every link took it.
+struct Outgoing {
+  std::string topic;
+  Bytes payload;
+  Qos qos = Qos::at_most_once;
+  CongestionControl congestion = CongestionControl::drop;
+  std::shared_ptr<std::atomic<std::uint64_t>> drops;  ///< the publisher's counter (may be null)
+  detail::Completion<std::error_code> done;           ///< may be empty
+
+  void count_drop() const {
+    if (drops) drops->fetch_add(1, std::memory_order_relaxed);
+  }
+};
+
+/// The congestion policy a publish gets when its publisher did not choose one.
+inline CongestionControl default_congestion(Qos qos) {
+  return qos == Qos::at_least_once ? CongestionControl::block : CongestionControl::drop;
+}
+
+}  // namespace macula::node

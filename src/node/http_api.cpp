@@ -1,0 +1,91 @@
+#include "node/http_api.hpp"
+
+#include <array>
+#include <utility>
+
+#include "macula/error.hpp"
+#include "macula/limits.hpp"
+#include "macula/names.hpp"
+
+namespace macula::node {
+
+namespace {
+const std::string kPub = "/macula/v1/pub/";
+const std::string kRpc = "/macula/v1/rpc/";
+
+transport::Response text_response(int status, const std::string& body) {
+  transport::Response r;
+  r.status = status;
+  r.headers.push_back({"content-type", "text/plain"});
+  r.body.assign(body.begin(), body.end());
+  return r;
+}
+
+std::string too_large(std::size_t size) {
+  return "payload of " + std::to_string(size) + " bytes is larger than the maximum of " + std::to_string(kMaxPayloadBytes) +
+         " bytes\n";
+}
+}  // namespace
+
+int http_status(std::error_code ec) {
+  if (!ec) return 200;
+  if (ec.category() != error_category()) return 500;
+  static constexpr std::array<std::pair<errc, int>, 16> kTable{{
+      {errc::name_empty, 400},
+      {errc::name_too_long, 400},
+      {errc::name_empty_segment, 400},
+      {errc::name_invalid_character, 400},
+      {errc::name_wildcard_not_allowed, 400},
+      {errc::no_provider, 404},
+      {errc::payload_too_large, 413},
+      {errc::body_too_large, 413},
+      {errc::timed_out, 504},
+      {errc::overloaded, 503},
+      {errc::too_many_pending, 503},
+      {errc::queue_full, 503},
+      {errc::would_block, 503},
+      {errc::not_started, 503},
+      {errc::cancelled, 503},
+      {errc::handler_error, 500},
+  }};
+  for (const auto& [e, status] : kTable)
+    if (ec == e) return status;
+  return 500;
+}
+
+void HttpApi::install(transport::Endpoint& endpoint, std::shared_ptr<const HttpApi> api, std::weak_ptr<void> alive) {
+  endpoint.route("POST", kPub, [api, alive](transport::Request&& req, transport::Responder respond) {
+    if (!alive.lock() || api->stopping()) return respond(text_response(503, "stopping\n"));
+    std::string topic = req.path.substr(kPub.size());
+    if (auto ec = validate_topic(topic)) return respond(text_response(http_status(ec), ec.message() + "\n"));
+    if (req.body.size() > kMaxPayloadBytes) return respond(text_response(413, too_large(req.body.size())));
+    api->publish(Outgoing{std::move(topic), std::move(req.body), Qos::at_most_once, CongestionControl::drop, nullptr, {}});
+    respond(text_response(202, "published\n"));
+  });
+  endpoint.route("POST", kRpc, [api, alive](transport::Request&& req, transport::Responder respond) {
+    if (!alive.lock() || api->stopping()) return respond(text_response(503, "stopping\n"));
+    if (req.body.size() > kMaxPayloadBytes) return respond(text_response(413, too_large(req.body.size())));
+    auto done = detail::Completion<std::error_code, Bytes>([respond](std::error_code ec, Bytes result) {
+      if (!ec) {
+        transport::Response r;
+        r.body = std::move(result);
+        return respond(std::move(r));
+      }
+      const std::string msg = ec == errc::handler_error ? std::string(result.begin(), result.end()) : ec.message();
+      respond(text_response(http_status(ec), msg + "\n"));
+    });
+    api->call(req.path.substr(kRpc.size()), std::move(req.body), std::move(done));
+  });
+  // The status pages over HTTP/3: the same StatusPages the plain-HTTP server answers from.
+  for (std::string_view path : StatusPages::kPaths)
+    endpoint.route("GET", std::string(path), [api, alive](transport::Request&& req, transport::Responder respond) {
+      const StatusPage page = alive.lock() ? api->pages.answer(req.path) : StatusPage{503, "text/plain", "not ready: stopping\n"};
+      transport::Response r;
+      r.status = page.status;
+      r.headers.push_back({"content-type", page.content_type});
+      r.body.assign(page.body.begin(), page.body.end());
+      respond(std::move(r));
+    });
+}
+
+}  // namespace macula::node

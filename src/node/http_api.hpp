@@ -1,0 +1,35 @@
+// HttpApi: the node's HTTP/3 routes for clients — POST /macula/v1/pub/<topic>, POST
+// /macula/v1/rpc/<procedure> — and the status pages (/metrics, /health, /ready, /live) on the
+// QUIC port. Errors map to HTTP statuses through one table (http_status), tested on its own.
+//
+// Threading: route handlers run on the endpoint's strand (the node's strand).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <system_error>
+
+#include "macula/detail/completion.hpp"
+#include "macula/message.hpp"
+#include "node/engine_types.hpp"
+#include "node/status_pages.hpp"
+#include "transport/endpoint.hpp"
+
+namespace macula::node {
+
+/// The HTTP status a client gets for a library error (200 for none).
+int http_status(std::error_code ec);
+
+struct HttpApi {
+  /// Runs a publish on the strand (the route is on it already): QoS 0, drop policy.
+  std::function<void(Outgoing&&)> publish;
+  std::function<void(std::string procedure, Bytes args, detail::Completion<std::error_code, Bytes> done)> call;
+  std::function<bool()> stopping;
+  StatusPages pages;
+
+  /// Registers the routes; they hold `api` and check `alive` before each use.
+  static void install(transport::Endpoint& endpoint, std::shared_ptr<const HttpApi> api, std::weak_ptr<void> alive);
+};
+
+}  // namespace macula::node

@@ -1,0 +1,171 @@
+// PubSubEngine: the node's publish/subscribe — local subscriptions and the interest peers
+// announced, the route of each topic, local delivery, QoS 1 both ways, and the flow control
+// between a publisher and its subscribers.
+//
+// Publishing (strand): a publish is matched once (the route: local subscriptions and
+// interested peers, cached per topic), delivered to local subscriptions and queued on the
+// interested peers' links (LinkTable). With the block policy a publish that finds no room —
+// a full link (QoS 0) or full QoS 1 bounds — waits in a FIFO and is retried when room comes
+// back (LinkEvents::on_room, acknowledgements, links going down); later block-policy publishes
+// wait behind it, so each publisher's order holds. With drop, a full link loses the message
+// (counted on the node and on the publisher) and a full QoS 1 bound answers queue_full.
+//
+// QoS 1, sending: a tracked message goes once on each interested peer's live link, within a
+// per-peer credit window (wire::kQos1WindowMessages / kQos1WindowBytes); what is past the window
+// waits in a per-peer backlog and goes as acknowledgements return. When a peer's last link
+// drops, everything it still owes goes again, in order, on its next link; a peer gone past
+// peer_grace ends its messages with timed_out.
+// QoS 1, receiving: a message is acknowledged once it is in every matching subscription's
+// queue. While one of those queues is full the message is held (not acknowledged; later QoS 1
+// messages from that peer wait behind it), so the publisher's window closes and it slows down
+// instead of timing out. The subscription calls back when it has room.
+//
+// Threading: every member runs on the strand, except those marked "any thread".
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "discovery/discovery.hpp"
+#include "macula/core/pattern_trie.hpp"
+#include "node/dispatch_queue.hpp"
+#include "node/engine_types.hpp"
+#include "node/link_table.hpp"
+#include "node/node_metrics.hpp"
+#include "node/subscription.hpp"
+#include "pubsub/dedup_window.hpp"
+#include "pubsub/local_interest.hpp"
+#include "pubsub/qos1_tracker.hpp"
+#include "pubsub/remote_interest.hpp"
+
+namespace macula::node {
+
+class PubSubEngine {
+ public:
+  using RunOnStrand = std::function<void(core::detail::UniqueFunction<void()>)>;
+  using DiscoveryRef = std::function<discovery::Discovery&()>;
+  /// Publishes that left the publish queue (accepted or failed): count and payload bytes.
+  using Released = std::function<void(std::size_t count, std::size_t bytes)>;
+
+  PubSubEngine(const NodeOptions& options, NodeMetrics& metrics, LinkTable& links, DiscoveryRef discovery,
+               std::shared_ptr<DispatchQueue> dispatch, RunOnStrand to_strand, Released released);
+
+  void start(const NodeId& self) { self_ = self; }
+  void set_dispatch(std::shared_ptr<DispatchQueue> dispatch) { dispatch_ = std::move(dispatch); }
+
+  // ---- the API's side
+  void subscribe(const std::shared_ptr<Subscription>& s);
+  /// False when `s` was not registered.
+  bool unsubscribe(const std::shared_ptr<Subscription>& s);
+  /// Carries out or holds one publish from the publish queue. Call report_released() after a
+  /// batch.
+  void publish(Outgoing&& m);
+  void report_released();
+
+  // ---- link events
+  void on_link_up(PeerKey peer, LinkId link);
+  void on_link_down(PeerKey peer, LinkId link, bool last);
+  void on_peer_gone(PeerKey peer);
+  /// PUBLISH, PUBLISH_ACK, INTEREST_ADD / _REMOVE; false for other frames.
+  bool on_frame(PeerKey peer, LinkId link, wire::Frame& frame);
+  void on_read_done(PeerKey peer);
+  void on_room(PeerKey peer);
+
+  // ---- housekeeping, stop, views
+  void housekeeping();
+  bool drained() const { return tracker_.size() == 0 && blocked_.empty(); }
+  void fail_all();
+  std::size_t qos1_in_flight() const noexcept { return tracker_.size(); }
+  std::size_t subscriptions() const noexcept { return subscription_ids_.size(); }
+  std::uint64_t dedup_too_old() const noexcept { return dedup_.too_old(); }
+  /// Any thread: each subscription's id, pattern, drops and depth.
+  std::vector<NodeMetrics::SubscriptionRow> subscription_rows() const;
+  /// Any thread: subscriptions whose queue holds more than `threshold`.
+  void deep_subscriptions(std::size_t threshold, std::vector<std::pair<std::string, std::size_t>>& out) const;
+
+ private:
+  using Tracker = pubsub::Qos1Tracker<BodyPtr, detail::Completion<std::error_code>>;
+
+  // Where a topic goes: the local subscriptions and the peers whose interest matches. Cached
+  // per topic (most traffic repeats topics) and dropped whenever a subscription or a peer's
+  // interest changes; bounded by kMaxRoutes (cleared when full).
+  struct Route {
+    std::vector<std::shared_ptr<Subscription>> subscriptions;
+    std::vector<PeerKey> peers;
+  };
+  static constexpr std::size_t kMaxRoutes = 4096;
+
+  /// Sending side, per peer: QoS 1 credit in use and what waits for credit or a link.
+  struct PeerFlow {
+    std::size_t messages = 0, bytes = 0;
+    std::deque<std::uint64_t> backlog;
+  };
+  /// Receiving side, per peer: QoS 1 messages held for full queues, acks to send.
+  struct Held {
+    BodyPtr body;
+    std::uint64_t message_id;
+  };
+  struct PeerInbound {
+    std::deque<Held> held;
+    std::size_t held_bytes = 0;
+    std::vector<std::uint64_t> acks;
+  };
+
+  const Route& route_for(const std::string& topic);
+  bool try_publish(Outgoing& m);
+  void retry_blocked();
+  void deliver_local(const BodyPtr& body, const Route& route);
+  void send_qos1(PeerKey peer, std::uint64_t id, const BodyPtr& body);
+  void send_backlog(PeerKey peer);
+  bool queues_have_room(const Route& route);
+  void accept_qos1(PeerInbound& in, const BodyPtr& body, std::uint64_t message_id, const Route& route);
+  void on_publish(PeerKey peer, LinkId link, wire::Publish& pub);
+  void release_held();
+  void send_acks(PeerKey peer, PeerInbound& in);
+  void discover_subscribers(const std::string& topic);
+
+  const NodeOptions& options_;
+  NodeMetrics& m_;
+  LinkTable& links_;
+  DiscoveryRef discovery_;
+  std::shared_ptr<DispatchQueue> dispatch_;
+  RunOnStrand to_strand_;
+  Released released_;
+  NodeId self_;
+  std::uint64_t sequence_ = 0;
+
+  core::PatternTrie trie_;
+  // Changed on the strand only, under the mutex; the strand reads without it, readers off the
+  // strand (/metrics, health) take it.
+  mutable std::mutex subscriptions_mutex_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Subscription>> subscriptions_;
+  std::unordered_map<const Subscription*, std::uint64_t> subscription_ids_;
+  std::uint64_t last_subscription_ = 0;
+  pubsub::LocalInterest local_;
+  pubsub::RemoteInterest remote_;
+  std::set<LinkId> interest_synced_;  // links whose peer's snapshot arrived
+
+  std::unordered_map<std::string, Route> routes_;
+  std::vector<core::SubscriberId> match_scratch_;
+  std::vector<std::shared_ptr<Subscription>> ready_scratch_;
+  std::vector<PeerKey> peer_scratch_;
+  std::unordered_map<std::string, Clock::time_point> subscriber_lookups_;
+
+  Tracker tracker_;
+  std::unordered_map<PeerKey, PeerFlow> flow_;
+  std::deque<Outgoing> blocked_;
+  std::size_t released_count_ = 0, released_bytes_ = 0;
+
+  pubsub::DedupWindow dedup_;
+  std::unordered_map<PeerKey, PeerInbound> inbound_;
+  bool release_scheduled_ = false;
+};
+
+}  // namespace macula::node
