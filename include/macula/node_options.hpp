@@ -76,7 +76,7 @@ struct NodeOptions {
   std::size_t max_qos1_in_flight_bytes = 64u << 20;
   /// Payload bytes of publishes waiting on one link for room in its send buffer. Past it a
   /// drop-policy QoS 0 message is dropped for that link, and a block-policy one waits.
-  std::size_t link_queue_bytes = 1u << 20;
+  std::size_t link_queue_bytes = 4u << 20;
   std::size_t result_cache_capacity = 10'000;   ///< idempotent RPC results kept
   std::size_t max_dedup_publishers = 10'000;    ///< QoS 1 publishers remembered for de-duplication
 

@@ -54,16 +54,21 @@ int http_status(std::error_code ec) {
 }
 
 void HttpApi::install(transport::Endpoint& endpoint, std::shared_ptr<const HttpApi> api, std::weak_ptr<void> alive) {
+  // Each handler holds the node for its whole run: api's callbacks use it.
   endpoint.route("POST", kPub, [api, alive](transport::Request&& req, transport::Responder respond) {
-    if (!alive.lock() || api->stopping()) return respond(text_response(503, "stopping\n"));
+    const auto node = alive.lock();
+    if (!node || api->stopping()) return respond(text_response(503, "stopping\n"));
     std::string topic = req.path.substr(kPub.size());
     if (auto ec = validate_topic(topic)) return respond(text_response(http_status(ec), ec.message() + "\n"));
     if (req.body.size() > kMaxPayloadBytes) return respond(text_response(413, too_large(req.body.size())));
-    api->publish(Outgoing{std::move(topic), std::move(req.body), Qos::at_most_once, CongestionControl::drop, nullptr, {}});
+    if (auto ec = api->publish(Outgoing{std::move(topic), std::move(req.body), Qos::at_most_once, CongestionControl::drop,
+                                        nullptr, {}}))
+      return respond(text_response(http_status(ec), ec.message() + "\n"));
     respond(text_response(202, "published\n"));
   });
   endpoint.route("POST", kRpc, [api, alive](transport::Request&& req, transport::Responder respond) {
-    if (!alive.lock() || api->stopping()) return respond(text_response(503, "stopping\n"));
+    const auto node = alive.lock();
+    if (!node || api->stopping()) return respond(text_response(503, "stopping\n"));
     if (req.body.size() > kMaxPayloadBytes) return respond(text_response(413, too_large(req.body.size())));
     auto done = detail::Completion<std::error_code, Bytes>([respond](std::error_code ec, Bytes result) {
       if (!ec) {

@@ -22,8 +22,9 @@ namespace macula::node {
 int http_status(std::error_code ec);
 
 struct HttpApi {
-  /// Runs a publish on the strand (the route is on it already): QoS 0, drop policy.
-  std::function<void(Outgoing&&)> publish;
+  /// Runs a publish on the strand (the route is on it already): QoS 0, drop policy. Errors:
+  /// queue_full.
+  std::function<std::error_code(Outgoing&&)> publish;
   std::function<void(std::string procedure, Bytes args, detail::Completion<std::error_code, Bytes> done)> call;
   std::function<bool()> stopping;
   StatusPages pages;

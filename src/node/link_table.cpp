@@ -131,6 +131,10 @@ void LinkTable::drop_link(LinkId id) {
   if (it == links_.end()) return;
   const PeerKey key = it->second.peer;
   queued_bytes_ -= it->second.data_bytes;
+  // QoS 0 publishes still waiting on the link go with it, counted; QoS 1 ones are owed by the
+  // tracker and go again on the peer's next link.
+  for (const auto& q : it->second.data)
+    if (q.body && q.body->qos == Qos::at_most_once) metrics_.drop_no_link->inc();
   links_.erase(it);
   log_.log_with(LogLevel::info, "link", [&] { return "link " + std::to_string(id) + " to peer " + peer_name(key) + " down"; });
   bool last = true;
@@ -200,6 +204,7 @@ void LinkTable::dial(const asio::ip::udp::endpoint& address, std::optional<NodeI
                         return done(e, 0);
                       }
                       done({}, attach(std::move(s), *c->peer_id(), c, *cb_slot));
+                      flush();  // what `done` queued (an RPC call to a provider just found)
                     });
   });
 }
@@ -274,9 +279,11 @@ std::error_code LinkTable::send_on(LinkId id, const wire::Frame& frame) {
   if (it == links_.end() || it->second.closing) return errc::not_connected;
   Link& link = it->second;
   if (auto ec = wire::encode(frame, link.control)) return ec;
-  if (link.control.size() > kMaxControlBytes) {
-    disconnect_slow(id, "its control queue passed 16 MiB");
-    return errc::connection_closed;
+  if (link.control.size() > kMaxControlBytes && !link.closing) {
+    // Posted: a send must not end the link under its caller (an RPC attempt being made).
+    asio::post(*strand_, [this, owner = owner_, id] {
+      if (owner.lock()) disconnect_slow(id, "its control queue passed 16 MiB");
+    });
   }
   mark_dirty(link);
   return {};
@@ -289,10 +296,13 @@ void LinkTable::broadcast(const wire::Frame& frame) {
 }
 
 std::size_t LinkTable::ping_all(std::uint64_t nonce) {
-  std::vector<LinkId> ids;
-  for (const auto& [id, l] : links_) ids.push_back(id);
   std::size_t n = 0;
-  for (LinkId id : ids) n += !send_on(id, wire::Ping{nonce});
+  for (auto& [id, l] : links_) {
+    if (l.closing) continue;
+    l.data.push_back({nullptr, nonce});
+    mark_dirty(l);
+    ++n;
+  }
   return n;
 }
 
@@ -308,7 +318,7 @@ bool LinkTable::queue_publish(PeerKey peer, const BodyPtr& body) {
   Link* l = live_link(peer);
   if (!l || l->closing) return false;
   const std::size_t n = body_bytes(*body);
-  l->data.push_back(body);
+  l->data.push_back({body, 0});
   l->data_bytes += n;
   queued_bytes_ += n;
   mark_dirty(*l);
@@ -350,7 +360,13 @@ bool LinkTable::refill(Link& link) {
   std::size_t frames = 0;
   while (!link.data.empty() && link.wire.size() < kWriteBatch && in_flight + link.wire.size() < kDataInFlight &&
          link.frames_in_flight + frames < kFramesInFlight) {
-    const detail::MessageBody& b = *link.data.front();
+    const auto& q = link.data.front();
+    if (!q.body) {
+      (void)wire::encode(wire::Ping{q.ping}, link.wire);
+      link.data.pop_front();
+      continue;
+    }
+    const detail::MessageBody& b = *q.body;
     // Sizes were checked where the publish entered the node, so encoding cannot fail here.
     (void)wire::encode_publish(b.publisher, b.sequence, b.sequence, static_cast<std::uint8_t>(b.qos), b.topic, b.payload,
                                link.wire);
@@ -443,8 +459,10 @@ void LinkTable::housekeeping(Clock::time_point now) {
 
 void LinkTable::close_all() {
   closed_ = true;
-  for (auto& [k, p] : peers_)
+  for (auto& [k, p] : peers_) {
     if (p.redial_timer) p.redial_timer->cancel();
+    p.links.clear();
+  }
   // Closing may call back into drop_link(): take the links out of the map first.
   auto closing = std::move(links_);
   links_.clear();

@@ -104,7 +104,8 @@ class LinkTable {
   std::error_code send(PeerKey peer, const wire::Frame& frame);
   std::error_code send_on(LinkId link, const wire::Frame& frame);
   void broadcast(const wire::Frame& frame);
-  /// PINGs every link with `nonce`; returns how many.
+  /// PINGs every link with `nonce`, behind the publishes already queued on it (a barrier:
+  /// the PONG means the peer processed them); returns how many.
   std::size_t ping_all(std::uint64_t nonce);
 
   /// Whether `peer`'s live link can take another publish now. A no is remembered: on_room
@@ -137,7 +138,12 @@ class LinkTable {
     std::shared_ptr<transport::Connection> connection;  // dialed links keep their connection
     wire::FrameReader reader;
     Bytes control;               // encoded control frames not yet written
-    std::deque<BodyPtr> data;    // publishes not yet written
+    // Publishes not yet written, and PING barriers (no body) that must follow them.
+    struct Queued {
+      BodyPtr body;
+      std::uint64_t ping = 0;
+    };
+    std::deque<Queued> data;
     std::size_t data_bytes = 0;  // their payload and topic bytes
     Bytes wire;                  // encoded bytes being written
     std::size_t wire_off = 0;    // how much of `wire` the session took

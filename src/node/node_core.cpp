@@ -40,11 +40,20 @@ constexpr const char* kDhtPath = "/macula/v1/dht";
 constexpr auto kDhtRequestTimeout = std::chrono::seconds(2);
 // Inbox items one strand turn carries out before giving the io thread back: a producer faster
 // than the network must not keep the strand from reading links (acks, RPC replies).
-constexpr std::size_t kInboxTurn = 256;
+constexpr std::size_t kInboxTurn = 4096;
 }  // namespace
 
 class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, public LinkEvents, public dht::DhtTransport {
  public:
+  // The engines' wake-ups come from handler and consumer threads that may outlive the node (a
+  // Subscriber destroyed after its Node, a handler keeping an RpcResponder): they reach the node
+  // through a weak reference, filled in once the node is owned by a shared_ptr (init()).
+  static PubSubEngine::RunOnStrand urgent_hand_over(const std::shared_ptr<std::weak_ptr<Impl>>& self) {
+    return [self](core::detail::UniqueFunction<void()> f) {
+      if (auto impl = self->lock()) impl->to_strand_urgent(std::move(f));
+    };
+  }
+
   Impl(asio::io_context& io, NodeOptions o)
       : options(std::move(o)),
         log(options.log_sink, options.log_level),
@@ -52,13 +61,13 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
         io_(io),
         links(options, metrics, log, *this),
         pubsub(options, metrics, links, [this]() -> discovery::Discovery& { return *discovery; }, nullptr,
-               [this](core::detail::UniqueFunction<void()> f) { to_strand_urgent(std::move(f)); },
-               [this](std::size_t n, std::size_t bytes) { released(n, bytes); }),
+               urgent_hand_over(self_ref), [this](std::size_t n, std::size_t bytes) { released(n, bytes); }),
         rpc(options, metrics, links, [this]() -> discovery::Discovery& { return *discovery; }, nullptr,
-            [this](core::detail::UniqueFunction<void()> f) { to_strand_urgent(std::move(f)); }) {}
+            urgent_hand_over(self_ref)) {}
 
   // The parts hold `this` in their callbacks; the executor-dependent ones are built here.
   void init() {
+    *self_ref = weak_from_this();
     if (options.handler_executor) {
       executor = options.handler_executor;
     } else {
@@ -112,7 +121,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
       return self ? self->readiness() : std::pair<bool, std::string>{false, "stopping"};
     };
     auto api = std::make_shared<HttpApi>();
-    api->publish = [this](Outgoing&& m) { publish_on_strand(std::move(m)); };
+    api->publish = [this](Outgoing&& m) { return publish_on_strand(std::move(m)); };
     api->call = [this](std::string p, Bytes a, detail::Completion<std::error_code, Bytes> d) {
       rpc.call(std::move(p), std::move(a), CallOptions{}, std::move(d));
       links.flush();
@@ -333,12 +342,12 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
 
   // Strand (HTTP/3 API): a publish that is on the strand already skips the inbox, but counts
   // in the publish queue like any other.
-  void publish_on_strand(Outgoing&& m) {
+  std::error_code publish_on_strand(Outgoing&& m) {
     {
       std::lock_guard lock(inbox_mutex);
       if (publish_queue_full(m.payload.size())) {
         metrics.drop_queue_full->inc();
-        return;
+        return errc::queue_full;
       }
       inbox_bytes.fetch_add(m.payload.size(), std::memory_order_relaxed);
       inbox_publishes.fetch_add(1, std::memory_order_relaxed);
@@ -346,6 +355,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     pubsub.publish(std::move(m));
     pubsub.report_released();
     links.flush();
+    return {};
   }
 
   void drain_inbox() {
@@ -392,9 +402,14 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     udp::endpoint address;
     Bytes body;
     if (parse_address(to.endpoint, address) || wire::encode(req, body)) return done(std::nullopt);
-    // Answers come back on the strand.
-    auto on_strand = [s = *strand, done = std::move(done)](std::optional<wire::Frame> f) mutable {
-      asio::post(s, [done = std::move(done), f = std::move(f)]() mutable { done(std::move(f)); });
+    // Answers come back on the strand, and what they queued on links goes out.
+    auto on_strand = [s = *strand, weak = weak_from_this(), done = std::move(done)](std::optional<wire::Frame> f) mutable {
+      asio::post(s, [weak, done = std::move(done), f = std::move(f)]() mutable {
+        auto self = weak.lock();
+        if (!self) return;
+        done(std::move(f));
+        self->links.flush();
+      });
     };
     pool->get(to.id, address, [body = std::move(body), on_strand](std::error_code ec,
                                                                    std::shared_ptr<transport::Connection> c) mutable {
@@ -415,7 +430,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     auto timer = std::make_shared<asio::steady_timer>(*strand);
     timer->expires_after(delay);
     timer->async_wait([weak = weak_from_this(), timer, f = std::move(f)](boost::system::error_code ec) {
-      if (auto self = weak.lock(); self && !ec && !self->stopping_flag) f();
+      auto self = weak.lock();
+      if (!self || ec || self->stopping_flag) return;
+      f();
+      self->links.flush();
     });
   }
 
@@ -443,6 +461,8 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
 
   void fail_everything() {
     housekeeping_timer->cancel();
+    // What was handed over before stop() began is carried out, then failed with the rest.
+    while (!inbox_empty()) drain_inbox();
     pubsub.fail_all();
     rpc.fail_all();
     if (pool) pool->close();
@@ -457,6 +477,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   }
 
   // ---- members --------------------------------------------------------------------------------
+  std::shared_ptr<std::weak_ptr<Impl>> self_ref = std::make_shared<std::weak_ptr<Impl>>();
   NodeOptions options;
   observe::Logger log;
   NodeMetrics metrics;

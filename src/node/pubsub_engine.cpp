@@ -119,6 +119,7 @@ void PubSubEngine::discover_subscribers(const std::string& topic) {
   if (subscriber_lookups_.size() >= 10'000) subscriber_lookups_.clear();  // bounded
   subscriber_lookups_[topic] = now;
   discovery_().find_subscribers(topic, [this, topic](std::vector<discovery::PeerAddress> found) {
+    if (stopped_) return;
     // Nobody (yet): ask again after a second rather than after the full TTL.
     if (found.empty()) subscriber_lookups_[topic] = Clock::now() - kDiscoveryTtl + std::chrono::seconds(1);
     for (const auto& p : found) {
@@ -133,6 +134,12 @@ void PubSubEngine::discover_subscribers(const std::string& topic) {
 // ---- publishing -------------------------------------------------------------------------------
 
 void PubSubEngine::publish(Outgoing&& m) {
+  if (stopped_) {  // handed over before stop() and reached after it failed everything
+    ++released_count_;
+    released_bytes_ += m.payload.size();
+    if (m.done) m.done(errc::cancelled);
+    return;
+  }
   if (m.congestion == CongestionControl::block && !blocked_.empty()) {
     blocked_.push_back(std::move(m));  // behind the ones already waiting: order holds
     return;
@@ -253,7 +260,14 @@ void PubSubEngine::send_backlog(PeerKey peer) {
 void PubSubEngine::on_link_up(PeerKey peer, LinkId link) {
   // Always a snapshot (even empty): the peer replaces what it knew of us with it.
   (void)links_.send_on(link, wire::InterestAdd{local_.snapshot()});
-  // What this peer still owes an acknowledgement for goes (again) on the new link, in order.
+  resend_owed(peer);
+  if (auto in = inbound_.find(peer); in != inbound_.end()) send_acks(peer, in->second);
+}
+
+// What `peer` still owes an acknowledgement for goes (again) on its current link, in order;
+// the credit starts afresh with it. The receiver's de-duplication absorbs copies that did
+// arrive over the old link.
+void PubSubEngine::resend_owed(PeerKey peer) {
   PeerFlow& f = flow_[peer];
   f = PeerFlow{};
   tracker_.for_peer(peer, [&](std::uint64_t id, Tracker::Entry&) {
@@ -261,15 +275,16 @@ void PubSubEngine::on_link_up(PeerKey peer, LinkId link) {
     m_.qos1_resent->inc();
   });
   send_backlog(peer);
-  if (auto in = inbound_.find(peer); in != inbound_.end()) send_acks(peer, in->second);
 }
 
 void PubSubEngine::on_link_down(PeerKey peer, LinkId link, bool last) {
   interest_synced_.erase(link);
-  if (!last) return;
-  // Credit and backlog are rebuilt from the tracker when the peer is back.
-  flow_.erase(peer);
-  retry_blocked();  // a peer without a link no longer holds block-policy QoS 0 publishes
+  if (last) {
+    flow_.erase(peer);  // credit and backlog are rebuilt from the tracker when the peer is back
+  } else {
+    resend_owed(peer);  // what went out on the dropped link goes on the one that is left
+  }
+  retry_blocked();  // publishes that waited for the dropped link wait no more
 }
 
 void PubSubEngine::on_peer_gone(PeerKey peer) {
@@ -329,6 +344,12 @@ void PubSubEngine::on_publish(PeerKey peer, LinkId link, wire::Publish& pub) {
   if (body->qos == Qos::at_most_once) return deliver_local(body, route);
   PeerInbound& in = inbound_[peer];
   if (in.held.empty() && queues_have_room(route)) return accept_qos1(in, body, message_id, route);
+  if (!in.held.empty() && message_id <= in.held.back().message_id) {
+    // A copy sent again on a new link. Older than everything held: already delivered (the
+    // de-duplication acknowledges it again); otherwise the held original answers for it.
+    if (message_id < in.held.front().message_id) accept_qos1(in, body, message_id, route);
+    return;
+  }
   // A matching queue is full: hold it unacknowledged. The publisher's window bounds what a
   // well-behaved peer can make us hold.
   if (in.held.size() >= 2 * wire::kQos1WindowMessages || in.held_bytes >= 2 * wire::kQos1WindowBytes)
@@ -394,6 +415,7 @@ void PubSubEngine::housekeeping() {
 }
 
 void PubSubEngine::fail_all() {
+  stopped_ = true;
   for (auto& m : blocked_) {
     ++released_count_;
     released_bytes_ += m.payload.size();

@@ -124,6 +124,7 @@ class PubSubEngine {
   void deliver_local(const BodyPtr& body, const Route& route);
   void send_qos1(PeerKey peer, std::uint64_t id, const BodyPtr& body);
   void send_backlog(PeerKey peer);
+  void resend_owed(PeerKey peer);
   bool queues_have_room(const Route& route);
   void accept_qos1(PeerInbound& in, const BodyPtr& body, std::uint64_t message_id, const Route& route);
   void on_publish(PeerKey peer, LinkId link, wire::Publish& pub);
@@ -165,7 +166,7 @@ class PubSubEngine {
 
   pubsub::DedupWindow dedup_;
   std::unordered_map<PeerKey, PeerInbound> inbound_;
-  bool release_scheduled_ = false;
+  bool stopped_ = false;
 };
 
 }  // namespace macula::node

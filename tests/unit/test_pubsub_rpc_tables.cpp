@@ -7,6 +7,7 @@
 #include "macula/error.hpp"
 #include "pubsub/dedup_window.hpp"
 #include "pubsub/local_interest.hpp"
+#include "pubsub/qos1_tracker.hpp"
 #include "pubsub/remote_interest.hpp"
 #include "rpc/pending_calls.hpp"
 
@@ -113,4 +114,46 @@ TEST_CASE("pending calls: bounded, each call leaves exactly once by reply or dea
   CHECK(pc.size() == 0);
   CHECK_FALSE(pc.next_deadline());
   CHECK(log.size() == 3);
+}
+
+TEST_CASE("qos1 tracker: done once the last peer acks; bounded by count and bytes; a gone peer ends its messages",
+          "[pubsub][qos1]") {
+  using Done = std::function<void(std::error_code)>;
+  pubsub::Qos1Tracker<int, Done> t(3, 100);
+  std::vector<std::pair<int, std::error_code>> finished;
+  auto done_for = [&](int id) { return Done([&, id](std::error_code ec) { finished.emplace_back(id, ec); }); };
+  REQUIRE_FALSE(t.track(1, 10, 40, {7, 8}, done_for(1)));
+  REQUIRE_FALSE(t.track(2, 20, 40, {8}, done_for(2)));
+  CHECK_FALSE(t.has_room(40));                             // 80 + 40 bytes > 100
+  CHECK(t.track(3, 30, 40, {7}, done_for(3)) == errc::too_many_pending);
+  CHECK(t.has_room(20));
+  REQUIRE_FALSE(t.track(3, 30, 20, {7}, done_for(3)));
+  CHECK_FALSE(t.has_room(1));                              // three messages: the count bound
+  CHECK(t.bytes() == 100);
+
+  std::optional<Done> d;
+  CHECK(t.ack(1, 7, d));
+  CHECK_FALSE(d);                                          // peer 8 still owes message 1
+  CHECK_FALSE(t.ack(1, 7, d));                             // a second ack from 7 changes nothing
+  CHECK_FALSE(t.ack(9, 7, d));                             // unknown id
+  std::vector<std::uint64_t> owed;
+  t.for_peer(8, [&](std::uint64_t id, auto&) { owed.push_back(id); });
+  CHECK(owed == std::vector<std::uint64_t>{1, 2});         // in publish order, for a re-send
+  CHECK(t.ack(1, 8, d));
+  REQUIRE(d);
+  (*d)({});
+  CHECK(t.size() == 2);
+  CHECK(t.bytes() == 60);
+
+  // Peer 8 is gone for good: message 2 waited for it alone and ends; 3 does not involve it.
+  t.forget_peer(8, [&](Done done) { done(errc::timed_out); });
+  CHECK(t.size() == 1);
+  REQUIRE(finished.size() == 2);
+  CHECK(finished[0] == std::make_pair(1, std::error_code{}));
+  CHECK(finished[1] == std::make_pair(2, make_error_code(errc::timed_out)));
+  auto rest = t.remove(3);
+  REQUIRE(rest);
+  CHECK(t.size() == 0);
+  CHECK(t.bytes() == 0);
+  CHECK(t.has_room(1000));                                 // one message always fits an empty tracker
 }
