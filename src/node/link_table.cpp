@@ -16,15 +16,18 @@ constexpr const char* kSessionPath = "/macula/v1/session";
 // Bytes encoded per write batch: large enough to amortise the session call, small enough that
 // a control frame queued meanwhile waits behind little.
 constexpr std::size_t kWriteBatch = 64 * 1024;
-// Publish bytes a link keeps in its session (sent, not yet acknowledged). Control frames share
-// the session's byte stream and queue behind these, so this bounds their wait: at 100 MB/s,
-// 512 KiB is ~5 ms. Enough in flight for loopback and LAN round trips; a long fat path would
-// want more (docs/ARCHITECTURE.md, "Flow control").
-constexpr std::size_t kDataInFlight = 256 * 1024;
-// The same bound in frames, for small messages: a receiver spends per frame, not per byte, so
-// 256 KiB of 64-byte messages (~2,400 frames) would hold a control frame back far longer than
-// 256 KiB of large ones.
-constexpr std::size_t kFramesInFlight = 512;
+// Publishes a link keeps in its session (sent, not yet acknowledged), by bytes and by frames
+// (a receiver spends per frame, so 256 KiB of 64-byte messages, ~2,400 frames, holds a control
+// frame back far longer than 256 KiB of large ones). Control frames share the session's byte
+// stream and queue behind these, so while a link carries control traffic (an RPC, acks) the
+// tight bounds keep their wait short; a link that carried none for kControlQuiet runs with the
+// wide ones for throughput. Measured trade-off in docs/ARCHITECTURE.md ("Flow control").
+struct InFlightBound {
+  std::size_t bytes, frames;
+};
+constexpr InFlightBound kLatencyBound{256 * 1024, 512};
+constexpr InFlightBound kThroughputBound{2048 * 1024, 16384};
+constexpr auto kControlQuiet = std::chrono::milliseconds(250);
 
 std::string short_id(const NodeId& id) { return id.to_hex().substr(0, 12); }
 std::size_t body_bytes(const detail::MessageBody& b) { return b.payload.size() + b.topic.size(); }
@@ -55,9 +58,7 @@ LinkTable::Peer& LinkTable::peer_for(const NodeId& id) {
 
 LinkTable::Link* LinkTable::live_link(PeerKey key) {
   auto p = peers_.find(key);
-  if (p == peers_.end() || p->second.links.empty()) return nullptr;
-  auto l = links_.find(p->second.links.back());
-  return l == links_.end() ? nullptr : &l->second;
+  return p == peers_.end() ? nullptr : p->second.traffic;
 }
 
 bool LinkTable::linked(PeerKey peer) const {
@@ -96,6 +97,7 @@ PeerKey LinkTable::attach(std::shared_ptr<transport::Session> s, const NodeId& p
   peer.links.push_back(id);
   peer.backoff = std::chrono::milliseconds(100);
   Link& link = links_[id];
+  peer.traffic = &link;
   link.id = id;
   link.peer = peer.key;
   link.session = std::move(s);
@@ -142,6 +144,7 @@ void LinkTable::drop_link(LinkId id) {
     auto& v = p->second.links;
     v.erase(std::remove(v.begin(), v.end(), id), v.end());
     last = v.empty();
+    p->second.traffic = last ? nullptr : &links_.at(v.back());
     if (last) {
       p->second.gone_since = Clock::now();
       if (p->second.redial && !closed_) schedule_redial(p->second);
@@ -279,6 +282,7 @@ std::error_code LinkTable::send_on(LinkId id, const wire::Frame& frame) {
   if (it == links_.end() || it->second.closing) return errc::not_connected;
   Link& link = it->second;
   if (auto ec = wire::encode(frame, link.control)) return ec;
+  link.last_control = Clock::now();
   if (link.control.size() > kMaxControlBytes && !link.closing) {
     // Posted: a send must not end the link under its caller (an RPC attempt being made).
     asio::post(*strand_, [this, owner = owner_, id] {
@@ -304,6 +308,14 @@ std::size_t LinkTable::ping_all(std::uint64_t nonce) {
     ++n;
   }
   return n;
+}
+
+LinkTable::Room LinkTable::room(PeerKey peer) {
+  Link* l = live_link(peer);
+  if (!l) return Room::no_link;
+  if (l->data_bytes < options_.link_queue_bytes) return Room::ok;
+  l->room_wanted = true;
+  return Room::full;
 }
 
 bool LinkTable::has_room(PeerKey peer) {
@@ -349,7 +361,10 @@ void LinkTable::flush() {
 bool LinkTable::refill(Link& link) {
   link.wire.clear();
   link.wire_off = 0;
-  link.wire.swap(link.control);
+  // Appended, not swapped: both buffers keep their capacity (a swap would hand the large one
+  // to the control queue and make `wire` grow again for every batch).
+  link.wire.insert(link.wire.end(), link.control.begin(), link.control.end());
+  link.control.clear();
   const std::size_t in_flight = link.session->buffered();
   // Frames the peer acknowledged leave the in-flight count.
   const std::uint64_t acked = link.sent - in_flight;
@@ -357,9 +372,10 @@ bool LinkTable::refill(Link& link) {
     link.frames_in_flight -= link.marks.front().second;
     link.marks.pop_front();
   }
+  const InFlightBound bound = Clock::now() - link.last_control < kControlQuiet ? kLatencyBound : kThroughputBound;
   std::size_t frames = 0;
-  while (!link.data.empty() && link.wire.size() < kWriteBatch && in_flight + link.wire.size() < kDataInFlight &&
-         link.frames_in_flight + frames < kFramesInFlight) {
+  while (!link.data.empty() && link.wire.size() < kWriteBatch && in_flight + link.wire.size() < bound.bytes &&
+         link.frames_in_flight + frames < bound.frames) {
     const auto& q = link.data.front();
     if (!q.body) {
       (void)wire::encode(wire::Ping{q.ping}, link.wire);
@@ -462,6 +478,7 @@ void LinkTable::close_all() {
   for (auto& [k, p] : peers_) {
     if (p.redial_timer) p.redial_timer->cancel();
     p.links.clear();
+    p.traffic = nullptr;
   }
   // Closing may call back into drop_link(): take the links out of the map first.
   auto closing = std::move(links_);

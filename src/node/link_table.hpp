@@ -9,9 +9,10 @@
 // - control frames (acknowledgements, interest and procedure announcements, RPC requests and
 //   results, PING/PONG): never dropped, always written ahead of queued publishes, and allowed
 //   to use the whole send buffer;
-// - publishes: kept as shared message bodies and encoded only when written; at most
-//   kDataInFlight bytes of them sit in the session unacknowledged, so control frames never
-//   wait behind more than that. A link
+// - publishes: kept as shared message bodies and encoded only when written; a bounded amount
+//   of them (bytes and frames) sits in the session unacknowledged — a tight bound while the
+//   link carries control traffic, so control frames never wait behind much, a wide one for
+//   throughput otherwise. A link
 //   whose publish queue holds link_queue_bytes has no room (has_room): a drop-policy publish
 //   is dropped for it, a block-policy one waits, and LinkEvents::on_room tells when room is
 //   back.
@@ -111,6 +112,9 @@ class LinkTable {
   /// Whether `peer`'s live link can take another publish now. A no is remembered: on_room
   /// follows when it can.
   bool has_room(PeerKey peer);
+  enum class Room { no_link, full, ok };
+  /// linked() and has_room() in one look-up.
+  Room room(PeerKey peer);
   /// Queues a PUBLISH of `body` on `peer`'s live link; false when there is none.
   bool queue_publish(PeerKey peer, const BodyPtr& body);
 
@@ -151,6 +155,7 @@ class LinkTable {
     // Publish frames sent and not yet acknowledged: (stream offset ending a batch, frames in it).
     std::deque<std::pair<std::uint64_t, std::size_t>> marks;
     std::size_t frames_in_flight = 0;
+    Clock::time_point last_control{};  // the last control frame queued (picks the in-flight bound)
     bool dirty = false;          // listed in dirty_
     bool writable_armed = false;
     bool room_wanted = false;
@@ -161,6 +166,7 @@ class LinkTable {
     PeerKey key = 0;
     NodeId id;
     std::vector<LinkId> links;  // newest last; the newest carries traffic
+    struct Link* traffic = nullptr;  // links_ entry of links.back() (map nodes do not move)
     std::optional<boost::asio::ip::udp::endpoint> redial;
     std::chrono::milliseconds backoff{100};
     bool dialing = false;
@@ -191,7 +197,7 @@ class LinkTable {
   std::size_t session_bound_ = 0;
   std::map<LinkId, Link> links_;
   LinkId last_link_ = 0;
-  std::map<PeerKey, Peer> peers_;
+  std::unordered_map<PeerKey, Peer> peers_;
   std::unordered_map<NodeId, PeerKey> peer_keys_;
   PeerKey last_peer_ = 0;
   std::vector<LinkId> dirty_;

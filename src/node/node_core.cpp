@@ -264,8 +264,9 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   using InboxItem = std::variant<Outgoing, core::detail::UniqueFunction<void()>>;
 
   bool publish_queue_full(std::size_t bytes) const {
-    const std::size_t n = inbox_publishes.load();
-    return n >= options.max_publish_queue || (n > 0 && inbox_bytes.load() + bytes > options.max_publish_queue_bytes);
+    const std::size_t n = inbox_publishes.load(std::memory_order_relaxed);
+    return n >= options.max_publish_queue ||
+           (n > 0 && inbox_bytes.load(std::memory_order_relaxed) + bytes > options.max_publish_queue_bytes);
   }
 
   std::error_code enqueue(Outgoing&& m, std::optional<Clock::time_point> wait_until) {
@@ -299,8 +300,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
         if (stopping_flag) return errc::not_started;
         if (!room) return errc::would_block;
       }
-      inbox_bytes.fetch_add(bytes, std::memory_order_relaxed);
-      inbox_hw = std::max(inbox_hw, inbox_publishes.fetch_add(1, std::memory_order_relaxed) + 1);
+      count_in(bytes);
       inbox.emplace_back(std::move(m));
       post = !inbox_scheduled;
       inbox_scheduled = true;
@@ -330,14 +330,20 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   }
 
   // Publishes left the publish queue: make room for waiting publishers.
+  // Under inbox_mutex: the counts change only under it (plain loads and stores, no locked
+  // instructions per publish); the full-queue fast path reads them without it.
+  void count_in(std::size_t bytes) {
+    const std::size_t n = inbox_publishes.load(std::memory_order_relaxed) + 1;
+    inbox_publishes.store(n, std::memory_order_relaxed);
+    inbox_bytes.store(inbox_bytes.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
+    inbox_hw = std::max(inbox_hw, n);
+  }
+
   void released(std::size_t n, std::size_t bytes) {
-    // Sequentially consistent with the waiter's count-then-check: either this sees the waiter,
-    // or the waiter's check sees the room.
-    inbox_bytes.fetch_sub(bytes);
-    inbox_publishes.fetch_sub(n);
-    if (inbox_waiters.load() == 0) return;
-    std::lock_guard lock(inbox_mutex);  // orders the change with a waiter's check
-    inbox_room.notify_all();
+    std::lock_guard lock(inbox_mutex);  // once per batch
+    inbox_publishes.store(inbox_publishes.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
+    inbox_bytes.store(inbox_bytes.load(std::memory_order_relaxed) - bytes, std::memory_order_relaxed);
+    if (inbox_waiters) inbox_room.notify_all();
   }
 
   // Strand (HTTP/3 API): a publish that is on the strand already skips the inbox, but counts
@@ -349,8 +355,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
         metrics.drop_queue_full->inc();
         return errc::queue_full;
       }
-      inbox_bytes.fetch_add(m.payload.size(), std::memory_order_relaxed);
-      inbox_publishes.fetch_add(1, std::memory_order_relaxed);
+      count_in(m.payload.size());
     }
     pubsub.publish(std::move(m));
     pubsub.report_released();
@@ -508,10 +513,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
 
   mutable std::mutex inbox_mutex;
   std::condition_variable inbox_room;  // publishers waiting for room (block policy)
-  std::atomic<std::size_t> inbox_waiters{0};
+  std::size_t inbox_waiters = 0;
   std::vector<InboxItem> inbox;
-  // Changed under the lock when publishes enter, without it when they leave; read without it
-  // by the full-queue fast path (a stale read only moves one refusal by one message).
+  // Changed only under the lock; read without it by the full-queue fast path (a stale read
+  // only moves one refusal by one message).
   std::atomic<std::size_t> inbox_publishes{0}, inbox_bytes{0};
   std::size_t inbox_hw = 0;
   bool inbox_scheduled = false;

@@ -187,10 +187,11 @@ bool PubSubEngine::try_publish(Outgoing& m) {
     // counted and gone without being built (an overloaded node drops most of what it gets).
     std::size_t kept = 0;
     for (PeerKey p : peer_scratch_) {
-      if (!links_.linked(p)) {
+      const auto room = links_.room(p);
+      if (room == LinkTable::Room::no_link) {
         m_.drop_no_link->inc();
         m.count_drop();
-      } else if (!block && !links_.has_room(p)) {
+      } else if (!block && room == LinkTable::Room::full) {
         m_.drop_backpressure->inc();
         m.count_drop();
       } else {
