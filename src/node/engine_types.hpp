@@ -5,10 +5,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <system_error>
 
+#include "discovery/discovery.hpp"
+#include "macula/core/unique_function.hpp"
 #include "macula/detail/completion.hpp"
 #include "macula/message.hpp"
 #include "macula/publisher.hpp"
@@ -22,6 +25,11 @@ using PeerKey = std::uint64_t;
 using LinkId = std::uint64_t;
 /// A message body shared by every local subscriber and every link it goes out on.
 using BodyPtr = std::shared_ptr<const detail::MessageBody>;
+
+/// Hands work to the node's strand from any thread (the engines' wake-ups).
+using RunOnStrand = std::function<void(core::detail::UniqueFunction<void()>)>;
+/// The node's current discovery (it may be replaced while the node runs).
+using DiscoveryRef = std::function<discovery::Discovery&()>;
 
 /// The "provider" key of this node itself in provider choices.
 inline constexpr PeerKey kLocalPeer = 0;

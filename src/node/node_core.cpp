@@ -1,12 +1,10 @@
 #include "node/node_core.hpp"
 
 #include <algorithm>
-#include <condition_variable>
 #include <future>
 #include <map>
 #include <mutex>
 #include <thread>
-#include <variant>
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
@@ -17,8 +15,10 @@
 #include "macula/error.hpp"
 #include "macula/limits.hpp"
 #include "macula/names.hpp"
+#include "node/dht_requests.hpp"
 #include "node/dispatch_queue.hpp"
 #include "node/http_api.hpp"
+#include "node/inbox.hpp"
 #include "node/link_table.hpp"
 #include "node/node_metrics.hpp"
 #include "node/pubsub_engine.hpp"
@@ -36,19 +36,14 @@ using udp = asio::ip::udp;
 
 namespace {
 constexpr const char* kSessionPath = "/macula/v1/session";
-constexpr const char* kDhtPath = "/macula/v1/dht";
-constexpr auto kDhtRequestTimeout = std::chrono::seconds(2);
-// Inbox items one strand turn carries out before giving the io thread back: a producer faster
-// than the network must not keep the strand from reading links (acks, RPC replies).
-constexpr std::size_t kInboxTurn = 4096;
 }  // namespace
 
-class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, public LinkEvents, public dht::DhtTransport {
+class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, public LinkEvents {
  public:
   // The engines' wake-ups come from handler and consumer threads that may outlive the node (a
   // Subscriber destroyed after its Node, a handler keeping an RpcResponder): they reach the node
   // through a weak reference, filled in once the node is owned by a shared_ptr (init()).
-  static PubSubEngine::RunOnStrand urgent_hand_over(const std::shared_ptr<std::weak_ptr<Impl>>& self) {
+  static RunOnStrand urgent_hand_over(const std::shared_ptr<std::weak_ptr<Impl>>& self) {
     return [self](core::detail::UniqueFunction<void()> f) {
       if (auto impl = self->lock()) impl->to_strand_urgent(std::move(f));
     };
@@ -61,9 +56,15 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
         io_(io),
         links(options, metrics, log, *this),
         pubsub(options, metrics, links, [this]() -> discovery::Discovery& { return *discovery; }, nullptr,
-               urgent_hand_over(self_ref), [this](std::size_t n, std::size_t bytes) { released(n, bytes); }),
+               urgent_hand_over(self_ref), [this](std::size_t n, std::size_t bytes) { inbox.released(n, bytes); }),
         rpc(options, metrics, links, [this]() -> discovery::Discovery& { return *discovery; }, nullptr,
-            urgent_hand_over(self_ref)) {}
+            urgent_hand_over(self_ref)),
+        inbox(options, metrics, [self = self_ref] {
+          if (auto impl = self->lock())
+            asio::post(*impl->strand, [weak = std::weak_ptr<Impl>(impl)] {
+              if (auto i = weak.lock()) i->drain_inbox();
+            });
+        }) {}
 
   // The parts hold `this` in their callbacks; the executor-dependent ones are built here.
   void init() {
@@ -130,11 +131,11 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     api->pages = pages;
     HttpApi::install(*endpoint, std::move(api), owner);
     if (options.dht) {
-      pool = transport::ConnectionPool::create(io_, endpoint, transport::PoolOptions{});
-      unexport_pool = transport::export_metrics(metrics.registry, pool, {});
+      dht_requests = std::make_unique<DhtRequests>(io_, endpoint, *strand, owner, stopping_flag, [this] { links.flush(); });
+      unexport_pool = transport::export_metrics(metrics.registry, dht_requests->pool(), {});
       discovery = std::make_unique<dht::DhtDiscovery>(endpoint->node_id(), format_address(endpoint->local_endpoint()),
-                                                       options.realm, *this, dht::DhtDiscovery::Options{});
-      serve_dht();
+                                                       options.realm, *dht_requests, dht::DhtDiscovery::Options{});
+      dht_requests->serve([this]() -> discovery::Discovery& { return *discovery; });
     }
     asio::dispatch(*strand, [self = shared_from_this()] { self->housekeeping(); });
     log.log_with(LogLevel::info, "node", [&] {
@@ -194,10 +195,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     links.housekeeping(now);
     pubsub.housekeeping();
     std::vector<std::pair<std::string, std::size_t>> depths;
-    {
-      std::lock_guard lock(inbox_mutex);
-      depths.emplace_back("publish", inbox_publishes.load());
-    }
+    depths.emplace_back("publish", inbox.depth());
     depths.emplace_back("dispatch", dispatch->depth());
     depths.emplace_back("handler_tasks", tasks->depth());
     pubsub.deep_subscriptions(options.health_queue_threshold, depths);
@@ -254,109 +252,14 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   void on_read_done(PeerKey peer) override { pubsub.on_read_done(peer); }
   void on_room(PeerKey peer) override { pubsub.on_room(peer); }
 
-  // ---- the inbox ------------------------------------------------------------------------------
-  // Every hand-over from other threads (publishes, API calls, RPC answers) goes through this one
-  // FIFO, so one thread's operations reach the strand in the order it made them (subscribe,
-  // then publish: the publish sees the subscription), with one strand post per batch and each
-  // link written once per batch. Publishes count against max_publish_queue(_bytes) from here
-  // until their links took them (PubSubEngine reports them released); the other items are
-  // bounded by their own tables.
-  using InboxItem = std::variant<Outgoing, core::detail::UniqueFunction<void()>>;
-
-  bool publish_queue_full(std::size_t bytes) const {
-    const std::size_t n = inbox_publishes.load(std::memory_order_relaxed);
-    return n >= options.max_publish_queue ||
-           (n > 0 && inbox_bytes.load(std::memory_order_relaxed) + bytes > options.max_publish_queue_bytes);
-  }
-
-  std::error_code enqueue(Outgoing&& m, std::optional<Clock::time_point> wait_until) {
-    // A producer faster than the network finds the queue full again and again: it must not
-    // take the inbox lock each time, or it starves the strand and the handler threads that
-    // need that lock to hand over their work (glibc's mutex is not fair).
-    if (!wait_until && publish_queue_full(m.payload.size())) {
-      if (stopping_flag) return errc::not_started;
-      metrics.drop_queue_full->inc();
-      m.count_drop();
-      return errc::queue_full;
-    }
-    bool post = false;
-    {
-      std::unique_lock lock(inbox_mutex);
-      if (stopping_flag) return errc::not_started;
-      const std::size_t bytes = m.payload.size();
-      if (publish_queue_full(bytes)) {
-        // Waiting on the strand's own thread would wait for itself.
-        if (!wait_until || strand->running_in_this_thread()) {
-          if (!wait_until) {
-            metrics.drop_queue_full->inc();
-            m.count_drop();
-            return errc::queue_full;
-          }
-          return errc::would_block;
-        }
-        ++inbox_waiters;
-        const bool room = inbox_room.wait_until(lock, *wait_until, [&] { return stopping_flag || !publish_queue_full(bytes); });
-        --inbox_waiters;
-        if (stopping_flag) return errc::not_started;
-        if (!room) return errc::would_block;
-      }
-      count_in(bytes);
-      inbox.emplace_back(std::move(m));
-      post = !inbox_scheduled;
-      inbox_scheduled = true;
-    }
-    if (post) asio::post(*strand, [self = shared_from_this()] { self->drain_inbox(); });
-    return {};
-  }
-
-  void to_strand(core::detail::UniqueFunction<void()> f) { hand_over(std::move(f), false); }
-  // The engines' own wake-ups (RPC answers from handler threads, cancellations, a subscription
-  // with room again) owe no order to the API's operations: they run at the start of the next
-  // strand turn instead of behind a deep publish backlog.
-  void to_strand_urgent(core::detail::UniqueFunction<void()> f) { hand_over(std::move(f), true); }
-
-  void hand_over(core::detail::UniqueFunction<void()> f, bool urgent_lane) {
-    bool post = false;
-    {
-      std::lock_guard lock(inbox_mutex);
-      if (urgent_lane) urgent.push_back(std::move(f));
-      else inbox.emplace_back(std::move(f));
-      post = !inbox_scheduled;
-      inbox_scheduled = true;
-    }
-    if (post) asio::post(*strand, [weak = weak_from_this()] {
-      if (auto self = weak.lock()) self->drain_inbox();
-    });
-  }
-
-  // Publishes left the publish queue: make room for waiting publishers.
-  // Under inbox_mutex: the counts change only under it (plain loads and stores, no locked
-  // instructions per publish); the full-queue fast path reads them without it.
-  void count_in(std::size_t bytes) {
-    const std::size_t n = inbox_publishes.load(std::memory_order_relaxed) + 1;
-    inbox_publishes.store(n, std::memory_order_relaxed);
-    inbox_bytes.store(inbox_bytes.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
-    inbox_hw = std::max(inbox_hw, n);
-  }
-
-  void released(std::size_t n, std::size_t bytes) {
-    std::lock_guard lock(inbox_mutex);  // once per batch
-    inbox_publishes.store(inbox_publishes.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
-    inbox_bytes.store(inbox_bytes.load(std::memory_order_relaxed) - bytes, std::memory_order_relaxed);
-    if (inbox_waiters) inbox_room.notify_all();
-  }
+  // ---- the inbox -----------------------------------------------------------------------------
+  void to_strand(core::detail::UniqueFunction<void()> f) { inbox.push(std::move(f), false); }
+  void to_strand_urgent(core::detail::UniqueFunction<void()> f) { inbox.push(std::move(f), true); }
 
   // Strand (HTTP/3 API): a publish that is on the strand already skips the inbox, but counts
   // in the publish queue like any other.
   std::error_code publish_on_strand(Outgoing&& m) {
-    {
-      std::lock_guard lock(inbox_mutex);
-      if (publish_queue_full(m.payload.size())) {
-        metrics.drop_queue_full->inc();
-        return errc::queue_full;
-      }
-      count_in(m.payload.size());
-    }
+    if (auto ec = inbox.count_publish(m.payload.size())) return ec;
     pubsub.publish(std::move(m));
     pubsub.report_released();
     links.flush();
@@ -364,121 +267,31 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   }
 
   void drain_inbox() {
-    {
-      std::lock_guard lock(inbox_mutex);
-      urgent_batch.swap(urgent);
-      if (inbox_batch_pos == inbox_batch.size()) {
-        inbox_batch.clear();
-        inbox_batch_pos = 0;
-        inbox_batch.swap(inbox);
-        metrics.publish_queue->set(static_cast<double>(inbox_publishes.load()));
-        metrics.publish_queue_hw->set(static_cast<double>(inbox_hw));
-      }
-    }
-    for (auto& f : urgent_batch) f();
-    urgent_batch.clear();
-    const std::size_t end = std::min(inbox_batch.size(), inbox_batch_pos + kInboxTurn);
-    for (; inbox_batch_pos < end; ++inbox_batch_pos) {
-      auto& item = inbox_batch[inbox_batch_pos];
-      if (auto* m = std::get_if<Outgoing>(&item)) pubsub.publish(std::move(*m));
-      else std::get<core::detail::UniqueFunction<void()>>(item)();
-    }
-    pubsub.report_released();
-    links.flush();
-    update_gauges();
-    bool again = inbox_batch_pos < inbox_batch.size();
-    {
-      std::lock_guard lock(inbox_mutex);
-      again = again || !inbox.empty() || !urgent.empty();
-      inbox_scheduled = again;
-    }
-    if (again) asio::post(*strand, [weak = weak_from_this()] {
-      if (auto self = weak.lock()) self->drain_inbox();
-    });
-  }
-
-  // ---- the DHT's transport (dht::DhtTransport) ----------------------------------------------
-  // DHT requests are HTTP/3 requests (POST /macula/v1/dht, body = one frame, response body =
-  // the reply frame) on pooled connections: discovery traffic needs no session link, and the
-  // pool bounds and reuses the connections (node certificates on both ends, so the responder
-  // knows who asks and STORE can only store records for their owner).
-  void request(const dht::Contact& to, wire::Frame req, std::function<void(std::optional<wire::Frame>)> done) override {
-    if (stopping_flag) return done(std::nullopt);
-    udp::endpoint address;
-    Bytes body;
-    if (parse_address(to.endpoint, address) || wire::encode(req, body)) return done(std::nullopt);
-    // Answers come back on the strand, and what they queued on links goes out.
-    auto on_strand = [s = *strand, weak = weak_from_this(), done = std::move(done)](std::optional<wire::Frame> f) mutable {
-      asio::post(s, [weak, done = std::move(done), f = std::move(f)]() mutable {
-        auto self = weak.lock();
-        if (!self) return;
-        done(std::move(f));
-        self->links.flush();
-      });
-    };
-    pool->get(to.id, address, [body = std::move(body), on_strand](std::error_code ec,
-                                                                   std::shared_ptr<transport::Connection> c) mutable {
-      if (ec || !c) return on_strand(std::nullopt);
-      transport::Request r;
-      r.method = "POST";
-      r.path = kDhtPath;
-      r.body = std::move(body);
-      c->request(std::move(r), kDhtRequestTimeout, [on_strand](std::error_code e, transport::Response resp) mutable {
-        wire::Frame reply;
-        if (e || resp.status != 200 || wire::decode(resp.body, reply).error) return on_strand(std::nullopt);
-        on_strand(std::move(reply));
-      });
-    });
-  }
-
-  void after(std::chrono::nanoseconds delay, std::function<void()> f) override {
-    auto timer = std::make_shared<asio::steady_timer>(*strand);
-    timer->expires_after(delay);
-    timer->async_wait([weak = weak_from_this(), timer, f = std::move(f)](boost::system::error_code ec) {
-      auto self = weak.lock();
-      if (!self || ec || self->stopping_flag) return;
-      f();
-      self->links.flush();
-    });
-  }
-
-  void serve_dht() {
-    endpoint->route("POST", kDhtPath, [weak = weak_from_this()](transport::Request&& req, transport::Responder respond) {
-      auto self = weak.lock();
-      transport::Response r;
-      wire::Frame frame;
-      if (!self || !req.peer || wire::decode(req.body, frame).error) {
-        r.status = !self ? 503 : !req.peer ? 401 : 400;  // node-to-node only; a malformed frame
-        return respond(std::move(r));
-      }
-      auto reply = self->discovery->handle(*req.peer, frame);
-      if (!reply || wire::encode(*reply, r.body)) r.status = 404;
-      respond(std::move(r));
-    });
+    inbox.turn([this](Outgoing&& m) { pubsub.publish(std::move(m)); },
+               [this] {
+                 pubsub.report_released();
+                 links.flush();
+                 update_gauges();
+               });
   }
 
   // ---- stop -----------------------------------------------------------------------------------
-  bool drained() const { return pubsub.drained() && rpc.drained() && inbox_empty(); }
-  bool inbox_empty() const {
-    std::lock_guard lock(inbox_mutex);
-    return inbox.empty() && urgent.empty() && inbox_batch_pos == inbox_batch.size();
-  }
+  bool drained() const { return pubsub.drained() && rpc.drained() && inbox.empty(); }
 
   void fail_everything() {
     housekeeping_timer->cancel();
     // What was handed over before stop() began is carried out, then failed with the rest.
-    while (!inbox_empty()) drain_inbox();
+    while (!inbox.empty()) drain_inbox();
     pubsub.fail_all();
     rpc.fail_all();
-    if (pool) pool->close();
+    if (dht_requests) dht_requests->close();
     links.close_all();
     update_gauges();
   }
 
   void begin_stop() {
-    std::lock_guard lock(inbox_mutex);
     stopping_flag = true;
-    inbox_room.notify_all();
+    inbox.stop();
   }
 
   // ---- members --------------------------------------------------------------------------------
@@ -493,13 +306,14 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   std::shared_ptr<TaskQueue> tasks;
   std::unique_ptr<discovery::Discovery> discovery = std::make_unique<discovery::LinkDiscovery>();
   std::shared_ptr<transport::Endpoint> endpoint;
-  std::shared_ptr<transport::ConnectionPool> pool;
+  std::unique_ptr<DhtRequests> dht_requests;
   std::optional<LinkTable::Strand> strand;
   std::optional<asio::steady_timer> housekeeping_timer;
   std::atomic<bool> stopping_flag{false};
   LinkTable links;
   PubSubEngine pubsub;
   RpcEngine rpc;
+  Inbox inbox;
   StatusPages pages;
   std::function<void()> unexport_transport, unexport_pool;
 
@@ -510,19 +324,6 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   } dht_view;
   std::atomic<std::uint64_t> dedup_too_old{0};
   std::atomic<std::size_t> subscription_count{0};
-
-  mutable std::mutex inbox_mutex;
-  std::condition_variable inbox_room;  // publishers waiting for room (block policy)
-  std::size_t inbox_waiters = 0;
-  std::vector<InboxItem> inbox;
-  // Changed only under the lock; read without it by the full-queue fast path (a stale read
-  // only moves one refusal by one message).
-  std::atomic<std::size_t> inbox_publishes{0}, inbox_bytes{0};
-  std::size_t inbox_hw = 0;
-  bool inbox_scheduled = false;
-  std::vector<core::detail::UniqueFunction<void()>> urgent, urgent_batch;
-  std::vector<InboxItem> inbox_batch;  // strand: the batch being carried out
-  std::size_t inbox_batch_pos = 0;
 
   std::map<std::uint64_t, std::pair<std::size_t, detail::Completion<std::error_code>>> syncs;
   std::uint64_t last_nonce = 0;
@@ -565,9 +366,13 @@ std::error_code NodeCore::publish(Outgoing&& m, std::optional<Clock::time_point>
   if (auto ec = validate_topic(m.topic)) return ec;
   if (m.payload.size() > kMaxPayloadBytes) {
     impl_->metrics.payload_refused->inc();
+    impl_->log.log_with(LogLevel::warn, "publish", [&] {
+      return "publish to " + m.topic + " refused: payload of " + std::to_string(m.payload.size()) +
+             " bytes is larger than the maximum of " + std::to_string(kMaxPayloadBytes) + " bytes";
+    });
     return errc::payload_too_large;
   }
-  return impl_->enqueue(std::move(m), wait_until);
+  return impl_->inbox.push_publish(std::move(m), wait_until, impl_->strand->running_in_this_thread());
 }
 
 std::error_code NodeCore::subscribe(const std::shared_ptr<Subscription>& s) {
@@ -611,6 +416,11 @@ void NodeCore::unadvertise(const std::string& procedure) {
 
 void NodeCore::call(std::string procedure, Bytes args, CallOptions options, detail::Completion<std::error_code, Bytes> done) {
   if (impl_->stopping_flag) return done(errc::cancelled, {});
+  if (args.size() > kMaxPayloadBytes)
+    impl_->log.log_with(LogLevel::warn, "rpc", [&] {
+      return "call to " + procedure + " refused: arguments of " + std::to_string(args.size()) +
+             " bytes are larger than the maximum of " + std::to_string(kMaxPayloadBytes) + " bytes";
+    });
   // Batched with other calls and RPC answers: one strand post and one link write per batch.
   impl_->to_strand([impl = impl_.get(), pr = std::move(procedure), a = std::move(args), o = std::move(options),
                     d = std::move(done)]() mutable { impl->rpc.call(std::move(pr), std::move(a), std::move(o), std::move(d)); });
@@ -681,7 +491,7 @@ void NodeCore::stop() {
   bool strand_alive = true;
   while (blocking_ok) {
     const auto r = on_strand([](Impl& i) {
-      while (!i.inbox_empty()) i.drain_inbox();
+      while (!i.inbox.empty()) i.drain_inbox();
       return i.drained();
     });
     if (!r) {

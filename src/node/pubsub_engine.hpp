@@ -49,8 +49,6 @@ namespace macula::node {
 
 class PubSubEngine {
  public:
-  using RunOnStrand = std::function<void(core::detail::UniqueFunction<void()>)>;
-  using DiscoveryRef = std::function<discovery::Discovery&()>;
   /// Publishes that left the publish queue (accepted or failed): count and payload bytes.
   using Released = std::function<void(std::size_t count, std::size_t bytes)>;
 

@@ -39,8 +39,6 @@ namespace macula::node {
 
 class RpcEngine {
  public:
-  using RunOnStrand = std::function<void(core::detail::UniqueFunction<void()>)>;
-  using DiscoveryRef = std::function<discovery::Discovery&()>;
 
   RpcEngine(const NodeOptions& options, NodeMetrics& metrics, LinkTable& links, DiscoveryRef discovery,
             std::shared_ptr<TaskQueue> tasks, RunOnStrand to_strand);

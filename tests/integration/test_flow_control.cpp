@@ -273,7 +273,16 @@ TEST_CASE("flow: payloads above kMaxPayloadBytes are refused with payload_too_la
   const std::error_code too_large = errc::payload_too_large;
   CHECK(too_large.message().find(std::to_string(kMaxPayloadBytes)) != std::string::npos);  // says the limit
 
-  LocalMesh mesh(two_nodes());
+  // The log line says what the error code cannot: the size as well as the limit.
+  std::mutex log_mutex;
+  std::vector<std::string> warnings;
+  auto options = two_nodes();
+  options.node.log_level = LogLevel::warn;
+  options.node.log_sink = [&](LogLevel, std::string_view, std::string_view text) {
+    std::lock_guard lock(log_mutex);
+    warnings.emplace_back(text);
+  };
+  LocalMesh mesh(options);
   test::Inbox inbox;
   Subscriber sub(mesh[1], "big.#", inbox.handler());
   auto echo = mesh[1].advertise("svc.echo", sync_handler([](const Bytes& a) { return a; }));
@@ -284,6 +293,12 @@ TEST_CASE("flow: payloads above kMaxPayloadBytes are refused with payload_too_la
   // Publish: refused at once in both forms and both QoS; exactly at the limit is delivered.
   Publisher pub(mesh[0]);
   CHECK(pub.publish("big.x", over) == errc::payload_too_large);
+  {
+    std::lock_guard lock(log_mutex);
+    const std::string expected = "publish to big.x refused: payload of " + std::to_string(kMaxPayloadBytes + 1) +
+                                 " bytes is larger than the maximum of " + std::to_string(kMaxPayloadBytes) + " bytes";
+    CHECK(std::find(warnings.begin(), warnings.end(), expected) != warnings.end());
+  }
   CHECK(pub.publish("big.x", over, Qos::at_least_once) == errc::payload_too_large);
   CHECK(pub.async_publish("big.x", over, Qos::at_least_once, boost::asio::use_future).get() == errc::payload_too_large);
   CHECK(pub.async_publish("big.x", over, Qos::at_most_once, boost::asio::use_future).get() == errc::payload_too_large);
