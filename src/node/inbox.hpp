@@ -88,7 +88,7 @@ class Inbox {
   mutable std::mutex mutex_;
   std::condition_variable room_;
   std::size_t waiters_ = 0;
-  bool stopped_ = false;
+  std::atomic<bool> stopped_{false};  // also read by the lock-free fast path
   std::vector<Item> items_;
   std::vector<Task> urgent_;
   bool scheduled_ = false;

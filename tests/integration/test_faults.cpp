@@ -185,6 +185,52 @@ TEST_CASE("faults: a peer that stops reading is disconnected; other subscribers 
   slow.stop();
 }
 
+TEST_CASE("faults: a peer that stops reading: a blocking publisher gets would_block after its timeout, a dropping one counts",
+          "[faults][flow]") {
+  test::IoThread lp, ls;
+  NodeOptions po = opts("stuck.realm");
+  po.max_publish_queue = 64;          // small bounds: the stuck link fills them quickly
+  po.link_queue_bytes = 64 * 1024;
+  Node p(lp.io, po), s(ls.io, opts("stuck.realm"));
+  REQUIRE_FALSE(p.start());
+  REQUIRE_FALSE(s.start());
+  std::atomic<std::size_t> got{0};
+  Subscriber sub(s, "stuck.#", [&](const Message&) { ++got; });
+  REQUIRE_FALSE(s.connect(p.local_address()));
+  Publisher probe(p);
+  REQUIRE(eventually([&] {
+    probe.publish("stuck.probe", bytes("probe"));
+    return got > 0;
+  }));
+  auto gate = freeze(ls.io);  // the subscriber's node stops reading
+
+  PublisherOptions blocking;
+  blocking.congestion = CongestionControl::block;
+  blocking.block_timeout = 300ms;
+  Publisher bpub(p, blocking);
+  const Bytes chunk(4096, 7);
+  std::error_code ec;
+  std::chrono::duration<double> waited{};
+  for (int i = 0; i < 100'000 && !ec; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ec = bpub.publish("stuck.data", chunk);
+    waited = std::chrono::steady_clock::now() - t0;
+  }
+  CHECK(ec == errc::would_block);
+  CHECK(waited >= 250ms);  // it waited for room, then gave up
+  CHECK(waited < 2s);
+  CHECK(bpub.dropped() == 0);  // block never drops
+
+  Publisher dpub(p);  // QoS 0 default: drop
+  std::size_t refused = 0;
+  for (int i = 0; i < 1000; ++i) refused += dpub.publish("stuck.data", chunk) == errc::queue_full;
+  CHECK(refused > 0);
+  CHECK(dpub.dropped() >= refused);  // every refusal is counted on the publisher
+  gate->release();
+  p.stop();
+  s.stop();
+}
+
 TEST_CASE("faults: a subscriber node killed mid-publish gets every QoS 1 message once it is back", "[faults][qos1]") {
   const auto dir = std::filesystem::temp_directory_path() / ("macula_kill_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
