@@ -54,6 +54,13 @@ std::error_code Inbox::push_publish(Outgoing&& m, std::optional<Clock::time_poin
   return {};
 }
 
+bool Inbox::refuse_if_full(std::size_t bytes, std::atomic<std::uint64_t>* drops) {
+  if (!full(bytes)) return false;
+  metrics_.drop_queue_full->inc();
+  if (drops) drops->fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
 std::error_code Inbox::count_publish(std::size_t bytes) {
   std::lock_guard lock(mutex_);
   if (full(bytes)) {

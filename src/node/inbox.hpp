@@ -44,6 +44,9 @@ class Inbox {
   /// until then (would_block after; never on `on_strand_thread`), else queue_full (counted).
   /// Errors: not_started once stopped.
   std::error_code push_publish(Outgoing&& m, std::optional<Clock::time_point> wait_until, bool on_strand_thread);
+  /// Any thread: whether a drop-policy publish of `bytes` would be refused now; if so it is
+  /// counted (node and `drops`). Lets a caller refuse before copying the payload.
+  bool refuse_if_full(std::size_t bytes, std::atomic<std::uint64_t>* drops);
   /// A publish already on the strand (the HTTP/3 API): counted in the queue, not queued.
   /// Errors: queue_full.
   std::error_code count_publish(std::size_t bytes);

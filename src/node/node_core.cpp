@@ -375,6 +375,10 @@ std::error_code NodeCore::publish(Outgoing&& m, std::optional<Clock::time_point>
   return impl_->inbox.push_publish(std::move(m), wait_until, impl_->strand->running_in_this_thread());
 }
 
+bool NodeCore::refuses(std::size_t bytes, std::atomic<std::uint64_t>* drops) const {
+  return !impl_->stopping_flag && impl_->inbox.refuse_if_full(bytes, drops);
+}
+
 std::error_code NodeCore::subscribe(const std::shared_ptr<Subscription>& s) {
   if (impl_->stopping_flag) return errc::not_started;
   // Counted here, registered on the strand: subscribing never waits for the io_context, so a

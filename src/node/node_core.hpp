@@ -61,6 +61,10 @@ class NodeCore {
   /// Otherwise `m.done` (may be empty) gets the outcome. With `wait_until`, a full publish
   /// queue is waited on until then (would_block after); without, it answers queue_full.
   std::error_code publish(Outgoing&& m, std::optional<Clock::time_point> wait_until);
+  /// Any thread, before building a drop-policy publish: true (counted as dropped, also on
+  /// `drops`) when the publish queue would refuse `bytes` now. A producer in a tight loop then
+  /// costs no allocation and no copy per refused message.
+  bool refuses(std::size_t bytes, std::atomic<std::uint64_t>* drops) const;
 
   /// Registers a subscription (its pattern validated by the caller). Errors:
   /// too_many_subscriptions, not_started. Delivery may start before this returns.

@@ -1,6 +1,7 @@
 #include "macula/publisher.hpp"
 
 #include "macula/error.hpp"
+#include "macula/names.hpp"
 #include "node/node_core.hpp"
 
 namespace macula {
@@ -19,6 +20,10 @@ Publisher::Publisher(Node& node, PublisherOptions options) : node_(&node), optio
 std::error_code Publisher::publish(std::string_view topic, std::span<const std::uint8_t> payload, Qos qos) {
   auto core = node::NodeAccess::core(*node_);
   if (!core) return errc::not_started;
+  const auto congestion = options_.congestion.value_or(node::default_congestion(qos));
+  if (congestion == CongestionControl::drop && payload.size() <= kMaxPayloadBytes && !validate_topic(topic) &&
+      core->refuses(payload.size(), drops_.get()))
+    return errc::queue_full;  // refused before the payload is copied
   auto m = outgoing(std::string(topic), Bytes(payload.begin(), payload.end()), qos, options_, drops_);
   std::optional<node::Clock::time_point> wait;
   if (m.congestion == CongestionControl::block) wait = node::Clock::now() + options_.block_timeout;

@@ -31,7 +31,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr int kOverloadSeconds = 30;  // per payload size
-constexpr auto kPacedPhase = 3s;
+constexpr int kPacedSeconds = 5;
 
 int overload_seconds() {
   const char* env = std::getenv("MACULA_OVERLOAD_SECONDS");
@@ -55,6 +55,14 @@ void quiesce(const Received& r) {
     if (now == last) return;
     last = now;
   }
+}
+
+// The median of per-second counts: both rates compared are medians, so one slow or fast second
+// (a 2-core VM's scheduling) does not decide the comparison.
+double median(std::vector<std::uint64_t> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return static_cast<double>(v[v.size() / 2]);
 }
 
 double percentile(const std::vector<double>& sorted, double q) {
@@ -143,23 +151,29 @@ TEST_CASE("flow: a publisher in a tight loop does not starve RPC or the subscrib
 
   // Phase A, the reference: what the link carries to the subscriber when the publisher is paced
   // by the block policy.
-  double paced_rate = 0;
+  double paced_rate = 0;  // median of per-second payload bytes
   {
     PublisherOptions po;
     po.congestion = CongestionControl::block;
     Publisher paced(mesh[1], po);
     const Bytes payload(4096, 0x70);
     std::size_t errors = 0;
-    const std::uint64_t bytes0 = rx->payload_bytes;
+    std::vector<std::uint64_t> windows;
     const auto t0 = Clock::now();
-    while (Clock::now() - t0 < kPacedPhase)
-      if (paced.publish("load.paced", payload)) ++errors;
-    paced_rate = static_cast<double>(rx->payload_bytes - bytes0) / since(t0);
+    std::uint64_t last = rx->payload_bytes;
+    for (int w = 1; w <= kPacedSeconds; ++w) {
+      while (Clock::now() - t0 < std::chrono::seconds(w))
+        if (paced.publish("load.paced", payload)) ++errors;
+      const std::uint64_t now = rx->payload_bytes;
+      windows.push_back(now - last);
+      last = now;
+    }
+    paced_rate = median(windows);
     CHECK(errors == 0);
     CHECK(paced.dropped() == 0);
     quiesce(*rx);
   }
-  std::printf("overload reference: paced 4 KiB QoS 0 (block) delivers %.1f MB/s\n", paced_rate / 1e6);
+  std::printf("overload reference: paced 4 KiB QoS 0 (block) delivers %.1f MB/s (median second)\n", paced_rate / 1e6);
   REQUIRE(paced_rate > 0);
 
   // Phase B: a tight-loop publisher with the default drop policy, per payload size.
@@ -168,17 +182,18 @@ TEST_CASE("flow: a publisher in a tight loop does not starve RPC or the subscrib
     CAPTURE(size);
     const OverloadRun r = overload(mesh[1], mesh[0], *rx, size, seconds);
     const std::uint64_t slowest_window = r.windows.empty() ? 0 : *std::min_element(r.windows.begin(), r.windows.end());
+    const double median_rate = median(r.windows) * static_cast<double>(size);  // payload bytes per second
     std::printf("overload %zu B for %d s: %zu calls (%zu failed), p50 %.3f ms, p99 %.3f ms, max %.3f ms; "
-                "subscriber %.1f MB/s (%.2fx paced), slowest 1 s window %llu msgs; "
+                "subscriber %.1f MB/s (median second %.1f MB/s, %.2fx paced), slowest 1 s window %llu msgs; "
                 "publisher %llu publishes, %llu dropped\n",
-                size, seconds, r.calls, r.failed, r.p50_ms, r.p99_ms, r.max_ms, r.bytes_per_s / 1e6,
-                r.bytes_per_s / paced_rate, static_cast<unsigned long long>(slowest_window),
+                size, seconds, r.calls, r.failed, r.p50_ms, r.p99_ms, r.max_ms, r.bytes_per_s / 1e6, median_rate / 1e6,
+                median_rate / paced_rate, static_cast<unsigned long long>(slowest_window),
                 static_cast<unsigned long long>(r.publishes), static_cast<unsigned long long>(r.dropped));
     INFO("first failed call: " << r.first_error);
     CHECK(r.calls > 0);
     CHECK(r.failed == 0);
     CHECK(r.p99_ms < 20.0);
-    if (size == 4096) CHECK(r.bytes_per_s >= 0.5 * paced_rate);
+    if (size == 4096) CHECK(median_rate >= 0.5 * paced_rate);
     else CHECK(slowest_window > 0);  // received something in every 1 s window
     quiesce(*rx);
   }
