@@ -34,7 +34,7 @@ namespace macula::node {
 class Inbox {
  public:
   using Task = core::detail::UniqueFunction<void()>;
-  static constexpr std::size_t kTurn = 256;
+  static constexpr std::size_t kTurn = 4096;
 
   /// `schedule` posts one strand turn (it calls turn()).
   Inbox(const NodeOptions& options, NodeMetrics& metrics, std::function<void()> schedule)
