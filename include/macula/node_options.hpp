@@ -1,6 +1,6 @@
-// NodeOptions: everything a Node is configured with. Defaults are DESIGN §7's (the old
-// system's numbers, kept as configuration); every bound here is enforced and visible in the
-// node's metrics (docs/OPERATIONS.md lists the series).
+// NodeOptions: everything a Node is configured with. Defaults follow the old Erlang system's
+// numbers where it had them (kept as configuration); every bound here is enforced and visible
+// in the node's metrics (docs/OPERATIONS.md lists the limits and the series).
 #pragma once
 
 #include <chrono>
@@ -53,7 +53,8 @@ struct NodeOptions {
   /// Where subscription and RPC handlers run. Empty: a worker pool of `worker_threads`.
   HandlerExecutor handler_executor;
   std::size_t worker_threads = 2;
-  /// Shards of the node's concurrent indexes (subscription tries, result cache): DESIGN §7.
+  /// Shards of the node's concurrent indexes (subscription tries, result cache); 16 keeps
+  /// writers on different shards apart without making reads visit many.
   std::size_t shards = 16;
   /// Threads for the io_context when the node owns it (the Node(NodeOptions) constructor).
   std::size_t io_threads = 1;
