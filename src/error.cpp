@@ -63,6 +63,11 @@ class MaculaCategory final : public std::error_category {
       case errc::would_block: return "no room to publish within the publisher's block_timeout (links or queues full)";
       case errc::payload_too_large:
         return "payload larger than the maximum of " + std::to_string(kMaxPayloadBytes) + " bytes (kMaxPayloadBytes)";
+      case errc::realm_proof_failed:
+        return "the peer did not prove the realm's shared secret (a node of another realm, or a wrong realm_secret)";
+      case errc::unauthorized:
+        return "the node refused the request: missing or wrong client token, or its client API is closed";
+      case errc::options_invalid: return "node options contradict each other (the node's log says which)";
     }
     return "unknown macula error";
   }

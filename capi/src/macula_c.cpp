@@ -170,10 +170,13 @@ struct macula_mesh {
 };
 
 // The C status constants are the errc values: the header and the enum cannot drift apart.
-constexpr macula::errc kLastErrc = macula::errc::payload_too_large;
+constexpr macula::errc kLastErrc = macula::errc::options_invalid;
 static_assert(MACULA_EWOULDDEADLOCK == static_cast<int>(macula::errc::would_deadlock));
 static_assert(MACULA_EWOULD_BLOCK == static_cast<int>(macula::errc::would_block));
 static_assert(MACULA_EPAYLOAD_TOO_LARGE == static_cast<int>(macula::errc::payload_too_large));
+static_assert(MACULA_EREALM_PROOF == static_cast<int>(macula::errc::realm_proof_failed));
+static_assert(MACULA_EUNAUTHORIZED == static_cast<int>(macula::errc::unauthorized));
+static_assert(MACULA_EOPTIONS_INVALID == static_cast<int>(macula::errc::options_invalid));
 static_assert(MACULA_MAX_PAYLOAD_BYTES == macula::kMaxPayloadBytes);
 
 extern "C" {

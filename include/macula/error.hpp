@@ -61,6 +61,10 @@ enum class errc : int {
   // Flow control.
   would_block,             ///< a block-policy publish found no room before its block_timeout
   payload_too_large,       ///< a payload, RPC argument or RPC result is above kMaxPayloadBytes
+  // Access.
+  realm_proof_failed,      ///< a peer node did not prove the realm's shared secret (refused)
+  unauthorized,            ///< a client request lacked the node's client token, or the client API is closed
+  options_invalid,         ///< NodeOptions contradict each other (the log and the message say which)
 };
 
 /// The `macula` error category; messages say what is wrong in words a user can act on.

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "macula/client_access.hpp"
 #include "macula/core/unique_function.hpp"
 #include "macula/log.hpp"
 
@@ -23,8 +24,15 @@ using HandlerExecutor = std::function<void(core::detail::UniqueFunction<void()>)
 struct NodeOptions {
   /// Nodes of different realms never exchange topics, procedures or records.
   std::string realm = "macula.default";
-  /// Optional shared secret: peers must prove it (HMAC) to join the realm.
+  /// Optional shared secret. With it, both ends of every link and of every DHT exchange prove
+  /// they know it (an HMAC bound to both node ids and to the connection's TLS handshake), so
+  /// a node that does not know it can neither join nor be used, however it was found.
   std::optional<std::string> realm_secret;
+  /// What clients (connections without a node certificate) may do: see ClientAccess. The
+  /// default is `token` in a realm with a secret, `open` otherwise.
+  ClientAccess client_access = ClientAccess::automatic;
+  /// The bearer token of `token` mode; unset: derive_client_token(realm, realm_secret).
+  std::optional<std::string> client_token;
   /// UDP address to listen on, "host:port" or "[v6]:port"; port 0 picks a free port.
   std::string listen = "127.0.0.1:0";
   /// PEM files of the node's ECDSA P-256 key and certificate; both or neither. Neither: an
@@ -78,6 +86,13 @@ struct NodeOptions {
   /// Payload bytes of publishes waiting on one link for room in its send buffer. Past it a
   /// drop-policy QoS 0 message is dropped for that link, and a block-policy one waits.
   std::size_t link_queue_bytes = 4u << 20;
+  /// Request bodies (publishes and calls from clients over HTTP/3, DHT requests) held in
+  /// memory until answered, for the whole node and per connection. A request that would pass
+  /// either gets 503 and its upload is stopped; metric macula_transport_bodies_refused_total.
+  std::size_t max_request_body_bytes = 64u << 20;
+  std::size_t max_connection_request_body_bytes = 16u << 20;
+  /// An upload that sends nothing for this long gets 408 and its bytes are released.
+  std::chrono::milliseconds request_body_idle_timeout{10000};
   std::size_t result_cache_capacity = 10'000;   ///< idempotent RPC results kept
   std::size_t max_dedup_publishers = 10'000;    ///< QoS 1 publishers remembered for de-duplication
 

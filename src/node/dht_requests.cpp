@@ -15,13 +15,16 @@ constexpr auto kDhtRequestTimeout = std::chrono::seconds(2);
 }  // namespace
 
 DhtRequests::DhtRequests(asio::io_context& io, std::shared_ptr<transport::Endpoint> endpoint, Strand strand,
-                         std::weak_ptr<void> owner, const std::atomic<bool>& stopping, std::function<void()> after_work)
+                         std::weak_ptr<void> owner, const std::atomic<bool>& stopping, std::function<void()> after_work,
+                         transport::RealmPolicy policy, core::Counter& refusals)
     : endpoint_(std::move(endpoint)),
       strand_(strand),
       owner_(std::move(owner)),
       stopping_(stopping),
       after_work_(std::move(after_work)),
-      pool_(transport::ConnectionPool::create(io, endpoint_, transport::PoolOptions{})) {}
+      pool_(transport::ConnectionPool::create(io, endpoint_, transport::PoolOptions{})),
+      policy_(std::make_shared<const transport::RealmPolicy>(std::move(policy))),
+      refusals_(refusals) {}
 
 void DhtRequests::request(const dht::Contact& to, wire::Frame req, std::function<void(std::optional<wire::Frame>)> done) {
   if (stopping_) return done(std::nullopt);
@@ -36,16 +39,26 @@ void DhtRequests::request(const dht::Contact& to, wire::Frame req, std::function
       after_work_();
     });
   };
-  pool_->get(to.id, address, [body = std::move(body), on_strand](std::error_code ec,
-                                                                  std::shared_ptr<transport::Connection> c) mutable {
-    if (ec || !c) return on_strand(std::nullopt);
+  const NodeId self = endpoint_->node_id();
+  pool_->get(to.id, address, [this, body = std::move(body), on_strand, self, policy = policy_](
+                                 std::error_code ec, std::shared_ptr<transport::Connection> c) mutable {
+    if (ec || !c || !c->peer_id()) return on_strand(std::nullopt);
     transport::Request r;
     r.method = "POST";
     r.path = kDhtPath;
+    r.headers = transport::realm_headers(*policy, self, *c->peer_id(), c->channel_binding());
     r.body = std::move(body);
-    c->request(std::move(r), kDhtRequestTimeout, [on_strand](std::error_code e, transport::Response resp) mutable {
+    c->request(std::move(r), kDhtRequestTimeout, [this, on_strand, c, self, policy](std::error_code e,
+                                                                                    transport::Response resp) mutable {
       wire::Frame reply;
-      if (e || resp.status != 200 || wire::decode(resp.body, reply).error) return on_strand(std::nullopt);
+      if (e || resp.status != 200) return on_strand(std::nullopt);
+      // An answer is trusted only from a realm member: an outsider's contacts or records
+      // would lead this node to dial it.
+      if (!transport::acceptor_proof_valid(*policy, self, *c->peer_id(), c->channel_binding(), resp.headers)) {
+        refusals_.inc();
+        return on_strand(std::nullopt);
+      }
+      if (wire::decode(resp.body, reply).error) return on_strand(std::nullopt);
       on_strand(std::move(reply));
     });
   });
@@ -62,12 +75,22 @@ void DhtRequests::after(std::chrono::nanoseconds delay, std::function<void()> f)
 }
 
 void DhtRequests::serve(DiscoveryRef discovery) {
-  endpoint_->route("POST", kDhtPath, [owner = owner_, discovery](transport::Request&& req, transport::Responder respond) {
+  endpoint_->route("POST", kDhtPath, [owner = owner_, discovery, policy = policy_, self = endpoint_->node_id(),
+                                       refusals = &refusals_](transport::Request&& req, transport::Responder respond) {
     const auto node = owner.lock();
     transport::Response r;
     wire::Frame frame;
-    if (!node || !req.peer || wire::decode(req.body, frame).error) {
-      r.status = !node ? 503 : !req.peer ? 401 : 400;  // node-to-node only; a malformed frame
+    if (!node || !req.peer) {
+      r.status = !node ? 503 : 401;  // node-to-node only
+      return respond(std::move(r));
+    }
+    if (const int refused = transport::realm_admit(*policy, self, req, r.headers)) {
+      refusals->inc();
+      r.status = refused;
+      return respond(std::move(r));
+    }
+    if (wire::decode(req.body, frame).error) {
+      r.status = 400;
       return respond(std::move(r));
     }
     auto reply = discovery().handle(*req.peer, frame);

@@ -25,18 +25,31 @@ std::string too_large(std::size_t size) {
   return "payload of " + std::to_string(size) + " bytes is larger than the maximum of " + std::to_string(kMaxPayloadBytes) +
          " bytes\n";
 }
+transport::Response refusal(int status) {
+  auto r = text_response(status, status == 403 ? "this node's client API is closed\n"
+                                               : "a client token is required: authorization: Bearer <token>\n");
+  if (status == 401) r.headers.push_back({"www-authenticate", "Bearer"});
+  return r;
+}
 }  // namespace
+
+int HttpApi::refuse(const transport::Request& req) const {
+  const int status = gate.check(req.headers);
+  if (status && refusals) refusals->inc();
+  return status;
+}
 
 int http_status(std::error_code ec) {
   if (!ec) return 200;
   if (ec.category() != error_category()) return 500;
-  static constexpr std::array<std::pair<errc, int>, 16> kTable{{
+  static constexpr std::array<std::pair<errc, int>, 17> kTable{{
       {errc::name_empty, 400},
       {errc::name_too_long, 400},
       {errc::name_empty_segment, 400},
       {errc::name_invalid_character, 400},
       {errc::name_wildcard_not_allowed, 400},
       {errc::no_provider, 404},
+      {errc::unauthorized, 401},
       {errc::payload_too_large, 413},
       {errc::body_too_large, 413},
       {errc::timed_out, 504},
@@ -58,6 +71,7 @@ void HttpApi::install(transport::Endpoint& endpoint, std::shared_ptr<const HttpA
   endpoint.route("POST", kPub, [api, alive](transport::Request&& req, transport::Responder respond) {
     const auto node = alive.lock();
     if (!node || api->stopping()) return respond(text_response(503, "stopping\n"));
+    if (const int refused = api->refuse(req)) return respond(refusal(refused));
     std::string topic = req.path.substr(kPub.size());
     if (auto ec = validate_topic(topic)) return respond(text_response(http_status(ec), ec.message() + "\n"));
     if (req.body.size() > kMaxPayloadBytes) return respond(text_response(413, too_large(req.body.size())));
@@ -69,6 +83,7 @@ void HttpApi::install(transport::Endpoint& endpoint, std::shared_ptr<const HttpA
   endpoint.route("POST", kRpc, [api, alive](transport::Request&& req, transport::Responder respond) {
     const auto node = alive.lock();
     if (!node || api->stopping()) return respond(text_response(503, "stopping\n"));
+    if (const int refused = api->refuse(req)) return respond(refusal(refused));
     if (req.body.size() > kMaxPayloadBytes) return respond(text_response(413, too_large(req.body.size())));
     auto done = detail::Completion<std::error_code, Bytes>([respond](std::error_code ec, Bytes result) {
       if (!ec) {
@@ -84,6 +99,8 @@ void HttpApi::install(transport::Endpoint& endpoint, std::shared_ptr<const HttpA
   // The status pages over HTTP/3: the same StatusPages the plain-HTTP server answers from.
   for (std::string_view path : StatusPages::kPaths)
     endpoint.route("GET", std::string(path), [api, alive](transport::Request&& req, transport::Responder respond) {
+      if (req.path.starts_with("/metrics"))
+        if (const int refused = api->refuse(req)) return respond(refusal(refused));
       const StatusPage page = alive.lock() ? api->pages.answer(req.path) : StatusPage{503, "text/plain", "not ready: stopping\n"};
       transport::Response r;
       r.status = page.status;

@@ -1,6 +1,7 @@
 // HttpApi: the node's HTTP/3 routes for clients — POST /macula/v1/pub/<topic>, POST
 // /macula/v1/rpc/<procedure> — and the status pages (/metrics, /health, /ready, /live) on the
 // QUIC port. Errors map to HTTP statuses through one table (http_status), tested on its own.
+// Publish, call and /metrics pass the client access policy (ClientGate) first.
 //
 // Threading: route handlers run on the endpoint's strand (the node's strand).
 #pragma once
@@ -11,7 +12,9 @@
 #include <system_error>
 
 #include "macula/detail/completion.hpp"
+#include "macula/core/metrics.hpp"
 #include "macula/message.hpp"
+#include "node/client_gate.hpp"
 #include "node/engine_types.hpp"
 #include "node/status_pages.hpp"
 #include "transport/endpoint.hpp"
@@ -28,6 +31,11 @@ struct HttpApi {
   std::function<void(std::string procedure, Bytes args, detail::Completion<std::error_code, Bytes> done)> call;
   std::function<bool()> stopping;
   StatusPages pages;
+  ClientGate gate;
+  core::Counter* refusals = nullptr;  ///< client requests the gate refused
+
+  /// 0, or the refusal (401/403) `req` gets from the gate, counted.
+  int refuse(const transport::Request& req) const;
 
   /// Registers the routes; they hold `api` and check `alive` before each use.
   static void install(transport::Endpoint& endpoint, std::shared_ptr<const HttpApi> api, std::weak_ptr<void> alive);

@@ -188,7 +188,8 @@ void LinkTable::dial(const asio::ip::udp::endpoint& address, std::optional<NodeI
     if (ec) return done(ec, 0);
     transport::Request head;
     head.path = kSessionPath;
-    head.headers = transport::realm_headers({options_.realm, options_.realm_secret}, endpoint_->node_id(), *c->peer_id());
+    head.headers =
+        transport::realm_headers({options_.realm, options_.realm_secret}, endpoint_->node_id(), *c->peer_id(), c->channel_binding());
     // The session's callbacks are known only once attach() made the link: forward to a slot.
     auto cb_slot = std::make_shared<transport::SessionCallbacks>();
     transport::SessionCallbacks forward;
@@ -205,6 +206,18 @@ void LinkTable::dial(const asio::ip::udp::endpoint& address, std::optional<NodeI
                       if (e) {
                         c->close(transport::CloseCode::no_error, "session refused");
                         return done(e, 0);
+                      }
+                      // However this peer was found (bootstrap, DHT, a record), it is used
+                      // only once it has proven the realm's secret in its answer.
+                      if (!transport::acceptor_proof_valid({options_.realm, options_.realm_secret}, endpoint_->node_id(),
+                                                           *c->peer_id(), c->channel_binding(), s->response_headers())) {
+                        metrics_.realm_refusals->inc();
+                        log_.log_with(LogLevel::warn, "link", [&] {
+                          return "refusing peer " + short_id(*c->peer_id()) + " at " + format_address(c->remote_endpoint()) +
+                                 ": it did not prove the realm secret";
+                        });
+                        s->close_connection(transport::CloseCode::realm_refused, "no realm proof");
+                        return done(errc::realm_proof_failed, 0);
                       }
                       done({}, attach(std::move(s), *c->peer_id(), c, *cb_slot));
                       flush();  // what `done` queued (an RPC call to a provider just found)

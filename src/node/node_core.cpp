@@ -86,11 +86,19 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     std::error_code ec;
     options.realm = normalize_realm(options.realm, ec);
     if (ec) return ec;
+    std::string why;
+    if ((ec = ClientGate::resolve(options, gate, why))) {
+      log.log(LogLevel::error, "node", "not starting: " + why);
+      return ec;
+    }
     udp::endpoint listen;
     if ((ec = parse_address(options.listen, listen))) return ec;
     transport::EndpointOptions eo;
     eo.identity = std::move(identity);
     eo.max_clients = options.max_clients;
+    eo.max_buffered_body_bytes = options.max_request_body_bytes;
+    eo.max_connection_body_bytes = options.max_connection_request_body_bytes;
+    eo.body_idle_timeout = options.request_body_idle_timeout;
     eo.connect_timeout = options.connect_timeout;
     eo.idle_timeout = options.idle_timeout;
     eo.keep_alive = std::chrono::seconds(15);  // links are long-lived: keep NAT and idle timers alive
@@ -104,15 +112,23 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     rpc.start(*strand, owner);
     unexport_transport = transport::export_metrics(metrics.registry, endpoint, {});
     std::weak_ptr<Impl> weak = shared_from_this();
-    endpoint->session_route(kSessionPath, transport::realm_guarded({options.realm, options.realm_secret}, endpoint->node_id(),
-                                                                   [weak](const transport::Request& head,
+    endpoint->session_route(kSessionPath, [weak, policy = transport::RealmPolicy{options.realm, options.realm_secret},
+                                           self_id = endpoint->node_id()](const transport::Request& head,
                                                                           std::shared_ptr<transport::Session> s,
                                                                           transport::SessionCallbacks& cb) {
-                                                                     auto self = weak.lock();
-                                                                     if (!self || !head.peer || self->stopping_flag) return 401;
-                                                                     self->links.attach(std::move(s), *head.peer, nullptr, cb);
-                                                                     return 200;
-                                                                   }));
+      auto self = weak.lock();
+      if (!self || !head.peer || self->stopping_flag) return 401;
+      if (const int refused = transport::realm_admit(policy, self_id, head, cb.response_headers)) {
+        self->metrics.realm_refusals->inc();
+        self->log.log_with(LogLevel::warn, "link", [&] {
+          return "refused a link from " + head.peer->to_hex().substr(0, 12) +
+                 (refused == 403 ? ": it asked for another realm" : ": it did not prove the realm secret");
+        });
+        return refused;
+      }
+      self->links.attach(std::move(s), *head.peer, nullptr, cb);
+      return 200;
+    });
     pages.metrics = [weak] {
       auto self = weak.lock();
       return self ? self->render_metrics() : std::string();
@@ -128,10 +144,22 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
       links.flush();
     };
     api->stopping = [this] { return stopping_flag.load(); };
-    api->pages = pages;
+    api->pages = pages;  // the HTTP/3 routes ask the gate themselves
+    api->gate = gate;
+    api->refusals = metrics.client_refusals;
+    // The plain-HTTP port's /metrics: the token when there is one (closed and open serve it:
+    // that port is the operator's, on loopback unless configured otherwise).
+    if (gate.mode() == ClientAccess::token)
+      pages.guard_metrics = [gate = gate, refusals = metrics.client_refusals](std::string_view authorization) {
+        const int refused = gate.check_authorization(authorization);
+        if (refused) refusals->inc();
+        return refused;
+      };
     HttpApi::install(*endpoint, std::move(api), owner);
     if (options.dht) {
-      dht_requests = std::make_unique<DhtRequests>(io_, endpoint, *strand, owner, stopping_flag, [this] { links.flush(); });
+      dht_requests = std::make_unique<DhtRequests>(io_, endpoint, *strand, owner, stopping_flag, [this] { links.flush(); },
+                                                   transport::RealmPolicy{options.realm, options.realm_secret},
+                                                   *metrics.realm_refusals);
       unexport_pool = transport::export_metrics(metrics.registry, dht_requests->pool(), {});
       discovery = std::make_unique<dht::DhtDiscovery>(endpoint->node_id(), format_address(endpoint->local_endpoint()),
                                                        options.realm, *dht_requests, dht::DhtDiscovery::Options{});
@@ -315,6 +343,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   RpcEngine rpc;
   Inbox inbox;
   StatusPages pages;
+  ClientGate gate;  // resolved at start
   std::function<void()> unexport_transport, unexport_pool;
 
   // The DHT's figures, copied off the strand once a second for scrapes from any thread.

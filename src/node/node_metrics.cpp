@@ -37,6 +37,10 @@ NodeMetrics::NodeMetrics(const NodeOptions& options) : options_(options) {
   for (const char* o : {"ok", "handler_error", "no_provider", "timed_out", "cancelled", "overloaded", "payload_too_large", "error"})
     call_outcomes_[o] = &m.counter("macula_rpc_calls_total", "RPC calls completed, by outcome", {{"outcome", o}});
   protocol_errors = &m.counter("macula_protocol_errors_total", "Links closed for a malformed or forged frame");
+  realm_refusals = &m.counter("macula_realm_refusals_total",
+                              "Peers refused because they did not prove the realm secret (links dialed, DHT answers)");
+  client_refusals = &m.counter("macula_client_refusals_total",
+                               "Client requests refused by the client access policy (no or a wrong token, or closed)");
   slow_disconnects = &m.counter("macula_slow_peer_disconnects_total",
                                 "Links closed because the peer stopped reading (send buffer full past slow_peer_timeout)");
   links = &m.gauge("macula_links", "Live links to peer nodes");

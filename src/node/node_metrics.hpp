@@ -50,6 +50,8 @@ class NodeMetrics {
   core::Histogram* call_latency;
   // Links.
   core::Counter* protocol_errors;
+  core::Counter* realm_refusals;    ///< peers refused for lacking the realm proof (links and DHT)
+  core::Counter* client_refusals;   ///< client requests refused by the client access policy
   core::Counter* slow_disconnects;
   // Gauges the strand sets (update_gauges) and scrapes read.
   core::Gauge* links;

@@ -22,10 +22,18 @@ struct StatusPages {
 
   std::function<std::string()> metrics;                  ///< Prometheus text 0.0.4
   std::function<std::pair<bool, std::string>()> health;  ///< (ready, why not)
+  /// When set: 0 if a request with this `authorization` header value may read /metrics, else
+  /// the status to refuse it with (the node's client token policy).
+  std::function<int(std::string_view authorization)> guard_metrics;
 
   /// The page for a GET of `path`; 404 listing the pages for any other path.
-  StatusPage answer(std::string_view path) const {
-    if (path == "/metrics") return {200, "text/plain; version=0.0.4; charset=utf-8", metrics()};
+  StatusPage answer(std::string_view path, std::string_view authorization = {}) const {
+    if (path == "/metrics") {
+      if (guard_metrics)
+        if (const int refused = guard_metrics(authorization))
+          return {refused, "text/plain; charset=utf-8", "a client token is required: authorization: Bearer <token>\n"};
+      return {200, "text/plain; version=0.0.4; charset=utf-8", metrics()};
+    }
     if (path == "/health" || path == "/ready") {
       auto [ok, why] = health();
       return {ok ? 200 : 503, "text/plain; charset=utf-8", ok ? "ok\n" : "not ready: " + why + "\n"};

@@ -84,6 +84,66 @@ nghttp3_nv make_nv(const std::string& name, const std::string& value) {
                     NGHTTP3_NV_FLAG_NONE};
 }
 
+// nghttp3 0.8 gives up on the whole connection's QPACK decoder (decoder->ctx.bad, every
+// later header block fails with NGHTTP3_ERR_QPACK_FATAL) when one field value is longer than
+// 65536 encoded bytes (NGHTTP3_ERR_QPACK_HEADER_TOO_LARGE, lib/nghttp3_qpack.c). So a HEADERS
+// frame longer than we accept never reaches nghttp3: only the frame headers of a request
+// stream are looked at here, payloads pass through untouched.
+struct H3FrameGuard {
+  std::array<std::uint8_t, 16> hdr{};  // type and length varints of the next frame, partial
+  std::size_t hdr_len = 0;
+  std::uint64_t left = 0;  // payload bytes of the current frame still to pass
+  bool rejected = false;
+};
+
+std::uint64_t quic_varint(const std::uint8_t* p, std::size_t n) {
+  std::uint64_t v = p[0] & 0x3f;
+  for (std::size_t k = 1; k < n; ++k) v = (v << 8) | p[k];
+  return v;
+}
+
+// How many of `len` bytes may go to nghttp3: all of them, or up to the first byte of a
+// HEADERS frame payload longer than `limit`.
+std::size_t h3_guard_scan(H3FrameGuard& g, const std::uint8_t* data, std::size_t len, std::uint64_t limit) {
+  std::size_t i = 0;
+  while (i < len) {
+    if (g.left > 0) {
+      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(g.left, len - i));
+      g.left -= n;
+      i += n;
+      continue;
+    }
+    g.hdr[g.hdr_len++] = data[i++];
+    const std::size_t tlen = std::size_t{1} << (g.hdr[0] >> 6);
+    if (g.hdr_len <= tlen) continue;
+    const std::size_t llen = std::size_t{1} << (g.hdr[tlen] >> 6);
+    if (g.hdr_len < tlen + llen) continue;
+    const std::uint64_t type = quic_varint(g.hdr.data(), tlen);
+    const std::uint64_t length = quic_varint(g.hdr.data() + tlen, llen);
+    g.hdr_len = 0;
+    if (type == 0x01 /* HEADERS */ && length > limit) return i;
+    g.left = length;
+  }
+  return len;
+}
+
+// Bytes of request bodies held in memory, against a bound. One per connection and one per
+// endpoint; each Stream holds both and gives its bytes back when it goes, whoever destroys
+// it last (shared ownership: a connection's streams may outlive the endpoint's strand).
+struct BodyLedger {
+  explicit BodyLedger(std::size_t c) : cap(c) {}
+  const std::size_t cap;
+  std::atomic<std::size_t> bytes{0};
+  bool charge(std::size_t n) {
+    std::size_t cur = bytes.load(std::memory_order_relaxed);
+    do {
+      if (cur + n > cap) return false;
+    } while (!bytes.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed));
+    return true;
+  }
+  void refund(std::size_t n) { bytes.fetch_sub(n, std::memory_order_relaxed); }
+};
+
 }  // namespace
 
 // ============================================================================ Impl types
@@ -107,6 +167,7 @@ class Session::Impl {
   std::int64_t stream_id = -1;
   SessionCallbacks callbacks;
   std::optional<NodeId> peer;
+  std::vector<Header> response_headers;  // dialer: the acceptor's answer
   std::size_t bound = 0;
   std::deque<Chunk> chunks;
   std::size_t buffered = 0;     // queued and not yet acknowledged
@@ -166,7 +227,21 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
     bool header_overflow = false;
     std::vector<std::uint8_t> body;
     bool body_overflow = false;
+    bool body_stopped = false;  // refused (503) or timed out (408): its bytes are ignored
     bool responded = false;
+    // Server: the body's capacity charged to the connection's and the endpoint's ledgers,
+    // held until the stream ends (the handler may still hold the bytes until it answers).
+    std::shared_ptr<BodyLedger> conn_ledger, ep_ledger;
+    std::size_t charged = 0;
+    std::chrono::steady_clock::time_point body_seen{};  // last body bytes (or the head)
+    bool receiving_body = false;  // server: head received, end of body not yet
+    ~Stream() { refund(); }
+    void refund() {
+      if (!charged) return;
+      conn_ledger->refund(charged);
+      ep_ledger->refund(charged);
+      charged = 0;
+    }
     // Sending side: stable until the stream closes, as nghttp3 and ngtcp2 keep pointers into
     // it until the peer acknowledges the bytes.
     std::vector<std::string> nv_strings;
@@ -241,6 +316,7 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   asio::steady_timer connect_timer;
   std::optional<NodeId> expected_peer;
   std::optional<NodeId> peer;
+  std::vector<std::uint8_t> channel_binding;  // set when the handshake completes, then fixed
   std::error_code verify_error;
   bool established = false;
   bool closing = false;  // closing/draining: only waits for removal
@@ -250,6 +326,17 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   bool refuse_requests = false;  // over max_clients: answer 503, then close
   Endpoint::ConnectHandler on_connected;
   std::unordered_map<std::int64_t, std::unique_ptr<Stream>> streams;
+  std::shared_ptr<BodyLedger> body_ledger;  // server: this connection's request bodies
+  std::size_t receiving_bodies = 0;          // streams with receiving_body set
+  // Makes room for `len` more body bytes on `s`; false when a bound says no.
+  bool grow_body(Stream& s, std::size_t len);
+  // Stops a request's upload, answering `status`, and releases its body.
+  void stop_body(std::int64_t sid, Stream& s, int status, const char* why);
+  // Stops uploads idle past body_idle_timeout (the endpoint's sweep calls it).
+  void sweep_bodies(std::chrono::steady_clock::time_point now);
+  std::unordered_map<std::int64_t, H3FrameGuard> h3_guards_;  // bidi streams still open
+  std::uint64_t h3_close_code_ = 0;  // nonzero: nghttp3 failed, close with this H3 error
+  void reject_header_block(std::int64_t stream_id);
   struct Pending {
     Request request;
     std::chrono::nanoseconds timeout;
@@ -358,7 +445,14 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
         handshakes_completed{0}, clients_refused{0}, retries_sent{0}, tokens_accepted{0}, stateless_resets_sent{0},
         stateless_resets_received{0}, session_sends_refused{0};
     std::atomic<std::size_t> sessions{0}, session_bytes_buffered{0};
+    std::atomic<std::uint64_t> bodies_refused{0}, bodies_timed_out{0};
   } stats;
+  std::shared_ptr<BodyLedger> body_ledger;  // every connection's request bodies
+  // Connections with uploads in progress, swept once a second for idle ones (only while any).
+  std::unordered_map<Connection::Impl*, std::weak_ptr<Connection::Impl>> uploading;
+  std::unique_ptr<asio::steady_timer> body_sweep;
+  void watch_uploads(const std::shared_ptr<Connection::Impl>& c);
+  void sweep_uploads();
 
   struct OutPacket {
     sockaddr_storage to;
@@ -585,6 +679,7 @@ bool Connection::Impl::init_client(const std::optional<NodeId>& expected) {
 
 bool Connection::Impl::init_server(const ngtcp2_pkt_hd& hd, const udp::endpoint&, const ngtcp2_cid* retry_odcid) {
   auto e = ep();
+  body_ledger = std::make_shared<BodyLedger>(e->options.max_connection_body_bytes);
   if (gnutls_init(&tls, GNUTLS_SERVER | GNUTLS_NO_END_OF_EARLY_DATA) != 0) return false;
   if (gnutls_priority_set_direct(tls, kPriority, nullptr) != 0) return false;
   if (ngtcp2_crypto_gnutls_configure_server_session(tls) != 0) return false;
@@ -656,6 +751,13 @@ int Connection::Impl::verify_peer(gnutls_session_t session) {
 
 int Connection::Impl::on_handshake_completed() {
   established = true;
+  {
+    // RFC 5705/8446 exporter: both ends get the same bytes, and only the two of them.
+    static constexpr char kLabel[] = "EXPORTER-macula-channel-binding";
+    std::array<char, 32> out{};
+    if (gnutls_prf_rfc5705(tls, sizeof kLabel - 1, kLabel, 0, nullptr, out.size(), out.data()) == 0)
+      channel_binding.assign(out.begin(), out.end());
+  }
   auto e = ep();
   if (!e) return NGTCP2_ERR_CALLBACK_FAILURE;
   ++e->stats.handshakes_completed;
@@ -722,13 +824,55 @@ bool Connection::Impl::setup_h3() {
 int Connection::Impl::on_recv_stream_data(std::uint32_t flags, std::int64_t sid, const std::uint8_t* data,
                                           std::size_t len) {
   if (!h3 && !setup_h3()) return NGTCP2_ERR_CALLBACK_FAILURE;
-  const nghttp3_ssize consumed = nghttp3_conn_read_stream(h3, sid, data, len, (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0);
-  if (consumed < 0) return NGTCP2_ERR_CALLBACK_FAILURE;  // malformed HTTP/3: the connection closes
+  std::size_t pass = len;
+  H3FrameGuard* guard = nullptr;
+  if (ngtcp2_is_bidi_stream(sid)) {
+    guard = &h3_guards_[sid];
+    if (guard->rejected) {  // already answered: drop, but give the credit back
+      ngtcp2_conn_extend_max_offset(conn, len);
+      return 0;
+    }
+    // A server answers over-long header sections with 431 anyway (h3_recv_header); the cap
+    // stays at or below nghttp3's 64 KiB per-value limit so that no value can reach it.
+    const std::uint64_t limit = is_server ? std::min<std::uint64_t>(ep()->options.max_header_bytes, 65536) : 65536;
+    pass = h3_guard_scan(*guard, data, len, limit);
+  }
+  const bool fin = (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0 && pass == len;
+  const nghttp3_ssize consumed = nghttp3_conn_read_stream(h3, sid, data, pass, fin);
+  if (consumed < 0) {  // malformed HTTP/3: the connection closes, with an HTTP/3 error code
+    h3_close_code_ = nghttp3_err_infer_quic_app_error_code(static_cast<int>(consumed));
+    return NGTCP2_ERR_CALLBACK_FAILURE;
+  }
   // Bytes nghttp3 consumed itself (framing, headers) are returned at once; body bytes are
   // returned in h3_recv_data when the application has taken them.
   ngtcp2_conn_extend_max_stream_offset(conn, sid, static_cast<std::uint64_t>(consumed));
   ngtcp2_conn_extend_max_offset(conn, static_cast<std::uint64_t>(consumed));
+  if (pass < len) {
+    guard->rejected = true;
+    ngtcp2_conn_extend_max_offset(conn, len - pass);  // the rest of this chunk is dropped
+    reject_header_block(sid);
+  }
   return 0;
+}
+
+// A HEADERS frame over the limit on `sid`, not given to nghttp3: nghttp3 ignores the rest of
+// the stream and sends a QPACK Stream Cancellation; a server answers 431 and stops the
+// request (RFC 9114 4.1), a client resets its request. The connection goes on.
+void Connection::Impl::reject_header_block(std::int64_t sid) {
+  nghttp3_conn_read_stream(h3, sid, nullptr, 0, 0);  // nghttp3 knows the stream (no-op if it does)
+  nghttp3_conn_shutdown_stream_read(h3, sid);
+  if (!is_server) {
+    ngtcp2_conn_shutdown_stream(conn, sid, NGHTTP3_H3_REQUEST_CANCELLED);  // completes as stream_reset
+    return;
+  }
+  h3_begin_headers(sid);  // our Stream, if nghttp3 never announced one
+  streams[sid]->header_overflow = true;
+  Response r;
+  r.status = 431;
+  const std::string msg = "request too large\n";
+  r.body.assign(msg.begin(), msg.end());
+  submit_response(sid, std::move(r));  // no-op if this stream already has its response
+  ngtcp2_conn_shutdown_stream_read(conn, sid, NGHTTP3_H3_NO_ERROR);
 }
 
 int Connection::Impl::on_acked_stream_data(std::int64_t sid, std::uint64_t len) {
@@ -738,6 +882,7 @@ int Connection::Impl::on_acked_stream_data(std::int64_t sid, std::uint64_t len) 
 
 int Connection::Impl::on_stream_close(std::uint32_t flags, std::int64_t sid, std::uint64_t code) {
   if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET)) code = NGHTTP3_H3_NO_ERROR;
+  h3_guards_.erase(sid);
   if (h3) {
     const int rv = nghttp3_conn_close_stream(h3, sid, code);
     if (rv != 0 && rv != NGHTTP3_ERR_STREAM_NOT_FOUND) return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -824,10 +969,18 @@ int Connection::Impl::h3_recv_data(std::int64_t sid, const std::uint8_t* data, s
     if (session->callbacks.on_data) session->callbacks.on_data({data, len});
   } else if (it != streams.end()) {
     Stream& s = *it->second;
-    if (s.body.size() + len > ep()->options.max_body_bytes) {
+    s.body_seen = std::chrono::steady_clock::now();
+    if (s.body_stopped) {
+      // Answered already: what was in flight is dropped.
+    } else if (s.body_overflow || s.body.size() + len > ep()->options.max_body_bytes) {
       // Over the cap: stop keeping bytes (memory stays bounded) but keep returning credit so
       // the peer finishes and gets its 413 instead of stalling.
       s.body_overflow = true;
+      s.body.clear();
+      s.body.shrink_to_fit();
+      s.refund();
+    } else if (!grow_body(s, len)) {
+      stop_body(sid, s, 503, "request bodies buffered on this node are at their bound; retry later\n");
     } else {
       s.body.insert(s.body.end(), data, data + len);
     }
@@ -836,6 +989,96 @@ int Connection::Impl::h3_recv_data(std::int64_t sid, const std::uint8_t* data, s
   ngtcp2_conn_extend_max_stream_offset(conn, sid, len);
   ngtcp2_conn_extend_max_offset(conn, len);
   return 0;
+}
+
+bool Connection::Impl::grow_body(Stream& s, std::size_t len) {
+  const std::size_t need = s.body.size() + len;
+  if (need <= s.body.capacity()) return true;
+  auto e = ep();
+  if (!is_server || !e || !body_ledger) return true;  // a client's responses: max_body_bytes bounds them
+  // Grow geometrically (as the vector would), but charge what is actually reserved.
+  const std::size_t cap =
+      std::max(need, std::min(std::max<std::size_t>(2 * s.body.capacity(), 16 * 1024), e->options.max_body_bytes));
+  const std::size_t delta = cap - std::min(cap, s.charged);
+  if (!s.conn_ledger) {
+    s.conn_ledger = body_ledger;
+    s.ep_ledger = e->body_ledger;
+  }
+  if (!s.conn_ledger->charge(delta)) return false;
+  if (!s.ep_ledger->charge(delta)) {
+    s.conn_ledger->refund(delta);
+    return false;
+  }
+  s.charged += delta;
+  s.body.reserve(cap);
+  return true;
+}
+
+void Connection::Impl::stop_body(std::int64_t sid, Stream& s, int status, const char* why) {
+  s.body_stopped = true;
+  s.body.clear();
+  s.body.shrink_to_fit();
+  s.refund();
+  if (s.receiving_body) {
+    s.receiving_body = false;
+    --receiving_bodies;
+  }
+  if (auto e = ep()) ++(status == 408 ? e->stats.bodies_timed_out : e->stats.bodies_refused);
+  Response r;
+  r.status = status;
+  r.body.assign(why, why + std::strlen(why));
+  submit_response(sid, std::move(r));
+  // The upload ends here (RFC 9114 4.1: a complete response, then STOP_SENDING). Posted: this
+  // may run inside nghttp3's read of this very stream.
+  asio::post(ep()->strand, [weak = std::weak_ptr<Impl>(shared_from_this()), sid] {
+    auto self = weak.lock();
+    if (!self || self->closing || !self->h3) return;
+    nghttp3_conn_shutdown_stream_read(self->h3, sid);
+    ngtcp2_conn_shutdown_stream_read(self->conn, sid, NGHTTP3_H3_NO_ERROR);
+    self->write();
+    if (auto e = self->ep()) e->flush();
+  });
+}
+
+void Connection::Impl::sweep_bodies(std::chrono::steady_clock::time_point now) {
+  auto e = ep();
+  if (!e || closing) return;
+  std::vector<std::int64_t> idle;
+  for (auto& [sid, st] : streams)
+    if (st->receiving_body && !st->body_stopped && now - st->body_seen > e->options.body_idle_timeout) idle.push_back(sid);
+  for (auto sid : idle)
+    if (auto it = streams.find(sid); it != streams.end())
+      stop_body(sid, *it->second, 408, "request body stalled: nothing received within the idle timeout\n");
+  if (!idle.empty()) schedule_write();
+}
+
+void Endpoint::Impl::watch_uploads(const std::shared_ptr<Connection::Impl>& c) {
+  uploading.emplace(c.get(), c);
+  if (body_sweep) return;
+  body_sweep = std::make_unique<asio::steady_timer>(strand);
+  sweep_uploads();
+}
+
+void Endpoint::Impl::sweep_uploads() {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = uploading.begin(); it != uploading.end();) {
+    auto c = it->second.lock();
+    if (!c || c->receiving_bodies == 0) {
+      it = uploading.erase(it);
+      continue;
+    }
+    c->sweep_bodies(now);
+    ++it;
+  }
+  if (uploading.empty()) {
+    body_sweep.reset();  // no uploads: no timer until the next one starts
+    return;
+  }
+  body_sweep->expires_after(std::chrono::seconds(1));
+  body_sweep->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    if (ec) return;
+    if (auto self = weak.lock()) self->sweep_uploads();
+  });
 }
 
 int Connection::Impl::h3_end_stream(std::int64_t sid) {
@@ -861,6 +1104,11 @@ int Connection::Impl::h3_end_stream(std::int64_t sid) {
     complete_request(s, {});
     return 0;
   }
+  if (s.receiving_body) {
+    s.receiving_body = false;
+    --receiving_bodies;
+  }
+  if (s.body_stopped) return 0;  // answered when it was stopped
   Response early;
   if (refuse_requests) early.status = 503;
   else if (s.header_overflow) early.status = 431;
@@ -889,6 +1137,7 @@ int Connection::Impl::h3_end_stream(std::int64_t sid) {
   req.headers = std::move(s.headers);
   req.body = std::move(s.body);
   req.peer = peer;
+  req.channel_binding = channel_binding;
   std::weak_ptr<Impl> weak = shared_from_this();
   auto strand = e->strand;
   Responder respond = [weak, strand, sid](Response r) {
@@ -955,6 +1204,7 @@ int Connection::Impl::h3_stream_close(std::int64_t sid, std::uint64_t code) {
   }
   auto it = streams.find(sid);
   if (it == streams.end()) return 0;
+  if (it->second->receiving_body) --receiving_bodies;
   if (it->second->on_session) {
     auto h = std::move(it->second->on_session);
     h(errc::connection_closed, nullptr);
@@ -1151,13 +1401,20 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
       handler(errc::connection_refused, nullptr);
       return 0;
     }
+    s.session->response_headers = std::move(s.headers);
     handler({}, std::make_shared<Session>(s.session));
     return 0;
   }
   auto e = ep();
   if (s.header_overflow) return 0;
   const SessionAcceptor* acceptor = e->find_stream_route(s.method, s.path);
-  if (!acceptor) return 0;  // an ordinary request: buffered, answered at end_stream
+  if (!acceptor) {  // an ordinary request: its body is buffered, answered at end_stream
+    s.receiving_body = true;
+    s.body_seen = std::chrono::steady_clock::now();
+    ++receiving_bodies;
+    e->watch_uploads(shared_from_this());
+    return 0;
+  }
   auto session = std::make_shared<Session::Impl>();
   session->conn = shared_from_this();
   session->stream_id = sid;
@@ -1169,6 +1426,7 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
   head.authority = s.authority;
   head.headers = s.headers;
   head.peer = peer;
+  head.channel_binding = channel_binding;
   SessionCallbacks callbacks;
   const int status = refuse_requests ? 503 : (*acceptor)(head, std::make_shared<Session>(session), callbacks);
   if (status != 200) {
@@ -1232,6 +1490,7 @@ void Connection::Impl::start_session(Request head, SessionCallbacks callbacks, s
     streams.erase(it);
     return h(errc::transport_error, nullptr);
   }
+  if (!head.body.empty()) (void)streams[sid]->session->send(head.body);
   schedule_write();
 }
 
@@ -1349,6 +1608,7 @@ void Connection::Impl::on_datagram(const std::uint8_t* data, std::size_t len) {
   if (verify_error) return fail(verify_error);
   quic::CloseError ccerr;
   if (rv == NGTCP2_ERR_CRYPTO) quic::set_tls_alert(ccerr, ngtcp2_conn_get_tls_alert(conn));
+  else if (rv == NGTCP2_ERR_CALLBACK_FAILURE && h3_close_code_ != 0) quic::set_app_error(ccerr, h3_close_code_, nullptr, 0);
   else quic::set_liberr(ccerr, rv);
   std::array<std::uint8_t, kMaxUdpPayload> buf;
   ngtcp2_path_storage ps;
@@ -1517,6 +1777,7 @@ void Connection::Impl::fail(std::error_code ec) {
 // ============================================================================ Endpoint::Impl
 
 std::error_code Endpoint::Impl::open(const udp::endpoint& local) {
+  body_ledger = std::make_shared<BodyLedger>(options.max_buffered_body_bytes);
   if (gnutls_certificate_allocate_credentials(&cred) != 0) return errc::transport_error;
   const auto& id = options.identity;
   gnutls_datum_t cert{reinterpret_cast<unsigned char*>(const_cast<char*>(id.cert_pem().data())),
@@ -1824,6 +2085,8 @@ void Endpoint::Impl::do_close() {
   }
   flush();
   closed = true;
+  body_sweep.reset();
+  uploading.clear();
   for (const auto& c : list) remove(c);
   boost::system::error_code ignored;
   socket.close(ignored);
@@ -1972,6 +2235,9 @@ EndpointStats Endpoint::stats() const {
   s.sessions = c.sessions.load(std::memory_order_relaxed);
   s.session_bytes_buffered = c.session_bytes_buffered.load(std::memory_order_relaxed);
   s.session_sends_refused = get(c.session_sends_refused);
+  s.body_bytes_buffered = impl_->body_ledger ? impl_->body_ledger->bytes.load(std::memory_order_relaxed) : 0;
+  s.bodies_refused = get(c.bodies_refused);
+  s.bodies_timed_out = get(c.bodies_timed_out);
   return s;
 }
 
@@ -2043,6 +2309,8 @@ void Session::close_connection(CloseCode code, const std::string& reason) {
   if (auto c = impl_->conn.lock()) c->close_with_app_error(static_cast<std::uint64_t>(code), reason);
 }
 std::optional<NodeId> Session::peer_id() const { return impl_->peer; }
+const std::vector<Header>& Session::response_headers() const { return impl_->response_headers; }
+const std::vector<std::uint8_t>& Connection::channel_binding() const { return impl_->channel_binding; }
 
 std::optional<NodeId> Connection::peer_id() const { return impl_->peer; }
 bool Connection::is_open() const noexcept { return impl_->open.load(std::memory_order_relaxed); }

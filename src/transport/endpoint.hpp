@@ -45,6 +45,9 @@ struct Request {
   std::vector<Header> headers;
   std::vector<std::uint8_t> body;
   std::optional<NodeId> peer;  ///< set when the peer proved a node identity; empty for clients
+  /// 32 bytes both ends of this QUIC connection derive from its TLS 1.3 exporter: unique per
+  /// handshake, so a proof bound to it cannot be replayed on another connection.
+  std::vector<std::uint8_t> channel_binding;
 };
 
 struct Response {
@@ -86,7 +89,18 @@ struct EndpointOptions {
   std::size_t max_connections = 20'000;  ///< all connections; Initials past it are dropped
   std::uint64_t max_streams_bidi = 100;  ///< concurrent requests a peer may open per connection
   std::size_t max_header_bytes = 16 * 1024;
-  std::size_t max_body_bytes = 10 * 1024 * 1024;
+  /// Largest request (server) or response (client) body kept; past it the request gets 413.
+  /// The node's routes take at most one payload (kMaxPayloadBytes, 1 MiB) plus framing.
+  std::size_t max_body_bytes = 2 * 1024 * 1024;
+  /// Request bodies the server holds in memory — received and not yet answered — are bounded
+  /// per connection and for the whole endpoint, so no peer, nor many together, can make it
+  /// buffer more. A request that would pass either bound gets 503 and its upload is stopped
+  /// (STOP_SENDING); its bytes are released at once.
+  std::size_t max_connection_body_bytes = 16 * 1024 * 1024;
+  std::size_t max_buffered_body_bytes = 64 * 1024 * 1024;
+  /// A request whose body stops arriving for this long gets 408 and is stopped, releasing
+  /// what it had buffered (an upload cannot hold memory by going quiet).
+  std::chrono::nanoseconds body_idle_timeout = std::chrono::seconds(10);
   std::size_t max_pending_requests = 1024;  ///< client requests queued waiting for a stream id
   std::size_t session_send_buffer = 4 * 1024 * 1024;  ///< per-session unacknowledged bytes bound
 };
@@ -107,6 +121,9 @@ struct EndpointStats {
   std::size_t sessions = 0;                 ///< open session / streaming-route streams
   std::size_t session_bytes_buffered = 0;   ///< unacknowledged bytes queued on all sessions
   std::uint64_t session_sends_refused = 0;  ///< send() answered queue_full (backpressure)
+  std::size_t body_bytes_buffered = 0;      ///< request-body bytes held (bounded by max_buffered_body_bytes)
+  std::uint64_t bodies_refused = 0;         ///< requests answered 503: a body bound was reached
+  std::uint64_t bodies_timed_out = 0;       ///< uploads stopped by body_idle_timeout
 };
 
 class Connection;
@@ -150,6 +167,8 @@ class Session {
   /// never drain. Strand only.
   void close_connection(CloseCode code, const std::string& reason);
   std::optional<NodeId> peer_id() const;
+  /// Dialer side: the headers of the peer's 2xx answer (e.g. its realm proof).
+  const std::vector<Header>& response_headers() const;
 
   class Impl;
   explicit Session(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -245,13 +264,17 @@ class Connection {
   using SessionHandler = std::function<void(std::error_code, std::shared_ptr<Session>)>;
   /// Opens a session: a request (`head.method`, POST when empty) to `head.path` whose request
   /// and response bodies are the two byte streams. Completes when the peer answered 2xx, or
-  /// with: connection_refused (another status), connection_closed, timed_out.
+  /// with: connection_refused (another status), connection_closed, timed_out. A non-empty
+  /// `head.body` goes out at once as the stream's first bytes, before any answer (an upload
+  /// whose answer waits for its end).
   void open_session(Request head, SessionCallbacks callbacks, std::chrono::nanoseconds timeout,
                     SessionHandler handler);
 
   /// The peer's node id, when it presented a node certificate.
   std::optional<NodeId> peer_id() const;
   boost::asio::ip::udp::endpoint remote_endpoint() const;
+  /// This connection's channel binding (see Request::channel_binding); fixed once connected.
+  const std::vector<std::uint8_t>& channel_binding() const;
 
   /// Closes with an application error code and reason. Idempotent.
   void close(CloseCode code, std::string reason);

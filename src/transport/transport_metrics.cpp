@@ -70,6 +70,13 @@ std::function<void()> export_metrics(observe::MetricsRegistry& r, const std::sha
        false, [](const S& s) { return double(s.session_bytes_buffered); }},
       {"macula_transport_session_sends_refused_total", "Session sends refused by the buffer bound (backpressure).",
        true, [](const S& s) { return double(s.session_sends_refused); }},
+      {"macula_transport_body_bytes_buffered",
+       "Request-body bytes held in memory (bounded per connection and by max_buffered_body_bytes).", false,
+       [](const S& s) { return double(s.body_bytes_buffered); }},
+      {"macula_transport_bodies_refused_total", "Requests answered 503 because a request-body memory bound was reached.",
+       true, [](const S& s) { return double(s.bodies_refused); }},
+      {"macula_transport_bodies_timed_out_total", "Uploads stopped (408) because their body stalled past body_idle_timeout.",
+       true, [](const S& s) { return double(s.bodies_timed_out); }},
   };
   return register_series(r, ep, defs, labels);
 }

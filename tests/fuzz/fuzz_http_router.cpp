@@ -87,6 +87,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   self_bytes[0] = 1;
   peer_bytes[0] = 2;
   head.peer = macula::NodeId(peer_bytes);
+  head.channel_binding.assign(32, 7);
   for (const bool with_secret : {false, true}) {
     macula::transport::RealmPolicy policy{"fuzz.realm", with_secret ? std::optional<std::string>("s3cret") : std::nullopt};
     bool inner_ran = false;
@@ -110,6 +111,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           break;
         }
       if (!first || first->value != "fuzz.realm") std::abort();
+      // In a secret realm the acceptor proves the secret back, and that proof checks out.
+      if (with_secret && !macula::transport::acceptor_proof_valid(policy, *head.peer, macula::NodeId(self_bytes),
+                                                                  head.channel_binding, callbacks.response_headers))
+        std::abort();
     }
   }
   return 0;

@@ -472,7 +472,8 @@ TEST_CASE("faults: a random-datagram flood at the QUIC port; forged and malforme
     REQUIRE(liar.connected());
     transport::Request head;
     head.path = "/macula/v1/session";
-    head.headers = transport::realm_headers({"hostile.realm", std::nullopt}, liar.endpoint().node_id(), n.node_id());
+    head.headers = transport::realm_headers({"hostile.realm", std::nullopt}, liar.endpoint().node_id(), n.node_id(),
+                                            liar.connection().channel_binding());
     std::promise<std::shared_ptr<transport::Session>> ps;
     boost::asio::post(liar.endpoint().strand(), [&] {
       liar.connection().open_session(head, {}, 5s, [&](std::error_code e, std::shared_ptr<transport::Session> s) {

@@ -151,6 +151,7 @@ TEST_CASE("transport: echo of 0 B, 64 B, 1 MiB and 20 MiB bodies; caps give 413 
   Loop loop;
   auto so = options();
   so.max_body_bytes = 32 << 20;
+  so.max_connection_body_bytes = 64 << 20;
   auto server = make(loop.io, std::move(so));
   auto co = options();
   co.max_body_bytes = 32 << 20;  // responses are capped on the client side too
@@ -566,45 +567,71 @@ TEST_CASE("transport: sessions check the realm: 403 and close for another realm,
   auto server = make(loop.io, options());
   const RealmPolicy policy{"acme.prod", std::string("s3cret")};
   int accepted = 0;
+  std::vector<std::uint8_t> server_binding;
   server->session_route("/macula/v1/session",
                         realm_guarded(policy, server->node_id(),
-                                      [&](const Request&, std::shared_ptr<Session>, SessionCallbacks& cb) {
+                                      [&](const Request& head, std::shared_ptr<Session>, SessionCallbacks& cb) {
                                         ++accepted;
+                                        server_binding = head.channel_binding;
                                         cb.on_data = [](std::span<const std::uint8_t>) {};
                                         cb.on_close = [](std::error_code) {};
                                         return 200;
                                       }));
   auto client = make(loop.io, options());
+  std::vector<Header> answer;
   auto open = [&](Connection& c, std::vector<Header> headers) {
     Request head;
     head.path = "/macula/v1/session";
     head.headers = std::move(headers);
     std::promise<std::error_code> p;
     c.open_session(head, SessionCallbacks{[](std::span<const std::uint8_t>) {}, [](std::error_code) {}, {}, {}}, 5s,
-                   [&](std::error_code e, std::shared_ptr<Session>) { p.set_value(e); });
+                   [&](std::error_code e, std::shared_ptr<Session> s) {
+                     if (s) answer = s->response_headers();
+                     p.set_value(e);
+                   });
     return p.get_future().get();
   };
   std::error_code ec;
   auto conn = dial(*client, *server, server->node_id(), ec);
   REQUIRE_FALSE(ec);
+  const auto& binding = conn->channel_binding();
+  REQUIRE(binding.size() == 32);
   // Right realm, no proof: 401, the connection stays.
   CHECK(open(*conn, {{"macula-realm", "acme.prod"}}) == errc::connection_refused);
   // Right realm, a proof made with the wrong secret: 401.
-  CHECK(open(*conn, realm_headers(RealmPolicy{"acme.prod", std::string("guess")}, client->node_id(),
-                                  server->node_id())) == errc::connection_refused);
+  CHECK(open(*conn, realm_headers(RealmPolicy{"acme.prod", std::string("guess")}, client->node_id(), server->node_id(),
+                                  binding)) == errc::connection_refused);
   CHECK(conn->is_open());
-  // Right realm and proof: accepted.
-  CHECK_FALSE(open(*conn, realm_headers(policy, client->node_id(), server->node_id())));
+  // Right realm and proof: accepted, and the acceptor proves the secret back.
+  CHECK_FALSE(open(*conn, realm_headers(policy, client->node_id(), server->node_id(), binding)));
   CHECK(accepted == 1);
+  CHECK(server_binding == binding);  // both ends derived the same channel binding
+  CHECK(acceptor_proof_valid(policy, client->node_id(), server->node_id(), binding, answer));
+  // The acceptor's proof is not valid for another secret, another node pair or another channel.
+  CHECK_FALSE(acceptor_proof_valid(RealmPolicy{"acme.prod", std::string("guess")}, client->node_id(), server->node_id(),
+                                   binding, answer));
+  CHECK_FALSE(acceptor_proof_valid(policy, Identity::generate().node_id(), server->node_id(), binding, answer));
+  CHECK_FALSE(acceptor_proof_valid(policy, client->node_id(), server->node_id(), std::vector<std::uint8_t>(32, 0), answer));
+  CHECK_FALSE(acceptor_proof_valid(policy, client->node_id(), server->node_id(), binding, {}));
   // A proof bound to another node pair does not transfer.
-  CHECK(open(*conn, realm_headers(policy, Identity::generate().node_id(), server->node_id())) ==
+  CHECK(open(*conn, realm_headers(policy, Identity::generate().node_id(), server->node_id(), binding)) ==
         errc::connection_refused);
+  // Replay: the same node pair's valid proof, taken from this connection to a new one, fails
+  // (each handshake has its own channel binding).
+  const auto replayed = realm_headers(policy, client->node_id(), server->node_id(), binding);
+  auto second = dial(*client, *server, server->node_id(), ec);
+  REQUIRE_FALSE(ec);
+  CHECK(second->channel_binding().size() == 32);
+  CHECK(second->channel_binding() != binding);
+  CHECK(open(*second, replayed) == errc::connection_refused);
+  CHECK_FALSE(open(*second, realm_headers(policy, client->node_id(), server->node_id(), second->channel_binding())));
+  CHECK(accepted == 2);
   // Another realm: 403, then the connection is closed.
-  CHECK(open(*conn, realm_headers(RealmPolicy{"other.realm", std::string("s3cret")}, client->node_id(),
-                                  server->node_id())) == errc::connection_refused);
+  CHECK(open(*conn, realm_headers(RealmPolicy{"other.realm", std::string("s3cret")}, client->node_id(), server->node_id(),
+                                  binding)) == errc::connection_refused);
   for (int i = 0; i < 100 && conn->is_open(); ++i) std::this_thread::sleep_for(10ms);
   CHECK_FALSE(conn->is_open());
-  CHECK(accepted == 1);
+  CHECK(accepted == 2);
 }
 
 TEST_CASE("transport: a request can be cancelled; the connection carries on", "[transport][cancel]") {

@@ -63,7 +63,7 @@ struct Inbox {
 };
 
 /// One blocking HTTP/1.1 GET on the test thread's own socket: the whole response, or "".
-inline std::string http_get(const std::string& address, const std::string& path) {
+inline std::string http_get(const std::string& address, const std::string& path, const std::string& authorization = {}) {
   boost::asio::io_context io;
   boost::asio::ip::udp::endpoint e;
   if (node::parse_address(address, e)) return {};
@@ -71,7 +71,8 @@ inline std::string http_get(const std::string& address, const std::string& path)
   boost::system::error_code ec;
   s.connect({e.address(), e.port()}, ec);
   if (ec) return {};
-  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" +
+                          (authorization.empty() ? std::string() : "Authorization: " + authorization + "\r\n") + "\r\n";
   boost::asio::write(s, boost::asio::buffer(req), ec);
   std::string out;
   char buf[4096];

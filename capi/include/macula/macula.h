@@ -65,6 +65,9 @@ typedef enum macula_status {
   MACULA_EWOULDDEADLOCK = 40,
   MACULA_EWOULD_BLOCK = 42,       /* a blocking publish found no room in time */
   MACULA_EPAYLOAD_TOO_LARGE = 43, /* a payload or RPC argument above MACULA_MAX_PAYLOAD_BYTES */
+  MACULA_EREALM_PROOF = 44,       /* a peer node did not prove the realm secret */
+  MACULA_EUNAUTHORIZED = 45,      /* a client request without the node's client token */
+  MACULA_EOPTIONS_INVALID = 46,   /* node options contradict each other (see macula_last_error) */
   MACULA_EINVAL = -1,    /* a NULL or out-of-range argument */
   MACULA_ENOMEM = -2,    /* allocation failed */
   MACULA_EINTERNAL = -3, /* an unexpected error inside the library (see macula_last_error) */
