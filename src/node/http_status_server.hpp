@@ -41,7 +41,7 @@ class HttpStatusServer : public std::enable_shared_from_this<HttpStatusServer> {
   /// must not keep its slot.
   static constexpr std::chrono::milliseconds kWriteDeadline{5000};
 
-  /// Counters since create(), for tests and diagnostics (not exported as metrics).
+  /// Counters since create(); the Node exports them as macula_http_status_refused_total{reason}.
   struct Stats {
     std::uint64_t accepted = 0;             ///< connections served (refused ones excluded)
     std::uint64_t refused_global = 0;       ///< reset at accept: kMaxConnections open

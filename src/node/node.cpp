@@ -77,6 +77,19 @@ std::error_code Node::start() {
                                          " (still served over HTTP/3 on " + local_address() + ")");
     } else {
       core_->note_http_status(true, "status pages on http://" + http_address() + "/metrics");
+      const char* help = "Plain-HTTP status port connections refused or closed, by reason";
+      auto counter = [weak = std::weak_ptr<node::HttpStatusServer>(http_)](std::uint64_t node::HttpStatusServer::Stats::*f) {
+        return [weak, f] {
+          auto s = weak.lock();
+          return s ? double(s->stats().*f) : 0.0;
+        };
+      };
+      core_->add_counter_callback("macula_http_status_refused_total", help, "per_address",
+                                  counter(&node::HttpStatusServer::Stats::refused_per_address));
+      core_->add_counter_callback("macula_http_status_refused_total", help, "global",
+                                  counter(&node::HttpStatusServer::Stats::refused_global));
+      core_->add_counter_callback("macula_http_status_refused_total", help, "header_timeout",
+                                  counter(&node::HttpStatusServer::Stats::header_timeouts));
     }
   }
   // Bootstrap links come up in the background and are re-dialed when they drop.

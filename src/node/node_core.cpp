@@ -499,6 +499,11 @@ NodeStats NodeCore::stats() const {
 std::string NodeCore::metrics_text() const { return impl_->render_metrics(); }
 std::pair<bool, std::string> NodeCore::readiness() const { return impl_->readiness(); }
 StatusPages NodeCore::status_pages() const { return impl_->pages; }
+void NodeCore::add_counter_callback(const std::string& name, const std::string& help, const std::string& reason,
+                                    std::function<double()> read) {
+  impl_->metrics.registry.counter_callback(name, help, {{"reason", reason}}, std::move(read));
+}
+
 void NodeCore::note_http_status(bool up, const std::string& detail) {
   impl_->metrics.http_up->set(up ? 1.0 : 0.0);
   impl_->log.log(up ? LogLevel::info : LogLevel::warn, "http", detail);

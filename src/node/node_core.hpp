@@ -94,6 +94,9 @@ class NodeCore {
   StatusPages status_pages() const;
   /// The Node reports whether its plain-HTTP status pages listen (metric and log line).
   void note_http_status(bool up, const std::string& detail);
+  /// A counter series read at scrape time, for parts the Node owns (the status port).
+  void add_counter_callback(const std::string& name, const std::string& help, const std::string& reason,
+                            std::function<double()> read);
 
   /// Graceful stop (see Node::stop). Must not run on the strand or a handler thread.
   void stop();
