@@ -17,6 +17,7 @@
 #include <system_error>
 #include <vector>
 
+#include "macula/client_access.hpp"
 #include "macula/error.hpp"
 #include "macula/names.hpp"
 #include "macula/node.hpp"
@@ -178,6 +179,10 @@ static_assert(MACULA_EREALM_PROOF == static_cast<int>(macula::errc::realm_proof_
 static_assert(MACULA_EUNAUTHORIZED == static_cast<int>(macula::errc::unauthorized));
 static_assert(MACULA_EOPTIONS_INVALID == static_cast<int>(macula::errc::options_invalid));
 static_assert(MACULA_MAX_PAYLOAD_BYTES == macula::kMaxPayloadBytes);
+static_assert(MACULA_CLIENT_ACCESS_AUTOMATIC == static_cast<int>(macula::ClientAccess::automatic));
+static_assert(MACULA_CLIENT_ACCESS_OPEN == static_cast<int>(macula::ClientAccess::open));
+static_assert(MACULA_CLIENT_ACCESS_TOKEN == static_cast<int>(macula::ClientAccess::token));
+static_assert(MACULA_CLIENT_ACCESS_CLOSED == static_cast<int>(macula::ClientAccess::closed));
 
 extern "C" {
 
@@ -207,6 +212,16 @@ const char* macula_strerror(int status) {
 const char* macula_last_error(void) { return last_error.c_str(); }
 
 void macula_free(void* ptr) { std::free(ptr); }
+
+int macula_client_token(const char* realm, const char* secret, char* out, size_t size) {
+  if (!realm || !secret || !out) return fail(MACULA_EINVAL, "macula_client_token: NULL argument");
+  return guarded("macula_client_token", [&] {
+    const std::string token = macula::derive_client_token(realm, secret);
+    if (token.size() + 1 > size) return fail(MACULA_EINVAL, "macula_client_token: buffer too small (65 bytes needed)");
+    std::memcpy(out, token.c_str(), token.size() + 1);
+    return kOk;
+  });
+}
 
 void macula_node_options_init(macula_node_options* o) {
   if (!o) return;
@@ -248,6 +263,12 @@ int macula_node_new(macula_node** out, const macula_node_options* options) {
     if (defaults.rpc_timeout_ms) o.rpc_timeout = std::chrono::milliseconds(defaults.rpc_timeout_ms);
     o.dht = defaults.dht != 0;
     if (defaults.http_listen) o.http_listen = defaults.http_listen;
+    // Out of range is refused here rather than cast: an unknown mode must not turn into some
+    // other access policy.
+    if (defaults.client_access < MACULA_CLIENT_ACCESS_AUTOMATIC || defaults.client_access > MACULA_CLIENT_ACCESS_CLOSED)
+      return fail(MACULA_EINVAL, "macula_node_new: client_access out of range");
+    o.client_access = static_cast<macula::ClientAccess>(defaults.client_access);
+    if (defaults.client_token) o.client_token = defaults.client_token;
     if (defaults.log) {
       if (defaults.log_level < 0 || defaults.log_level > 4) return fail(MACULA_EINVAL, "macula_node_new: log_level out of range");
       o.log_level = static_cast<macula::LogLevel>(defaults.log_level);

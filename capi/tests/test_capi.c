@@ -183,6 +183,44 @@ static void test_standalone_node(void) {
   macula_node_free(b);
 }
 
+/* Client tokens: 64 hex characters, the same for the same realm and secret, different for
+ * another secret; and a realm with a secret refuses an open client API at start. */
+static void test_client_access(void) {
+  char t1[65], t2[65], t3[65], tiny[64];
+  CHECK(macula_client_token("c.realm", "s3cret", t1, sizeof t1) == MACULA_OK);
+  CHECK(strlen(t1) == 64);
+  CHECK(strspn(t1, "0123456789abcdef") == 64);
+  CHECK(macula_client_token("c.realm", "s3cret", t2, sizeof t2) == MACULA_OK);
+  CHECK(strcmp(t1, t2) == 0);
+  CHECK(macula_client_token("c.realm", "other", t3, sizeof t3) == MACULA_OK);
+  CHECK(strcmp(t1, t3) != 0);
+  CHECK(macula_client_token("c.realm", "s3cret", tiny, sizeof tiny) == MACULA_EINVAL);
+  CHECK(macula_client_token(NULL, "s3cret", t1, sizeof t1) == MACULA_EINVAL);
+  CHECK(macula_client_token("c.realm", NULL, t1, sizeof t1) == MACULA_EINVAL);
+  CHECK(macula_client_token("c.realm", "s3cret", NULL, 65) == MACULA_EINVAL);
+
+  macula_node_options o;
+  macula_node_options_init(&o);
+  CHECK(o.client_access == MACULA_CLIENT_ACCESS_AUTOMATIC && o.client_token == NULL);
+  o.realm = "c.realm";
+  o.realm_secret = "s3cret";
+  o.http_listen = "";
+  o.client_access = 4;
+  macula_node *n = NULL;
+  CHECK(macula_node_new(&n, &o) == MACULA_EINVAL); /* not a macula_client_access */
+  o.client_access = MACULA_CLIENT_ACCESS_OPEN;
+  CHECK(macula_node_new(&n, &o) == MACULA_OK);
+  CHECK(macula_node_start(n) == MACULA_EOPTIONS_INVALID);
+  CHECK(strlen(macula_last_error()) > 0);
+  macula_node_free(n);
+  n = NULL;
+  o.client_access = MACULA_CLIENT_ACCESS_TOKEN;
+  o.client_token = t1;
+  CHECK(macula_node_new(&n, &o) == MACULA_OK);
+  CHECK(macula_node_start(n) == MACULA_OK);
+  macula_node_free(n);
+}
+
 static void test_mesh(void) {
   macula_mesh *mesh = NULL;
   CHECK(macula_mesh_new(&mesh, 0, NULL) == MACULA_EINVAL);
@@ -287,6 +325,7 @@ static void test_mesh(void) {
 int main(void) {
   test_basics();
   test_standalone_node();
+  test_client_access();
   test_mesh();
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);

@@ -1,29 +1,45 @@
 // macula: run a node, publish, subscribe, call and benchmark from the command line.
 //
-//   macula node --listen HOST:PORT [--realm R] [--bootstrap HOST:PORT ...] [--key K --cert C] [--echo PROC ...]
-//   macula pub  --node HOST:PORT TOPIC [MESSAGE|-]
-//   macula sub  --node HOST:PORT [--realm R] [--count N] PATTERN
-//   macula call --node HOST:PORT PROCEDURE [PAYLOAD|-]
-//   macula bench {pubsub|rpc} --node HOST:PORT [--count N] [--topic T | --procedure P]
+//   macula node --listen HOST:PORT [--realm R] [--realm-secret S] [--client-access open|token|closed]
+//               [--client-token T] [--bootstrap HOST:PORT ...] [--key K --cert C] [--echo PROC ...]
+//   macula pub  --node HOST:PORT [CLIENT AUTH] TOPIC [MESSAGE|-]
+//   macula sub  --node HOST:PORT [--realm R] [--realm-secret S] [--count N] PATTERN
+//   macula call --node HOST:PORT [CLIENT AUTH] PROCEDURE [PAYLOAD|-]
+//   macula bench {pubsub|rpc} --node HOST:PORT [CLIENT AUTH] [--count N] [--topic T | --procedure P]
+//   macula metrics --node HOST:PORT [CLIENT AUTH]
+//   macula token --realm R [--realm-secret S]
+//   CLIENT AUTH: [--token T] | [--realm R] [--realm-secret S]
 //
-// pub, call and bench talk to the node as an HTTP/3 client (POST /macula/v1/pub|rpc/...), so
-// the node itself publishes or calls across its links; sub joins the realm as a short-lived
-// node linked to the given one. Exit codes: 0 ok, 1 failure, 2 usage, 3 no provider / not
-// found, 4 handler error, 5 timeout, 6 cannot reach the node.
+// pub, call, bench and metrics talk to the node as an HTTP/3 client (POST
+// /macula/v1/pub|rpc/..., GET /metrics), so the node itself publishes or calls across its
+// links; sub joins the realm as a short-lived node linked to the given one. In a realm with a
+// secret, nodes answer clients only with `authorization: Bearer <token>` (401 without it);
+// `token` prints the token derived from the realm and its secret, to hand to clients that
+// must not get the secret itself. Secrets and tokens may come from the environment
+// (MACULA_REALM_SECRET, MACULA_CLIENT_TOKEN) instead of the command line, where `ps` shows them.
+// Exit codes: 0 ok, 1 failure, 2 usage, 3 no provider / not found, 4 handler error,
+// 5 timeout, 6 cannot reach the node, 7 refused (no or a wrong client token, the node's client
+// API closed, or the link refused: another realm or secret).
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <iterator>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
+#include "macula/client_access.hpp"
+#include "macula/error.hpp"
 #include "macula/node.hpp"
 #include "macula/rpc_client.hpp"
 #include "macula/subscriber.hpp"
@@ -33,21 +49,27 @@
 
 namespace {
 
-constexpr int kOk = 0, kFail = 1, kUsage = 2, kNotFound = 3, kHandler = 4, kTimeout = 5, kUnreachable = 6;
+constexpr int kOk = 0, kFail = 1, kUsage = 2, kNotFound = 3, kHandler = 4, kTimeout = 5, kUnreachable = 6, kRefused = 7;
 
 std::atomic<bool> interrupted{false};
 extern "C" void on_signal(int) { interrupted = true; }
 
 const char* kUsageText =
     "usage:\n"
-    "  macula node --listen HOST:PORT [--realm R] [--bootstrap HOST:PORT ...] [--key K --cert C] [--echo PROC ...]\n"
+    "  macula node --listen HOST:PORT [--realm R] [--realm-secret S] [--bootstrap HOST:PORT ...] [--key K --cert C] [--echo PROC ...]\n"
     "              [--dht on|off] [--http HOST:PORT|off]   (DHT discovery, default on; plain-HTTP /metrics /health, default 127.0.0.1:8080)\n"
-    "  macula pub  --node HOST:PORT TOPIC [MESSAGE|-]\n"
-    "  macula sub  --node HOST:PORT [--realm R] [--count N] PATTERN\n"
-    "  macula call --node HOST:PORT PROCEDURE [PAYLOAD|-]\n"
-    "  macula bench {pubsub|rpc} --node HOST:PORT [--count N] [--topic T] [--procedure P]\n"
-    "MESSAGE/PAYLOAD '-' reads standard input. Exit codes: 0 ok, 1 failure, 2 usage, 3 no provider,\n"
-    "4 handler error, 5 timeout, 6 node unreachable.\n";
+    "              [--client-access open|token|closed] [--client-token T]   (default: token with a realm secret, else open)\n"
+    "  macula pub  --node HOST:PORT [CLIENT AUTH] TOPIC [MESSAGE|-]\n"
+    "  macula sub  --node HOST:PORT [--realm R] [--realm-secret S] [--count N] PATTERN\n"
+    "  macula call --node HOST:PORT [CLIENT AUTH] PROCEDURE [PAYLOAD|-]\n"
+    "  macula bench {pubsub|rpc} --node HOST:PORT [CLIENT AUTH] [--count N] [--topic T] [--procedure P]\n"
+    "  macula metrics --node HOST:PORT [CLIENT AUTH]   (GET /metrics over HTTP/3)\n"
+    "  macula token --realm R [--realm-secret S]      (prints the client token of the realm)\n"
+    "CLIENT AUTH: --token T, or --realm R (default macula.default) with --realm-secret S: the token is sent\n"
+    "as 'authorization: Bearer T'. The environment stands in for absent flags: MACULA_REALM_SECRET,\n"
+    "MACULA_CLIENT_TOKEN (keeps them out of ps). MESSAGE/PAYLOAD '-' reads standard input.\n"
+    "Exit codes: 0 ok, 1 failure, 2 usage, 3 no provider, 4 handler error, 5 timeout, 6 node unreachable,\n"
+    "7 refused (client token missing or wrong, client API closed, link refused: other realm or secret).\n";
 
 struct Args {
   std::string command;
@@ -91,10 +113,39 @@ macula::Bytes payload_arg(const Args& a, std::size_t index) {
   return {a.positional[index].begin(), a.positional[index].end()};
 }
 
+// A secret-bearing value: the flag, else the environment variable (so that it need not show
+// in `ps`). An empty flag is an error (most likely an unset shell variable, which would
+// silently mean "no secret"); an empty environment variable counts as unset.
+bool secret_arg(const Args& a, const char* flag, const char* env, std::optional<std::string>& out) {
+  if (auto v = a.get(flag)) {
+    if (v->empty()) {
+      std::fprintf(stderr, "macula: --%s is empty\n", flag);
+      return false;
+    }
+    out = *v;
+  } else if (const char* e = std::getenv(env); e && *e) {
+    out = e;
+  }
+  return true;
+}
+
+// The client token pub, call, bench and metrics send, if any. Flags before the environment,
+// and within each the token before the secret it could be derived from: --token, then
+// --realm-secret (with --realm), then MACULA_CLIENT_TOKEN, then MACULA_REALM_SECRET.
+std::optional<std::string> client_token(const Args& a) {
+  const std::string realm = a.get("realm").value_or("macula.default");
+  if (auto t = a.get("token")) return t;
+  if (auto s = a.get("realm-secret")) return macula::derive_client_token(realm, *s);
+  if (const char* t = std::getenv("MACULA_CLIENT_TOKEN"); t && *t) return std::string(t);
+  if (const char* s = std::getenv("MACULA_REALM_SECRET"); s && *s) return macula::derive_client_token(realm, s);
+  return std::nullopt;
+}
+
 // An HTTP/3 client connection to a node (no node certificate: an application, not a node).
+// With a token, every request carries it as `authorization: Bearer <token>`.
 class Client {
  public:
-  explicit Client(const std::string& address) {
+  Client(const std::string& address, std::optional<std::string> token) : token_(std::move(token)) {
     std::error_code ec;
     if ((ec = macula::node::parse_address(address, target_))) {
       std::fprintf(stderr, "macula: %s: %s\n", address.c_str(), ec.message().c_str());
@@ -126,19 +177,26 @@ class Client {
     if (thread_.joinable()) thread_.join();
   }
   bool ok() const { return conn_ != nullptr; }
+  bool has_token() const { return token_.has_value(); }
 
-  // POST and wait: (status, body); status -1 on a transport error.
-  std::pair<int, std::string> post(const std::string& path, macula::Bytes body) {
+  // A request, waited for: (status, body); status -1 on a transport error.
+  std::pair<int, std::string> request(const std::string& method, const std::string& path, macula::Bytes body = {}) {
     std::promise<std::pair<int, std::string>> p;
     auto f = p.get_future();
-    post_async(path, std::move(body), [&p](int status, std::string b) { p.set_value({status, std::move(b)}); });
+    request_async(method, path, std::move(body), [&p](int status, std::string b) { p.set_value({status, std::move(b)}); });
     return f.get();
   }
+  std::pair<int, std::string> post(const std::string& path, macula::Bytes body) { return request("POST", path, std::move(body)); }
   void post_async(const std::string& path, macula::Bytes body, std::function<void(int, std::string)> done) {
+    request_async("POST", path, std::move(body), std::move(done));
+  }
+  void request_async(const std::string& method, const std::string& path, macula::Bytes body,
+                     std::function<void(int, std::string)> done) {
     macula::transport::Request r;
-    r.method = "POST";
+    r.method = method;
     r.path = path;
     r.body = std::move(body);
+    if (token_) r.headers.push_back({std::string(macula::kClientTokenHeader), "Bearer " + *token_});
     conn_->request(std::move(r), std::chrono::seconds(10), [done](std::error_code e, macula::transport::Response resp) {
       done(e ? -1 : resp.status, std::string(resp.body.begin(), resp.body.end()));
     });
@@ -151,18 +209,42 @@ class Client {
   std::shared_ptr<macula::transport::Endpoint> endpoint_;
   std::shared_ptr<macula::transport::Connection> conn_;
   std::thread thread_;
+  std::optional<std::string> token_;
 };
 
 int exit_for_status(int status) {
   switch (status) {
     case 200: case 202: return kOk;
     case 400: return kUsage;
+    case 401: case 403: return kRefused;
     case 404: return kNotFound;
     case 500: return kHandler;
     case 504: return kTimeout;
     case -1: return kUnreachable;
     default: return kFail;
   }
+}
+
+// The message for an answer that is not a success: 401 and 403 are explained (what to pass),
+// anything else shows the node's own status and text.
+void report(const char* command, const Client& c, int status, const std::string& body) {
+  if (status == 401 && !c.has_token())
+    std::fprintf(stderr, "macula %s: the node requires a client token: pass --token or --realm and --realm-secret\n", command);
+  else if (status == 401)
+    std::fprintf(stderr, "macula %s: the node refused the client token (another realm or secret?)\n", command);
+  else if (status == 403)
+    std::fprintf(stderr, "macula %s: the node's client API is closed (it runs with --client-access closed)\n", command);
+  else
+    std::fprintf(stderr, "macula %s: %d %s", command, status, body.c_str());
+}
+
+// Log lines at `level` and above to standard error: the node's reasons (why it does not
+// start, which peer it refused) are otherwise invisible, the library itself writing nothing.
+macula::LogSink stderr_log() {
+  return [](macula::LogLevel level, std::string_view component, std::string_view message) {
+    std::fprintf(stderr, "%s %.*s: %.*s\n", macula::to_string(level), static_cast<int>(component.size()), component.data(),
+                 static_cast<int>(message.size()), message.data());
+  };
 }
 
 int run_node(const Args& a) {
@@ -175,10 +257,23 @@ int run_node(const Args& a) {
   o.dht = a.get("dht").value_or("on") != "off";  // --dht off: links only
   // Plain HTTP /metrics /health /ready /live: 127.0.0.1:8080 unless --http says where, or off.
   if (auto h = a.get("http")) o.http_listen = *h == "off" ? "" : *h;
+  if (!secret_arg(a, "realm-secret", "MACULA_REALM_SECRET", o.realm_secret)) return kUsage;
+  if (!secret_arg(a, "client-token", "MACULA_CLIENT_TOKEN", o.client_token)) return kUsage;
+  if (auto m = a.get("client-access")) {
+    if (*m == "open") o.client_access = macula::ClientAccess::open;
+    else if (*m == "token") o.client_access = macula::ClientAccess::token;
+    else if (*m == "closed") o.client_access = macula::ClientAccess::closed;
+    else {
+      std::fprintf(stderr, "macula node: --client-access %s: expected open, token or closed\n", m->c_str());
+      return kUsage;
+    }
+  }
+  o.log_sink = stderr_log();
+  o.log_level = macula::LogLevel::warn;
   macula::Node node(o);
   if (auto ec = node.start()) {
     std::fprintf(stderr, "macula node: %s\n", ec.message().c_str());
-    return ec == macula::errc::address_invalid ? kUsage : kFail;
+    return ec == macula::errc::address_invalid || ec == macula::errc::options_invalid ? kUsage : kFail;
   }
   std::vector<macula::Advertisement> echoes;
   for (const auto& proc : a.all("echo")) {
@@ -191,6 +286,15 @@ int run_node(const Args& a) {
   }
   std::printf("node %s listening on %s realm %s\n", node.node_id().to_hex().c_str(), node.local_address().c_str(),
               o.realm.c_str());
+  // The mode as the node resolves `automatic` (ClientAccess); never the token itself, which
+  // would end up in whatever collects this output.
+  const auto access = o.client_access != macula::ClientAccess::automatic ? o.client_access
+                      : o.realm_secret || o.client_token               ? macula::ClientAccess::token
+                                                                       : macula::ClientAccess::open;
+  std::printf("client API: %s\n", access == macula::ClientAccess::open    ? "open"
+                                  : access == macula::ClientAccess::closed ? "closed"
+                                  : o.client_token                         ? "token (the --client-token)"
+                                                                           : "token (`macula token` prints it)");
   if (!node.http_address().empty()) std::printf("status pages on http://%s/metrics\n", node.http_address().c_str());
   else if (!o.http_listen.empty()) std::printf("status pages: %s is taken; served over HTTP/3 only\n", o.http_listen.c_str());
   std::fflush(stdout);
@@ -203,26 +307,50 @@ int run_node(const Args& a) {
 int run_pub(const Args& a) {
   auto node = a.get("node");
   if (!node || a.positional.empty()) return kUsage;
-  Client c(*node);
+  Client c(*node, client_token(a));
   if (!c.ok()) return kUnreachable;
   auto [status, body] = c.post("/macula/v1/pub/" + a.positional[0], payload_arg(a, 1));
-  if (status != 202) std::fprintf(stderr, "macula pub: %d %s", status, body.c_str());
+  if (status != 202) report("pub", c, status, body);
   return exit_for_status(status);
 }
 
 int run_call(const Args& a) {
   auto node = a.get("node");
   if (!node || a.positional.empty()) return kUsage;
-  Client c(*node);
+  Client c(*node, client_token(a));
   if (!c.ok()) return kUnreachable;
   auto [status, body] = c.post("/macula/v1/rpc/" + a.positional[0], payload_arg(a, 1));
   if (status == 200) {
     std::fwrite(body.data(), 1, body.size(), stdout);
     std::printf("\n");
   } else {
-    std::fprintf(stderr, "macula call: %d %s", status, body.c_str());
+    report("call", c, status, body);
   }
   return exit_for_status(status);
+}
+
+int run_metrics(const Args& a) {
+  auto node = a.get("node");
+  if (!node || !a.positional.empty()) return kUsage;
+  Client c(*node, client_token(a));
+  if (!c.ok()) return kUnreachable;
+  auto [status, body] = c.request("GET", "/metrics");
+  if (status == 200) std::fwrite(body.data(), 1, body.size(), stdout);
+  else report("metrics", c, status, body);
+  return exit_for_status(status);
+}
+
+int run_token(const Args& a) {
+  auto realm = a.get("realm");
+  if (!realm || !a.positional.empty()) return kUsage;
+  std::optional<std::string> secret;
+  if (!secret_arg(a, "realm-secret", "MACULA_REALM_SECRET", secret)) return kUsage;
+  if (!secret) {
+    std::fprintf(stderr, "macula token: no realm secret: pass --realm-secret or set MACULA_REALM_SECRET\n");
+    return kUsage;
+  }
+  std::printf("%s\n", macula::derive_client_token(*realm, *secret).c_str());
+  return kOk;
 }
 
 int run_sub(const Args& a) {
@@ -231,6 +359,7 @@ int run_sub(const Args& a) {
   const long count = a.get("count") ? std::stol(*a.get("count")) : 0;
   macula::NodeOptions o;
   o.realm = a.get("realm").value_or("macula.default");
+  if (!secret_arg(a, "realm-secret", "MACULA_REALM_SECRET", o.realm_secret)) return kUsage;
   o.http_listen.clear();  // a short-lived client node: no status pages
   macula::Node node(o);
   if (auto ec = node.start()) {
@@ -251,6 +380,15 @@ int run_sub(const Args& a) {
     return kUsage;
   }
   if ((ec = node.connect(*target))) {
+    // The node answered but would not link: most often a realm or secret other than the
+    // node's (the refusal does not say which), else a node with no room for more peers.
+    if (ec == macula::errc::connection_refused || ec == macula::errc::realm_proof_failed) {
+      std::fprintf(stderr,
+                   "macula sub: %s refused the link: is --realm (and --realm-secret or MACULA_REALM_SECRET) the node's? "
+                   "(or it has no room for more peers)\n",
+                   target->c_str());
+      return kRefused;
+    }
     std::fprintf(stderr, "macula sub: cannot link to %s: %s\n", target->c_str(), ec.message().c_str());
     return kUnreachable;
   }
@@ -267,15 +405,16 @@ int run_bench(const Args& a) {
   const bool rpc = a.positional[0] == "rpc";
   const std::string path = rpc ? "/macula/v1/rpc/" + a.get("procedure").value_or("bench.echo")
                                : "/macula/v1/pub/" + a.get("topic").value_or("bench.cli");
-  Client c(*target);
+  Client c(*target, client_token(a));
   if (!c.ok()) return kUnreachable;
   constexpr long kInFlight = 64;  // stays under the node's per-connection stream limit
   std::atomic<long> done{0}, failed{0}, issued{0};
+  std::atomic<int> refused{0};  // a 401 or 403: every further request would be refused too
   std::mutex m;
   std::condition_variable cv;
   const macula::Bytes payload(64, 'x');
   const auto t0 = std::chrono::steady_clock::now();
-  while (issued < n) {
+  while (issued < n && !refused) {
     {
       std::unique_lock lock(m);
       cv.wait(lock, [&] { return issued - done < kInFlight; });
@@ -283,13 +422,18 @@ int run_bench(const Args& a) {
     ++issued;
     c.post_async(path, payload, [&](int status, std::string) {
       if (status != 200 && status != 202) ++failed;
+      if (status == 401 || status == 403) refused = status;
       std::lock_guard lock(m);
       ++done;
       cv.notify_all();
     });
   }
   std::unique_lock lock(m);
-  cv.wait(lock, [&] { return done == n; });
+  cv.wait(lock, [&] { return done == issued; });
+  if (refused) {
+    report("bench", c, refused, {});
+    return kRefused;
+  }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("%s: %ld requests in %.3f s: %.0f/s, %ld failed (%ld in flight, 64-byte payloads, HTTP/3)\n",
               a.positional[0].c_str(), n, secs, static_cast<double>(n) / secs, failed.load(), kInFlight);
@@ -318,6 +462,8 @@ int main(int argc, char** argv) {
     else if (a.command == "sub") rc = run_sub(a);
     else if (a.command == "call") rc = run_call(a);
     else if (a.command == "bench") rc = run_bench(a);
+    else if (a.command == "metrics") rc = run_metrics(a);
+    else if (a.command == "token") rc = run_token(a);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "macula: %s\n", e.what());
     return kFail;

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Drives the `macula` tool end to end on loopback: a node in the background, `sub` in the
-# background, `pub`, `call` (also from stdin), `bench`, exit codes, graceful stop on SIGTERM.
+# background, `pub`, `call` (also from stdin), `bench`, exit codes, graceful stop on SIGTERM;
+# then a realm with a secret: client tokens (`token`, `--token`, 401 -> exit 7) and links
+# refused to a subscriber with the wrong secret.
 set -uo pipefail
 M=$1
 dir=$(mktemp -d)
-node_pid=""; sub_pid=""
-cleanup() { [ -n "$sub_pid" ] && kill "$sub_pid" 2>/dev/null; [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; rm -rf "$dir"; }
+# The tool reads these when flags are absent: a developer's own settings must not leak in.
+unset MACULA_REALM_SECRET MACULA_CLIENT_TOKEN
+node_pid=""; sub_pid=""; snode_pid=""
+cleanup() {
+  for p in "$sub_pid" "$snode_pid" "$node_pid"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+  rm -rf "$dir"
+}
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$dir"/*; do echo "== $f"; cat "$f"; done; exit 1; }
 wait_for() { for _ in $(seq 100); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
@@ -14,7 +21,7 @@ wait_for() { for _ in $(seq 100); do grep -q "$1" "$2" 2>/dev/null && return 0; 
 "$M" bogus >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown command must exit 2"
 "$M" pub >/dev/null 2>&1; [ $? -eq 2 ] || fail "missing arguments must exit 2"
 
-"$M" node --listen 127.0.0.1:0 --realm cli.realm --echo svc.echo --http 127.0.0.1:0 > "$dir/node.out" 2>&1 &
+timeout 90 "$M" node --listen 127.0.0.1:0 --realm cli.realm --echo svc.echo --http 127.0.0.1:0 > "$dir/node.out" 2>&1 &
 node_pid=$!
 wait_for "listening on" "$dir/node.out" || fail "node did not start"
 addr=$(sed -n 's/.*listening on \([^ ]*\) .*/\1/p' "$dir/node.out")
@@ -27,7 +34,7 @@ cat <&3 > "$dir/metrics.out"; exec 3<&-
 grep -q "^HTTP/1.1 200" "$dir/metrics.out" || fail "GET /metrics"
 grep -q "macula_transport_connections" "$dir/metrics.out" || fail "/metrics content"
 
-"$M" sub --node "$addr" --realm cli.realm --count 1 'sensors.#' > "$dir/sub.out" 2> "$dir/sub.err" &
+timeout 30 "$M" sub --node "$addr" --realm cli.realm --count 1 'sensors.#' > "$dir/sub.out" 2> "$dir/sub.err" &
 sub_pid=$!
 wait_for "subscribed" "$dir/sub.err" || fail "sub did not link"
 # QoS 0 over HTTP/3: the subscription's interest reaches the node right after the link is up;
@@ -52,5 +59,57 @@ grep -q "^sensors.kitchen.temp 21.5$" "$dir/sub.out" || fail "sub output"
 kill -TERM "$node_pid"; wait "$node_pid"; rc=$?; node_pid=""
 [ $rc -eq 0 ] || fail "node exit $rc after SIGTERM"
 grep -q "stopping" "$dir/node.out" || fail "node did not stop gracefully"
+
+# ---- a realm with a shared secret: clients need the token, nodes the secret ----
+"$M" token --realm sec.realm >/dev/null 2>&1; [ $? -eq 2 ] || fail "token without a secret must exit 2"
+token=$("$M" token --realm sec.realm --realm-secret s3cret) || fail "token"
+[ ${#token} -eq 64 ] || fail "token length ${#token}"
+[ "$(MACULA_REALM_SECRET=s3cret "$M" token --realm sec.realm)" = "$token" ] || fail "token from MACULA_REALM_SECRET"
+MACULA_REALM_SECRET=s3cret timeout 10 "$M" node --listen 127.0.0.1:0 --realm sec.realm --client-access open --http off \
+  > "$dir/open.out" 2>&1; [ $? -eq 2 ] || fail "open client access in a realm with a secret must exit 2"
+# The secret from the environment, so that it does not show in ps.
+MACULA_REALM_SECRET=s3cret timeout 60 "$M" node --listen 127.0.0.1:0 --realm sec.realm --echo svc.echo --http off \
+  > "$dir/snode.out" 2>&1 &
+snode_pid=$!
+wait_for "listening on" "$dir/snode.out" || fail "secret node did not start"
+grep -q "client API: token" "$dir/snode.out" || fail "secret node not in token mode"
+saddr=$(sed -n 's/.*listening on \([^ ]*\) .*/\1/p' "$dir/snode.out")
+echo "secret node at $saddr"
+
+"$M" pub --node "$saddr" sensors.x 1 2> "$dir/pub401.err"; rc=$?
+[ $rc -eq 7 ] || fail "pub without a token must exit 7 (got $rc)"
+grep -q "requires a client token" "$dir/pub401.err" || fail "pub without a token: message"
+"$M" pub --node "$saddr" --token nope sensors.x 1 2>/dev/null; [ $? -eq 7 ] || fail "pub with a wrong token must exit 7"
+"$M" pub --node "$saddr" --token "$token" sensors.x 1 || fail "pub with the token"
+"$M" pub --node "$saddr" --realm sec.realm --realm-secret s3cret sensors.x 1 || fail "pub with the realm secret"
+MACULA_CLIENT_TOKEN=$token "$M" pub --node "$saddr" sensors.x 1 || fail "pub with MACULA_CLIENT_TOKEN"
+[ "$("$M" call --node "$saddr" --token "$token" svc.echo hi)" = "hi" ] || fail "call with the token"
+"$M" call --node "$saddr" svc.echo hi 2>/dev/null; [ $? -eq 7 ] || fail "call without a token must exit 7"
+"$M" metrics --node "$saddr" --token "$token" > "$dir/smetrics.out" || fail "metrics with the token"
+grep -q "macula_client_refusals_total" "$dir/smetrics.out" || fail "metrics content"
+"$M" metrics --node "$saddr" > /dev/null 2>&1; [ $? -eq 7 ] || fail "metrics without a token must exit 7"
+"$M" bench pubsub --node "$saddr" --count 100 >/dev/null 2>&1; [ $? -eq 7 ] || fail "bench without a token must exit 7"
+
+# A subscriber with the wrong secret is refused (promptly: the node answers), one with the
+# right secret links and receives.
+timeout 20 "$M" sub --node "$saddr" --realm sec.realm --realm-secret wrong --count 1 'sensors.#' \
+  > /dev/null 2> "$dir/badsub.err"; rc=$?
+[ $rc -eq 7 ] || fail "sub with the wrong secret must exit 7 (got $rc)"
+grep -q "refused the link" "$dir/badsub.err" || fail "sub with the wrong secret: message"
+MACULA_REALM_SECRET=s3cret timeout 30 "$M" sub --node "$saddr" --realm sec.realm --count 1 'sensors.#' \
+  > "$dir/ssub.out" 2> "$dir/ssub.err" &
+sub_pid=$!
+wait_for "subscribed" "$dir/ssub.err" || fail "sub with the secret did not link"
+for _ in $(seq 50); do
+  "$M" pub --node "$saddr" --token "$token" sensors.hall.temp 19 || fail "pub exit code (secret realm)"
+  kill -0 "$sub_pid" 2>/dev/null || break
+  sleep 0.1
+done
+wait "$sub_pid"; rc=$?; sub_pid=""
+[ $rc -eq 0 ] || fail "sub with the secret exit $rc"
+grep -q "^sensors.hall.temp 19$" "$dir/ssub.out" || fail "sub with the secret: output"
+
+kill -TERM "$snode_pid"; wait "$snode_pid"; rc=$?; snode_pid=""
+[ $rc -eq 0 ] || fail "secret node exit $rc after SIGTERM"
 cat "$dir/bench.out"
 echo "cli: all checks passed"

@@ -19,6 +19,10 @@ std::string derive_client_token(std::string_view realm, std::string_view secret)
 namespace node {
 
 std::error_code ClientGate::resolve(const NodeOptions& options, ClientGate& out, std::string& why) {
+  if (options.realm_secret && options.realm_secret->empty()) {
+    why = "realm_secret is empty: anyone who knows the realm name could compute its proofs";
+    return errc::options_invalid;
+  }
   ClientAccess mode = options.client_access;
   if (mode == ClientAccess::automatic)
     mode = options.realm_secret || options.client_token ? ClientAccess::token : ClientAccess::open;
@@ -28,6 +32,10 @@ std::error_code ClientGate::resolve(const NodeOptions& options, ClientGate& out,
   }
   if (options.client_token && options.client_token->empty()) {
     why = "client_token is empty";
+    return errc::options_invalid;
+  }
+  if (mode != ClientAccess::token && options.client_token) {
+    why = "client_token is set but client_access is not token: the token would be ignored";
     return errc::options_invalid;
   }
   out.mode_ = mode;

@@ -16,8 +16,9 @@ namespace macula::node {
 class ClientGate {
  public:
   ClientGate() = default;
-  /// Resolves `automatic` and the token. Errors: options_invalid (`why` says which), for
-  /// `open` in a realm with a secret, or `token` with neither a secret nor a client_token.
+  /// Resolves `automatic` and the token. Errors: options_invalid (`why` says which), for an
+  /// empty realm_secret, `open` in a realm with a secret, `token` with neither a secret nor a
+  /// client_token, or a client_token without `token` mode.
   static std::error_code resolve(const NodeOptions& options, ClientGate& out, std::string& why);
 
   ClientAccess mode() const noexcept { return mode_; }

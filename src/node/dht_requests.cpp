@@ -10,7 +10,7 @@ namespace macula::node {
 namespace asio = boost::asio;
 
 namespace {
-constexpr const char* kDhtPath = "/macula/v1/dht";
+constexpr const char* kDhtPath = DhtRequests::kPath;
 constexpr auto kDhtRequestTimeout = std::chrono::seconds(2);
 }  // namespace
 
@@ -48,14 +48,14 @@ void DhtRequests::request(const dht::Contact& to, wire::Frame req, std::function
     r.path = kDhtPath;
     r.headers = transport::realm_headers(*policy, self, *c->peer_id(), c->channel_binding());
     r.body = std::move(body);
-    c->request(std::move(r), kDhtRequestTimeout, [this, on_strand, c, self, policy](std::error_code e,
-                                                                                    transport::Response resp) mutable {
+    c->request(std::move(r), kDhtRequestTimeout, [this, owner = owner_, on_strand, c, self, policy](
+                                                     std::error_code e, transport::Response resp) mutable {
       wire::Frame reply;
       if (e || resp.status != 200) return on_strand(std::nullopt);
       // An answer is trusted only from a realm member: an outsider's contacts or records
       // would lead this node to dial it.
       if (!transport::acceptor_proof_valid(*policy, self, *c->peer_id(), c->channel_binding(), resp.headers)) {
-        refusals_.inc();
+        if (owner.lock()) refusals_.inc();
         return on_strand(std::nullopt);
       }
       if (wire::decode(resp.body, reply).error) return on_strand(std::nullopt);
@@ -81,6 +81,7 @@ void DhtRequests::serve(DiscoveryRef discovery) {
     transport::Response r;
     wire::Frame frame;
     if (!node || !req.peer) {
+      if (node) refusals->inc();
       r.status = !node ? 503 : 401;  // node-to-node only
       return respond(std::move(r));
     }

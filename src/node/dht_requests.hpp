@@ -30,6 +30,7 @@ namespace macula::node {
 
 class DhtRequests final : public dht::DhtTransport {
  public:
+  static constexpr const char* kPath = "/macula/v1/dht";
   using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
 
   /// `refusals` counts requests and answers refused by the realm check.

@@ -33,6 +33,10 @@ transport::Response refusal(int status) {
 }
 }  // namespace
 
+bool HttpApi::client_route(std::string_view path) {
+  return path.starts_with(kPub) || path.starts_with(kRpc) || path.starts_with("/metrics");
+}
+
 int HttpApi::refuse(const transport::Request& req) const {
   const int status = gate.check(req.headers);
   if (status && refusals) refusals->inc();

@@ -36,6 +36,8 @@ struct HttpApi {
 
   /// 0, or the refusal (401/403) `req` gets from the gate, counted.
   int refuse(const transport::Request& req) const;
+  /// Whether `path` is part of the client API the gate guards (publish, call, /metrics).
+  static bool client_route(std::string_view path);
 
   /// Registers the routes; they hold `api` and check `alive` before each use.
   static void install(transport::Endpoint& endpoint, std::shared_ptr<const HttpApi> api, std::weak_ptr<void> alive);

@@ -120,10 +120,16 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
       if (!self || !head.peer || self->stopping_flag) return 401;
       if (const int refused = transport::realm_admit(policy, self_id, head, cb.response_headers)) {
         self->metrics.realm_refusals->inc();
-        self->log.log_with(LogLevel::warn, "link", [&] {
-          return "refused a link from " + head.peer->to_hex().substr(0, 12) +
-                 (refused == 403 ? ": it asked for another realm" : ": it did not prove the realm secret");
-        });
+        // At most one line a second: an outsider retrying must not flood the host's log
+        // (macula_realm_refusals_total counts every one).
+        const auto now = Clock::now();
+        if (now - self->last_refusal_logged >= std::chrono::seconds(1)) {
+          self->last_refusal_logged = now;
+          self->log.log_with(LogLevel::warn, "link", [&] {
+            return "refused a link from " + head.peer->to_hex().substr(0, 12) +
+                   (refused == 403 ? ": it asked for another realm" : ": it did not prove the realm secret");
+          });
+        }
         return refused;
       }
       self->links.attach(std::move(s), *head.peer, nullptr, cb);
@@ -150,11 +156,31 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     // The plain-HTTP port's /metrics: the token when there is one (closed and open serve it:
     // that port is the operator's, on loopback unless configured otherwise).
     if (gate.mode() == ClientAccess::token)
-      pages.guard_metrics = [gate = gate, refusals = metrics.client_refusals](std::string_view authorization) {
+      pages.guard_metrics = [gate = gate, weak](std::string_view authorization) {
         const int refused = gate.check_authorization(authorization);
-        if (refused) refusals->inc();
+        if (auto self = weak.lock(); self && refused) self->metrics.client_refusals->inc();
         return refused;
       };
+    // Every request's head passes the client policy (publish, call, /metrics) or the realm
+    // check (DHT) before any of its body is kept: a request that will be refused cannot hold
+    // the node's request-body memory, however slowly it uploads.
+    endpoint->request_guard([weak, gate = gate, policy = transport::RealmPolicy{options.realm, options.realm_secret},
+                             self_id = endpoint->node_id()](const transport::Request& head) -> int {
+      auto self = weak.lock();
+      if (!self) return 0;  // stopping: the routes answer 503
+      if (head.path == DhtRequests::kPath) {
+        std::vector<transport::Header> ignored;
+        const int refused = !head.peer ? 401 : transport::realm_admit(policy, self_id, head, ignored);
+        if (refused) self->metrics.realm_refusals->inc();
+        return refused;
+      }
+      if (HttpApi::client_route(head.path)) {
+        const int refused = gate.check(head.headers);
+        if (refused) self->metrics.client_refusals->inc();
+        return refused;
+      }
+      return 0;
+    });
     HttpApi::install(*endpoint, std::move(api), owner);
     if (options.dht) {
       dht_requests = std::make_unique<DhtRequests>(io_, endpoint, *strand, owner, stopping_flag, [this] { links.flush(); },
@@ -344,6 +370,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   Inbox inbox;
   StatusPages pages;
   ClientGate gate;  // resolved at start
+  Clock::time_point last_refusal_logged{};  // strand: refused links are logged once a second at most
   std::function<void()> unexport_transport, unexport_pool;
 
   // The DHT's figures, copied off the strand once a second for scrapes from any thread.

@@ -234,6 +234,7 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
     std::shared_ptr<BodyLedger> conn_ledger, ep_ledger;
     std::size_t charged = 0;
     std::chrono::steady_clock::time_point body_seen{};  // last body bytes (or the head)
+    std::chrono::steady_clock::time_point body_started{};  // the head
     bool receiving_body = false;  // server: head received, end of body not yet
     ~Stream() { refund(); }
     void refund() {
@@ -445,9 +446,12 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
         handshakes_completed{0}, clients_refused{0}, retries_sent{0}, tokens_accepted{0}, stateless_resets_sent{0},
         stateless_resets_received{0}, session_sends_refused{0};
     std::atomic<std::size_t> sessions{0}, session_bytes_buffered{0};
-    std::atomic<std::uint64_t> bodies_refused{0}, bodies_timed_out{0};
+    std::atomic<std::uint64_t> bodies_refused{0}, bodies_timed_out{0}, requests_refused{0};
   } stats;
-  std::shared_ptr<BodyLedger> body_ledger;  // every connection's request bodies
+  // Request bodies held: clients' and nodes' apart, so a crowd of clients cannot take the
+  // memory DHT requests between nodes need.
+  std::shared_ptr<BodyLedger> body_ledger, node_body_ledger;
+  RequestGuard request_guard;
   // Connections with uploads in progress, swept once a second for idle ones (only while any).
   std::unordered_map<Connection::Impl*, std::weak_ptr<Connection::Impl>> uploading;
   std::unique_ptr<asio::steady_timer> body_sweep;
@@ -866,7 +870,16 @@ void Connection::Impl::reject_header_block(std::int64_t sid) {
     return;
   }
   h3_begin_headers(sid);  // our Stream, if nghttp3 never announced one
-  streams[sid]->header_overflow = true;
+  Stream& st = *streams[sid];
+  st.header_overflow = true;
+  st.body_stopped = true;  // trailers past the limit: the body is dropped with the request
+  st.body.clear();
+  st.body.shrink_to_fit();
+  st.refund();
+  if (st.receiving_body) {
+    st.receiving_body = false;
+    --receiving_bodies;
+  }
   Response r;
   r.status = 431;
   const std::string msg = "request too large\n";
@@ -972,7 +985,7 @@ int Connection::Impl::h3_recv_data(std::int64_t sid, const std::uint8_t* data, s
     s.body_seen = std::chrono::steady_clock::now();
     if (s.body_stopped) {
       // Answered already: what was in flight is dropped.
-    } else if (s.body_overflow || s.body.size() + len > ep()->options.max_body_bytes) {
+    } else if (s.header_overflow || s.body_overflow || s.body.size() + len > ep()->options.max_body_bytes) {
       // Over the cap: stop keeping bytes (memory stays bounded) but keep returning credit so
       // the peer finishes and gets its 413 instead of stalling.
       s.body_overflow = true;
@@ -980,6 +993,7 @@ int Connection::Impl::h3_recv_data(std::int64_t sid, const std::uint8_t* data, s
       s.body.shrink_to_fit();
       s.refund();
     } else if (!grow_body(s, len)) {
+      ++ep()->stats.bodies_refused;
       stop_body(sid, s, 503, "request bodies buffered on this node are at their bound; retry later\n");
     } else {
       s.body.insert(s.body.end(), data, data + len);
@@ -1002,7 +1016,7 @@ bool Connection::Impl::grow_body(Stream& s, std::size_t len) {
   const std::size_t delta = cap - std::min(cap, s.charged);
   if (!s.conn_ledger) {
     s.conn_ledger = body_ledger;
-    s.ep_ledger = e->body_ledger;
+    s.ep_ledger = peer ? e->node_body_ledger : e->body_ledger;
   }
   if (!s.conn_ledger->charge(delta)) return false;
   if (!s.ep_ledger->charge(delta)) {
@@ -1023,7 +1037,6 @@ void Connection::Impl::stop_body(std::int64_t sid, Stream& s, int status, const 
     s.receiving_body = false;
     --receiving_bodies;
   }
-  if (auto e = ep()) ++(status == 408 ? e->stats.bodies_timed_out : e->stats.bodies_refused);
   Response r;
   r.status = status;
   r.body.assign(why, why + std::strlen(why));
@@ -1045,15 +1058,19 @@ void Connection::Impl::sweep_bodies(std::chrono::steady_clock::time_point now) {
   if (!e || closing) return;
   std::vector<std::int64_t> idle;
   for (auto& [sid, st] : streams)
-    if (st->receiving_body && !st->body_stopped && now - st->body_seen > e->options.body_idle_timeout) idle.push_back(sid);
+    if (st->receiving_body && !st->body_stopped &&
+        (now - st->body_seen > e->options.body_idle_timeout || now - st->body_started > e->options.body_deadline))
+      idle.push_back(sid);
   for (auto sid : idle)
-    if (auto it = streams.find(sid); it != streams.end())
-      stop_body(sid, *it->second, 408, "request body stalled: nothing received within the idle timeout\n");
+    if (auto it = streams.find(sid); it != streams.end()) {
+      ++e->stats.bodies_timed_out;
+      stop_body(sid, *it->second, 408, "request body stalled or too slow: not complete within the idle timeout or deadline\n");
+    }
   if (!idle.empty()) schedule_write();
 }
 
 void Endpoint::Impl::watch_uploads(const std::shared_ptr<Connection::Impl>& c) {
-  uploading.emplace(c.get(), c);
+  uploading.insert_or_assign(c.get(), c);  // a reused address replaces a dead entry
   if (body_sweep) return;
   body_sweep = std::make_unique<asio::steady_timer>(strand);
   sweep_uploads();
@@ -1159,6 +1176,9 @@ void Connection::Impl::submit_response(std::int64_t sid, Response r) {
   if (it == streams.end() || it->second->responded || closing || !h3) return;
   Stream& s = *it->second;
   s.responded = true;
+  // Answered: whatever the handler still holds is its own bound's business, and a peer that
+  // never reads the answer must not keep the request's bytes charged.
+  s.refund();
   s.nv_strings.clear();
   s.nv_strings.push_back(":status");
   s.nv_strings.push_back(std::to_string(r.status));
@@ -1409,8 +1429,22 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
   if (s.header_overflow) return 0;
   const SessionAcceptor* acceptor = e->find_stream_route(s.method, s.path);
   if (!acceptor) {  // an ordinary request: its body is buffered, answered at end_stream
+    if (e->request_guard && !refuse_requests) {
+      Request head;
+      head.method = s.method;
+      head.path = s.path;
+      head.authority = s.authority;
+      head.headers = s.headers;
+      head.peer = peer;
+      head.channel_binding = channel_binding;
+      if (const int refused = e->request_guard(head)) {
+        ++e->stats.requests_refused;
+        stop_body(sid, s, refused, refused == 403 ? "forbidden\n" : "unauthorized\n");
+        return 0;
+      }
+    }
     s.receiving_body = true;
-    s.body_seen = std::chrono::steady_clock::now();
+    s.body_seen = s.body_started = std::chrono::steady_clock::now();
     ++receiving_bodies;
     e->watch_uploads(shared_from_this());
     return 0;
@@ -1778,6 +1812,7 @@ void Connection::Impl::fail(std::error_code ec) {
 
 std::error_code Endpoint::Impl::open(const udp::endpoint& local) {
   body_ledger = std::make_shared<BodyLedger>(options.max_buffered_body_bytes);
+  node_body_ledger = std::make_shared<BodyLedger>(options.max_buffered_body_bytes);
   if (gnutls_certificate_allocate_credentials(&cred) != 0) return errc::transport_error;
   const auto& id = options.identity;
   gnutls_datum_t cert{reinterpret_cast<unsigned char*>(const_cast<char*>(id.cert_pem().data())),
@@ -2235,7 +2270,10 @@ EndpointStats Endpoint::stats() const {
   s.sessions = c.sessions.load(std::memory_order_relaxed);
   s.session_bytes_buffered = c.session_bytes_buffered.load(std::memory_order_relaxed);
   s.session_sends_refused = get(c.session_sends_refused);
-  s.body_bytes_buffered = impl_->body_ledger ? impl_->body_ledger->bytes.load(std::memory_order_relaxed) : 0;
+  if (impl_->body_ledger)
+    s.body_bytes_buffered = impl_->body_ledger->bytes.load(std::memory_order_relaxed) +
+                            impl_->node_body_ledger->bytes.load(std::memory_order_relaxed);
+  s.requests_refused = get(c.requests_refused);
   s.bodies_refused = get(c.bodies_refused);
   s.bodies_timed_out = get(c.bodies_timed_out);
   return s;
@@ -2279,6 +2317,10 @@ void Endpoint::stream_route(std::string method, std::string path_prefix, Session
                                  a = std::move(acceptor)]() mutable {
     impl->stream_routes.add(std::move(m), std::move(p), std::move(a));
   });
+}
+
+void Endpoint::request_guard(RequestGuard guard) {
+  asio::dispatch(impl_->strand, [impl = impl_, g = std::move(guard)]() mutable { impl->request_guard = std::move(g); });
 }
 
 void Endpoint::session_route(std::string path, SessionAcceptor acceptor) {

@@ -99,8 +99,10 @@ struct EndpointOptions {
   std::size_t max_connection_body_bytes = 16 * 1024 * 1024;
   std::size_t max_buffered_body_bytes = 64 * 1024 * 1024;
   /// A request whose body stops arriving for this long gets 408 and is stopped, releasing
-  /// what it had buffered (an upload cannot hold memory by going quiet).
+  /// what it had buffered (an upload cannot hold memory by going quiet)...
   std::chrono::nanoseconds body_idle_timeout = std::chrono::seconds(10);
+  /// ...nor by trickling: a body must be complete this long after its request head.
+  std::chrono::nanoseconds body_deadline = std::chrono::seconds(60);
   std::size_t max_pending_requests = 1024;  ///< client requests queued waiting for a stream id
   std::size_t session_send_buffer = 4 * 1024 * 1024;  ///< per-session unacknowledged bytes bound
 };
@@ -121,9 +123,12 @@ struct EndpointStats {
   std::size_t sessions = 0;                 ///< open session / streaming-route streams
   std::size_t session_bytes_buffered = 0;   ///< unacknowledged bytes queued on all sessions
   std::uint64_t session_sends_refused = 0;  ///< send() answered queue_full (backpressure)
-  std::size_t body_bytes_buffered = 0;      ///< request-body bytes held (bounded by max_buffered_body_bytes)
+  /// Request-body bytes held until answered, clients' and nodes' together (each bounded by
+  /// max_buffered_body_bytes on its own, so clients cannot crowd out nodes).
+  std::size_t body_bytes_buffered = 0;
   std::uint64_t bodies_refused = 0;         ///< requests answered 503: a body bound was reached
-  std::uint64_t bodies_timed_out = 0;       ///< uploads stopped by body_idle_timeout
+  std::uint64_t bodies_timed_out = 0;       ///< uploads stopped by body_idle_timeout / body_deadline
+  std::uint64_t requests_refused = 0;       ///< requests the RequestGuard refused at their head
 };
 
 class Connection;
@@ -177,6 +182,11 @@ class Session {
   std::shared_ptr<Impl> impl_;
 };
 
+/// Decides on an ordinary request as soon as its head is in, before any of its body is
+/// buffered: 0 to go on, or the HTTP status to refuse it with (401, 403: the upload is then
+/// stopped and nothing of it is kept). Runs on the strand.
+using RequestGuard = std::function<int(const Request& head)>;
+
 /// Decides on an incoming session: return 200 to accept (after filling `callbacks`), or an
 /// HTTP status to refuse it (e.g. 403 realm mismatch, 401 missing realm proof).
 using SessionAcceptor = std::function<int(const Request& head, std::shared_ptr<Session> session,
@@ -199,6 +209,9 @@ class Endpoint {
   /// Routes requests whose method matches and whose path starts with `path_prefix`; the
   /// longest matching prefix wins. Unrouted requests get 404.
   void route(std::string method, std::string path_prefix, RequestHandler handler);
+
+  /// Installs the guard every ordinary request's head passes first (one per endpoint).
+  void request_guard(RequestGuard guard);
 
   /// Accepts sessions opened with POST to exactly `path`.
   void session_route(std::string path, SessionAcceptor acceptor);

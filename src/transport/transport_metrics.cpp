@@ -75,7 +75,10 @@ std::function<void()> export_metrics(observe::MetricsRegistry& r, const std::sha
        [](const S& s) { return double(s.body_bytes_buffered); }},
       {"macula_transport_bodies_refused_total", "Requests answered 503 because a request-body memory bound was reached.",
        true, [](const S& s) { return double(s.bodies_refused); }},
-      {"macula_transport_bodies_timed_out_total", "Uploads stopped (408) because their body stalled past body_idle_timeout.",
+      {"macula_transport_requests_refused_total",
+       "Requests refused at their head (no client token, no realm proof) before any body was kept.", true,
+       [](const S& s) { return double(s.requests_refused); }},
+      {"macula_transport_bodies_timed_out_total", "Uploads stopped (408): the body stalled past body_idle_timeout or passed body_deadline.",
        true, [](const S& s) { return double(s.bodies_timed_out); }},
   };
   return register_series(r, ep, defs, labels);

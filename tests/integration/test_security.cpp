@@ -268,6 +268,11 @@ TEST_CASE("security: client access: token by default in a secret realm, closed, 
   std::this_thread::sleep_for(100ms);
   CHECK(on_m.size() == 1);
   CHECK(metric(m.metrics_text(), "macula_client_refusals_total") == 4);
+  // A refused request is refused at its head: an unauthorized upload keeps no memory.
+  CHECK(metric(m.metrics_text(), "macula_transport_requests_refused_total") == 4);
+  CHECK(app.request("POST", "/macula/v1/pub/ext.x", std::string(1u << 20, 'u')).status == 401);
+  CHECK(metric(m.metrics_text(), "macula_transport_body_bytes_buffered") == 0);
+  CHECK(metric(m.metrics_text(), "macula_transport_requests_refused_total") == 5);
 
   // Closed: no client API at all.
   NodeOptions co = member();
@@ -285,6 +290,12 @@ TEST_CASE("security: client access: token by default in a secret realm, closed, 
   oo.client_access = ClientAccess::open;
   Node open(loop.io, oo);
   CHECK(open.start() == errc::options_invalid);
+
+  // An empty secret would let anyone who knows the realm name compute every proof.
+  NodeOptions eo = member();
+  eo.realm_secret = "";
+  Node empty(loop.io, eo);
+  CHECK(empty.start() == errc::options_invalid);
 
   // Token mode without a secret needs an explicit token, and then uses it.
   NodeOptions to;

@@ -79,6 +79,25 @@ typedef enum macula_status {
 
 typedef enum macula_qos { MACULA_QOS_AT_MOST_ONCE = 0, MACULA_QOS_AT_LEAST_ONCE = 1 } macula_qos;
 
+/* What clients (HTTP/3 connections without a node certificate: curl, the CLI's pub and call,
+ * other languages) may do on a node: publish, call and read /metrics. /health, /ready and
+ * /live stay open in every mode. */
+typedef enum macula_client_access {
+  MACULA_CLIENT_ACCESS_AUTOMATIC = 0, /* TOKEN when the realm has a secret or client_token is
+                                         set, else OPEN */
+  MACULA_CLIENT_ACCESS_OPEN = 1,      /* anyone who reaches the port; refused at start
+                                         (MACULA_EOPTIONS_INVALID) in a realm with a secret */
+  MACULA_CLIENT_ACCESS_TOKEN = 2,     /* requests carry "authorization: Bearer <token>", else 401 */
+  MACULA_CLIENT_ACCESS_CLOSED = 3     /* publish, call and /metrics over HTTP/3 answer 403 */
+} macula_client_access;
+
+/* The bearer token clients of realm `realm` with shared secret `secret` present (what a node
+ * in TOKEN mode without its own client_token expects): 64 lower-case hex characters plus NUL
+ * into out[0..size). MACULA_EINVAL when an argument is NULL or size < 65. Holding the token
+ * does not reveal the secret: hand it to clients that must not join as nodes. Thread-safe;
+ * any thread, also from libmacula callbacks. */
+MACULA_API int macula_client_token(const char *realm, const char *secret, char *out, size_t size);
+
 /* "MAJOR.MINOR.PATCH" of the library (static storage). */
 MACULA_API const char *macula_version(void);
 /* A description of `status` (static storage; never NULL). */
@@ -118,6 +137,9 @@ typedef struct macula_node_options {
   macula_log_fn log;             /* NULL (default): the node logs nothing */
   void *log_user_data;           /* passed to `log`; must outlive the node */
   int log_level;                 /* least level passed to `log`; default 1 (info) */
+  int client_access;             /* a macula_client_access; default AUTOMATIC */
+  const char *client_token;      /* the TOKEN mode's token; NULL (default): derived from realm
+                                    and realm_secret as macula_client_token does */
 } macula_node_options;
 
 /* Fills `options` with the defaults. */
