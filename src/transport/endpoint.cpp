@@ -331,6 +331,8 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   std::size_t receiving_bodies = 0;          // streams with receiving_body set
   // Makes room for `len` more body bytes on `s`; false when a bound says no.
   bool grow_body(Stream& s, std::size_t len);
+  // Drops a request's body for good (its bytes go back to the ledgers).
+  void release_body(Stream& s);
   // Stops a request's upload, answering `status`, and releases its body.
   void stop_body(std::int64_t sid, Stream& s, int status, const char* why);
   // Stops uploads idle past body_idle_timeout (the endpoint's sweep calls it).
@@ -872,14 +874,7 @@ void Connection::Impl::reject_header_block(std::int64_t sid) {
   h3_begin_headers(sid);  // our Stream, if nghttp3 never announced one
   Stream& st = *streams[sid];
   st.header_overflow = true;
-  st.body_stopped = true;  // trailers past the limit: the body is dropped with the request
-  st.body.clear();
-  st.body.shrink_to_fit();
-  st.refund();
-  if (st.receiving_body) {
-    st.receiving_body = false;
-    --receiving_bodies;
-  }
+  release_body(st);  // trailers past the limit: the body is dropped with the request
   Response r;
   r.status = 431;
   const std::string msg = "request too large\n";
@@ -1028,7 +1023,7 @@ bool Connection::Impl::grow_body(Stream& s, std::size_t len) {
   return true;
 }
 
-void Connection::Impl::stop_body(std::int64_t sid, Stream& s, int status, const char* why) {
+void Connection::Impl::release_body(Stream& s) {
   s.body_stopped = true;
   s.body.clear();
   s.body.shrink_to_fit();
@@ -1037,6 +1032,10 @@ void Connection::Impl::stop_body(std::int64_t sid, Stream& s, int status, const 
     s.receiving_body = false;
     --receiving_bodies;
   }
+}
+
+void Connection::Impl::stop_body(std::int64_t sid, Stream& s, int status, const char* why) {
+  release_body(s);
   Response r;
   r.status = status;
   r.body.assign(why, why + std::strlen(why));
