@@ -11,6 +11,7 @@
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <malloc.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -457,6 +458,7 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
   // Connections with uploads in progress, swept once a second for idle ones (only while any).
   std::unordered_map<Connection::Impl*, std::weak_ptr<Connection::Impl>> uploading;
   std::unique_ptr<asio::steady_timer> body_sweep;
+  std::size_t body_peak = 0;  // most body bytes held since the sweep last stopped
   void watch_uploads(const std::shared_ptr<Connection::Impl>& c);
   void sweep_uploads();
 
@@ -980,13 +982,18 @@ int Connection::Impl::h3_recv_data(std::int64_t sid, const std::uint8_t* data, s
     s.body_seen = std::chrono::steady_clock::now();
     if (s.body_stopped) {
       // Answered already: what was in flight is dropped.
-    } else if (s.header_overflow || s.body_overflow || s.body.size() + len > ep()->options.max_body_bytes) {
-      // Over the cap: stop keeping bytes (memory stays bounded) but keep returning credit so
-      // the peer finishes and gets its 413 instead of stalling.
+    } else if (is_server && (s.header_overflow || s.body.size() + len > ep()->options.max_body_bytes)) {
+      // Refused whatever follows: answer now and stop the upload, rather than take (and
+      // throw away) up to the rest of a stream nobody bounds.
+      const bool headers = s.header_overflow;
+      s.body_overflow = !headers;
+      stop_body(sid, s, headers ? 431 : 413, "request too large\n");
+    } else if (s.body_overflow || s.body.size() + len > ep()->options.max_body_bytes) {
+      // A response over the cap: stop keeping bytes (memory stays bounded) but keep returning
+      // credit so the exchange ends and the caller gets body_too_large instead of a stall.
       s.body_overflow = true;
       s.body.clear();
       s.body.shrink_to_fit();
-      s.refund();
     } else if (!grow_body(s, len)) {
       ++ep()->stats.bodies_refused;
       stop_body(sid, s, 503, "request bodies buffered on this node are at their bound; retry later\n");
@@ -1019,6 +1026,8 @@ bool Connection::Impl::grow_body(Stream& s, std::size_t len) {
     return false;
   }
   s.charged += delta;
+  e->body_peak = std::max(e->body_peak, e->body_ledger->bytes.load(std::memory_order_relaxed) +
+                                            e->node_body_ledger->bytes.load(std::memory_order_relaxed));
   s.body.reserve(cap);
   return true;
 }
@@ -1075,6 +1084,8 @@ void Endpoint::Impl::watch_uploads(const std::shared_ptr<Connection::Impl>& c) {
   sweep_uploads();
 }
 
+constexpr std::size_t kTrimAfterBytes = 8u << 20;
+
 void Endpoint::Impl::sweep_uploads() {
   const auto now = std::chrono::steady_clock::now();
   for (auto it = uploading.begin(); it != uploading.end();) {
@@ -1086,8 +1097,15 @@ void Endpoint::Impl::sweep_uploads() {
     c->sweep_bodies(now);
     ++it;
   }
-  if (uploading.empty()) {
+  const std::size_t held = body_ledger->bytes.load(std::memory_order_relaxed) +
+                           node_body_ledger->bytes.load(std::memory_order_relaxed);
+  if (uploading.empty() && held == 0) {
     body_sweep.reset();  // no uploads: no timer until the next one starts
+    // glibc keeps freed heap memory for reuse (and, once a large block has been freed, serves
+    // later ones from the heap too): after a burst of bodies, hand it back, so a flood leaves
+    // no resident memory behind.
+    if (body_peak >= kTrimAfterBytes) malloc_trim(0);
+    body_peak = 0;
     return;
   }
   body_sweep->expires_after(std::chrono::seconds(1));

@@ -395,6 +395,18 @@ TEST_CASE("security: unfinished uploads stay under the per-connection and node-w
   }
   // The connection is gone: every byte it held is released.
   CHECK(eventually([&] { return buffered() == 0; }, 10s));
+  // Uploads past the 2 MiB body cap (the original attack sent 9 MiB each) are answered 413
+  // at the cap and stopped, without waiting for their end and without keeping their bytes.
+  {
+    test::H3Client big(loop.io, n);
+    REQUIRE(big.connected());
+    auto uploads = start_uploads(big, "/macula/v1/pub/upload.big", 10, 3u << 20);
+    for (auto& u : uploads) {
+      REQUIRE(u.wait_for(10s) == std::future_status::ready);
+      CHECK(u.get() == errc::connection_refused);
+    }
+    CHECK(buffered() == 0);
+  }
   WARN("RSS after the connection ended: " << rss_mib() << " MiB");
 
   // Node-wide: several connections together stop at max_request_body_bytes.
