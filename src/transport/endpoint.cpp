@@ -332,6 +332,8 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
   std::size_t receiving_bodies = 0;          // streams with receiving_body set
   // Makes room for `len` more body bytes on `s`; false when a bound says no.
   bool grow_body(Stream& s, std::size_t len);
+  // A server stream's request head (no body), as guards and session acceptors see it.
+  Request head_of(const Stream& s) const;
   // Drops a request's body for good (its bytes go back to the ledgers).
   void release_body(Stream& s);
   // Stops a request's upload, answering `status`, and releases its body.
@@ -1422,6 +1424,17 @@ void Connection::Impl::schedule_write() {
   });
 }
 
+Request Connection::Impl::head_of(const Stream& s) const {
+  Request head;
+  head.method = s.method;
+  head.path = s.path;
+  head.authority = s.authority;
+  head.headers = s.headers;
+  head.peer = peer;
+  head.channel_binding = channel_binding;
+  return head;
+}
+
 int Connection::Impl::h3_end_headers(std::int64_t sid) {
   auto it = streams.find(sid);
   if (it == streams.end()) return 0;
@@ -1447,14 +1460,7 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
   const SessionAcceptor* acceptor = e->find_stream_route(s.method, s.path);
   if (!acceptor) {  // an ordinary request: its body is buffered, answered at end_stream
     if (e->request_guard && !refuse_requests) {
-      Request head;
-      head.method = s.method;
-      head.path = s.path;
-      head.authority = s.authority;
-      head.headers = s.headers;
-      head.peer = peer;
-      head.channel_binding = channel_binding;
-      if (const int refused = e->request_guard(head)) {
+      if (const int refused = e->request_guard(head_of(s))) {
         ++e->stats.requests_refused;
         stop_body(sid, s, refused, refused == 403 ? "forbidden\n" : "unauthorized\n");
         return 0;
@@ -1471,13 +1477,7 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
   session->stream_id = sid;
   session->peer = peer;
   session->bound = e->options.session_send_buffer;
-  Request head;
-  head.method = s.method;
-  head.path = s.path;
-  head.authority = s.authority;
-  head.headers = s.headers;
-  head.peer = peer;
-  head.channel_binding = channel_binding;
+  const Request head = head_of(s);
   SessionCallbacks callbacks;
   const int status = refuse_requests ? 503 : (*acceptor)(head, std::make_shared<Session>(session), callbacks);
   if (status != 200) {
