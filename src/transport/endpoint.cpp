@@ -1445,6 +1445,7 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
     s.on_session = nullptr;
     cancel_deadline(s);
     if (s.status < 200 || s.status > 299) {
+      if (s.session->callbacks.on_refused) s.session->callbacks.on_refused(s.status, s.headers);
       s.session->closed = true;
       ngtcp2_conn_shutdown_stream(conn, sid, NGHTTP3_H3_REQUEST_CANCELLED);
       schedule_write();
@@ -1483,6 +1484,8 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
   if (status != 200) {
     Response r;
     r.status = status;
+    r.headers = std::move(callbacks.response_headers);
+    r.body.assign(callbacks.refusal_body.begin(), callbacks.refusal_body.end());
     submit_response(sid, std::move(r));
     ngtcp2_conn_shutdown_stream_read(conn, sid, NGHTTP3_H3_REQUEST_REJECTED);
     if (refuse_requests || status == 403) close_after_response(sid);

@@ -144,8 +144,14 @@ struct SessionCallbacks {
   /// Optional: the peer finished its direction (its body ended) while ours may go on, as an
   /// HTTP upload does before its response. Without it, the peer's end ends the session.
   std::function<void()> on_end;
-  /// Acceptor side: extra response headers to send with the status.
+  /// Acceptor side: extra response headers to send with the status (with a refusal too).
   std::vector<Header> response_headers;
+  /// Acceptor side, when refusing: the body sent with the status, so that a client learns
+  /// why (a session refusal is otherwise a bare status).
+  std::string refusal_body{};  // {}: four-member aggregate initialisers stay warning-free
+  /// Dialer side, optional: the status and headers of a non-2xx answer, just before the
+  /// handler completes with connection_refused (which alone cannot tell 401 from 503).
+  std::function<void(int status, const std::vector<Header>& headers)> on_refused{};
 };
 
 /// A long-lived bidirectional HTTP/3 request carrying binary frames both ways: one per link
