@@ -6,12 +6,14 @@
 #include "macula/error.hpp"
 #include "macula/limits.hpp"
 #include "macula/names.hpp"
+#include "node/http_subscription.hpp"
 
 namespace macula::node {
 
 namespace {
 const std::string kPub = "/macula/v1/pub/";
 const std::string kRpc = "/macula/v1/rpc/";
+const std::string kSub = "/macula/v1/sub/";
 
 transport::Response text_response(int status, const std::string& body) {
   transport::Response r;
@@ -31,10 +33,16 @@ transport::Response refusal(int status) {
   if (status == 401) r.headers.push_back({"www-authenticate", "Bearer"});
   return r;
 }
+// A streaming route answers a refusal through its callbacks, not a Responder.
+int refuse_stream(transport::SessionCallbacks& cb, transport::Response r) {
+  cb.response_headers = std::move(r.headers);
+  cb.refusal_body.assign(r.body.begin(), r.body.end());
+  return r.status;
+}
 }  // namespace
 
 bool HttpApi::client_route(std::string_view path) {
-  return path.starts_with(kPub) || path.starts_with(kRpc) || path.starts_with("/metrics");
+  return path.starts_with(kPub) || path.starts_with(kRpc) || path.starts_with(kSub) || path.starts_with("/metrics");
 }
 
 int HttpApi::refuse(const transport::Request& req) const {
@@ -100,6 +108,16 @@ void HttpApi::install(transport::Endpoint& endpoint, std::shared_ptr<const HttpA
     });
     api->call(req.path.substr(kRpc.size()), std::move(req.body), std::move(done));
   });
+  // Answered on the strand when the request's head is in; the stream then lives as long as
+  // the client keeps it open (HttpSubscriptions).
+  if (api->subscriptions)
+    endpoint.stream_route("GET", kSub, [api, alive](const transport::Request& head, std::shared_ptr<transport::Session> s,
+                                                   transport::SessionCallbacks& cb) {
+      const auto node = alive.lock();
+      if (!node || api->stopping()) return refuse_stream(cb, text_response(503, "stopping\n"));
+      if (const int refused = api->refuse(head)) return refuse_stream(cb, refusal(refused));
+      return api->subscriptions->accept(std::string_view(head.path).substr(kSub.size()), head, std::move(s), cb);
+    });
   // The status pages over HTTP/3: the same StatusPages the plain-HTTP server answers from.
   for (std::string_view path : StatusPages::kPaths)
     endpoint.route("GET", std::string(path), [api, alive](transport::Request&& req, transport::Responder respond) {

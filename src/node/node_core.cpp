@@ -18,6 +18,7 @@
 #include "node/dht_requests.hpp"
 #include "node/dispatch_queue.hpp"
 #include "node/http_api.hpp"
+#include "node/http_subscription.hpp"
 #include "node/inbox.hpp"
 #include "node/link_table.hpp"
 #include "node/node_metrics.hpp"
@@ -154,6 +155,12 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     api->gate = gate;
     api->refusals = metrics.client_refusals;
     // The plain-HTTP port's /metrics: the token when there is one (closed and open serve it:
+    // Streaming subscriptions are counted against max_clients, as the clients they serve.
+    http_subscriptions = std::make_shared<HttpSubscriptions>(
+        HttpSubscriptions::Limits{.total = options.max_clients}, metrics.registry,
+        [this](const std::shared_ptr<Subscription>& s) { return subscribe(s); },
+        [this](const std::shared_ptr<Subscription>& s) { unsubscribe(s); }, owner);
+    api->subscriptions = http_subscriptions;
     // that port is the operator's, on loopback unless configured otherwise).
     if (gate.mode() == ClientAccess::token)
       pages.guard_metrics = [gate = gate, weak](std::string_view authorization) {
@@ -333,11 +340,37 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   bool drained() const { return pubsub.drained() && rpc.drained() && inbox.empty(); }
 
   void fail_everything() {
+  // Any thread (the Subscriber API, HttpSubscriptions on the strand).
+  std::error_code subscribe(const std::shared_ptr<Subscription>& s) {
+    if (stopping_flag) return errc::not_started;
+    // Counted here, registered on the strand: subscribing never waits for the io_context, so a
+    // host may subscribe before it runs its io_context.
+    if (subscription_count.fetch_add(1) >= options.max_subscriptions) {
+      --subscription_count;
+      return errc::too_many_subscriptions;
+    }
+    to_strand([this, s] {
+      if (s->closed()) {
+        --subscription_count;
+        return;
+      }
+      pubsub.subscribe(s);
+    });
+    return {};
+  }
+
+  void unsubscribe(const std::shared_ptr<Subscription>& s) {
+    to_strand([this, s] {
+      if (pubsub.unsubscribe(s)) --subscription_count;
+    });
+  }
+
     housekeeping_timer->cancel();
     // What was handed over before stop() began is carried out, then failed with the rest.
     while (!inbox.empty()) drain_inbox();
     pubsub.fail_all();
     rpc.fail_all();
+    if (http_subscriptions) http_subscriptions->close_all();
     if (dht_requests) dht_requests->close();
     links.close_all();
     update_gauges();
@@ -373,6 +406,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   Clock::time_point last_refusal_logged{};  // strand: refused links are logged once a second at most
   std::function<void()> unexport_transport, unexport_pool;
 
+  std::shared_ptr<HttpSubscriptions> http_subscriptions;
   // The DHT's figures, copied off the strand once a second for scrapes from any thread.
   struct DhtView {
     std::atomic<std::size_t> table_size{0}, records{0};
@@ -435,29 +469,8 @@ bool NodeCore::refuses(std::size_t bytes, std::atomic<std::uint64_t>* drops) con
   return !impl_->stopping_flag && impl_->inbox.refuse_if_full(bytes, drops);
 }
 
-std::error_code NodeCore::subscribe(const std::shared_ptr<Subscription>& s) {
-  if (impl_->stopping_flag) return errc::not_started;
-  // Counted here, registered on the strand: subscribing never waits for the io_context, so a
-  // host may subscribe before it runs its io_context.
-  if (impl_->subscription_count.fetch_add(1) >= impl_->options.max_subscriptions) {
-    --impl_->subscription_count;
-    return errc::too_many_subscriptions;
-  }
-  impl_->to_strand([impl = impl_.get(), s] {
-    if (s->closed()) {
-      --impl->subscription_count;
-      return;
-    }
-    impl->pubsub.subscribe(s);
-  });
-  return {};
-}
-
-void NodeCore::unsubscribe(const std::shared_ptr<Subscription>& s) {
-  impl_->to_strand([impl = impl_.get(), s] {
-    if (impl->pubsub.unsubscribe(s)) --impl->subscription_count;
-  });
-}
+std::error_code NodeCore::subscribe(const std::shared_ptr<Subscription>& s) { return impl_->subscribe(s); }
+void NodeCore::unsubscribe(const std::shared_ptr<Subscription>& s) { impl_->unsubscribe(s); }
 
 std::error_code NodeCore::advertise(std::string procedure, RpcHandler handler, AdvertiseOptions options) {
   if (auto ec = validate_procedure(procedure)) return ec;
