@@ -1446,6 +1446,7 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
     cancel_deadline(s);
     if (s.status < 200 || s.status > 299) {
       if (s.session->callbacks.on_refused) s.session->callbacks.on_refused(s.status, s.headers);
+      s.session->callbacks.on_data = nullptr;  // a refusal's body is not the session's data
       s.session->closed = true;
       ngtcp2_conn_shutdown_stream(conn, sid, NGHTTP3_H3_REQUEST_CANCELLED);
       schedule_write();
