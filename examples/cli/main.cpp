@@ -4,6 +4,7 @@
 //               [--client-token T] [--bootstrap HOST:PORT ...] [--key K --cert C] [--echo PROC ...]
 //   macula pub  --node HOST:PORT [CLIENT AUTH] TOPIC [MESSAGE|-]
 //   macula sub  --node HOST:PORT [--realm R] [--realm-secret S] [--count N] PATTERN
+//   macula sub  --via-http3 --node HOST:PORT [CLIENT AUTH] [--count N] PATTERN
 //   macula call --node HOST:PORT [CLIENT AUTH] PROCEDURE [PAYLOAD|-]
 //   macula bench {pubsub|rpc} --node HOST:PORT [CLIENT AUTH] [--count N] [--topic T | --procedure P]
 //   macula metrics --node HOST:PORT [CLIENT AUTH]
@@ -12,7 +13,9 @@
 //
 // pub, call, bench and metrics talk to the node as an HTTP/3 client (POST
 // /macula/v1/pub|rpc/..., GET /metrics), so the node itself publishes or calls across its
-// links; sub joins the realm as a short-lived node linked to the given one. In a realm with a
+// links; sub joins the realm as a short-lived node linked to the given one, or, with
+// --via-http3, stays a client: the node streams the matching messages to it over one HTTP/3
+// request (GET /macula/v1/sub/<pattern>, newline-delimited JSON). In a realm with a
 // secret, nodes answer clients only with `authorization: Bearer <token>` (401 without it);
 // `token` prints the token derived from the realm and its secret, to hand to clients that
 // must not get the secret itself. Secrets and tokens may come from the environment
@@ -21,6 +24,7 @@
 // 5 timeout, 6 cannot reach the node, 7 refused (no or a wrong client token, the node's client
 // API closed, or the link refused: another realm or secret).
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -33,6 +37,7 @@
 #include <iterator>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -61,6 +66,7 @@ const char* kUsageText =
     "              [--client-access open|token|closed] [--client-token T]   (default: token with a realm secret, else open)\n"
     "  macula pub  --node HOST:PORT [CLIENT AUTH] TOPIC [MESSAGE|-]\n"
     "  macula sub  --node HOST:PORT [--realm R] [--realm-secret S] [--count N] PATTERN\n"
+    "  macula sub  --via-http3 --node HOST:PORT [CLIENT AUTH] [--count N] PATTERN   (as a client, no node)\n"
     "  macula call --node HOST:PORT [CLIENT AUTH] PROCEDURE [PAYLOAD|-]\n"
     "  macula bench {pubsub|rpc} --node HOST:PORT [CLIENT AUTH] [--count N] [--topic T] [--procedure P]\n"
     "  macula metrics --node HOST:PORT [CLIENT AUTH]   (GET /metrics over HTTP/3)\n"
@@ -94,7 +100,9 @@ bool parse(int argc, char** argv, Args& a) {
   for (int i = 2; i < argc; ++i) {
     std::string s = argv[i];
     if (s == "--help" || s == "-h") return false;
-    if (s.rfind("--", 0) == 0) {
+    if (s == "--via-http3") {  // the one flag without a value
+      a.flags.emplace_back("via-http3", "");
+    } else if (s.rfind("--", 0) == 0) {
       if (i + 1 >= argc) return false;
       a.flags.emplace_back(s.substr(2), argv[++i]);
     } else {
@@ -200,6 +208,29 @@ class Client {
     conn_->request(std::move(r), std::chrono::seconds(10), [done](std::error_code e, macula::transport::Response resp) {
       done(e ? -1 : resp.status, std::string(resp.body.begin(), resp.body.end()));
     });
+  }
+  // A GET whose response body streams: `on_data` gets it as it arrives and `on_close` its end
+  // (both on the client's thread). Returns 200 once streaming, the node's refusal status, or
+  // -1 when there was no answer.
+  int stream(const std::string& path, std::function<void(std::span<const std::uint8_t>)> on_data,
+             std::function<void(std::error_code)> on_close) {
+    auto refused = std::make_shared<std::atomic<int>>(-1);
+    macula::transport::SessionCallbacks cb;
+    cb.on_data = std::move(on_data);
+    cb.on_close = std::move(on_close);
+    cb.on_refused = [refused](int status, const std::vector<macula::transport::Header>&) { *refused = status; };
+    macula::transport::Request head;
+    head.method = "GET";
+    head.path = path;
+    if (token_) head.headers.push_back({std::string(macula::kClientTokenHeader), "Bearer " + *token_});
+    std::promise<int> p;
+    conn_->open_session(head, std::move(cb), std::chrono::seconds(10),
+                        [&p, refused](std::error_code e, std::shared_ptr<macula::transport::Session> s) {
+                          if (e) return p.set_value(refused->load());
+                          s->close();  // no request body; the answer goes on
+                          p.set_value(200);
+                        });
+    return p.get_future().get();
   }
 
  private:
@@ -353,7 +384,120 @@ int run_token(const Args& a) {
   return kOk;
 }
 
+// The pattern as a URL path segment: '#' would start a fragment, so it (and anything else
+// outside the unreserved set and '*') travels percent-encoded.
+std::string path_segment(const std::string& pattern) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const char c : pattern) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u) || c == '.' || c == '-' || c == '_' || c == '~' || c == '*') {
+      out += c;
+    } else {
+      out += '%';
+      out += kHex[u >> 4];
+      out += kHex[u & 0xf];
+    }
+  }
+  return out;
+}
+
+// The string value of `"key":"..."` in one ndjson object, unescaped (\uXXXX below 0x80 only:
+// topics are ASCII names). nullopt when absent or malformed.
+std::optional<std::string> json_field(std::string_view line, std::string_view key) {
+  const std::string tag = "\"" + std::string(key) + "\":\"";
+  auto at = line.find(tag);
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string out;
+  for (std::size_t i = at + tag.size(); i < line.size(); ++i) {
+    if (line[i] == '"') return out;
+    if (line[i] != '\\') {
+      out += line[i];
+    } else if (++i < line.size()) {
+      if (line[i] == 'u' && i + 4 < line.size()) {
+        out += static_cast<char>(std::strtol(std::string(line.substr(i + 1, 4)).c_str(), nullptr, 16));
+        i += 4;
+      } else {
+        out += line[i] == 'n' ? '\n' : line[i] == 't' ? '\t' : line[i];
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> base64_decode(std::string_view in) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+  };
+  std::string out;
+  std::uint32_t bits = 0;
+  int n = 0;
+  for (const char c : in) {
+    if (c == '=') break;
+    const int v = value(c);
+    if (v < 0) return std::nullopt;
+    bits = (bits << 6) | static_cast<std::uint32_t>(v);
+    if ((n += 6) >= 8) {
+      n -= 8;
+      out += static_cast<char>((bits >> n) & 0xff);
+    }
+  }
+  return out;
+}
+
+// sub --via-http3: no node of our own, one streaming request to the given node.
+int run_sub_http3(const Args& a) {
+  auto target = a.get("node");
+  if (!target || a.positional.size() != 1) return kUsage;
+  const long count = a.get("count") ? std::stol(*a.get("count")) : 0;
+  // Declared before the client, whose thread uses them until it is joined.
+  std::atomic<long> got{0};
+  std::atomic<bool> ended{false};
+  std::string partial;  // the client's thread only
+  Client c(*target, client_token(a));
+  if (!c.ok()) return kUnreachable;
+  const int status = c.stream(
+      "/macula/v1/sub/" + path_segment(a.positional[0]),
+      [&](std::span<const std::uint8_t> bytes) {
+        partial.append(bytes.begin(), bytes.end());
+        for (std::size_t nl; (nl = partial.find('\n')) != std::string::npos; partial.erase(0, nl + 1)) {
+          const std::string_view line(partial.data(), nl);
+          const auto topic = json_field(line, "topic");
+          const auto payload = json_field(line, "payload");
+          const auto decoded = payload ? base64_decode(*payload) : std::nullopt;
+          if (!topic || !decoded) {
+            std::fprintf(stderr, "macula sub: a line that is not a message: %.*s\n", static_cast<int>(line.size()), line.data());
+            continue;
+          }
+          if (count != 0 && got >= count) continue;
+          std::printf("%s %s\n", topic->c_str(), decoded->c_str());
+          std::fflush(stdout);
+          ++got;
+        }
+      },
+      [&](std::error_code) { ended = true; });
+  if (status != 200) {
+    if (status == 400) std::fprintf(stderr, "macula sub: the node refused the pattern %s (400)\n", a.positional[0].c_str());
+    else if (status == 503)
+      std::fprintf(stderr, "macula sub: the node has no room for another streaming subscription, or is stopping (503)\n");
+    else if (status == -1) std::fprintf(stderr, "macula sub: %s did not answer the subscription\n", target->c_str());
+    else report("sub", c, status, "\n");
+    return exit_for_status(status);
+  }
+  std::fprintf(stderr, "subscribed to %s via %s (HTTP/3)\n", a.positional[0].c_str(), target->c_str());
+  while (!interrupted && !ended && (count == 0 || got < count)) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (ended && (count == 0 || got < count)) {
+    std::fprintf(stderr, "macula sub: the node ended the stream\n");
+    return kFail;
+  }
+  return kOk;
+}
+
 int run_sub(const Args& a) {
+  if (a.get("via-http3")) return run_sub_http3(a);
   auto target = a.get("node");
   if (!target || a.positional.size() != 1) return kUsage;
   const long count = a.get("count") ? std::stol(*a.get("count")) : 0;

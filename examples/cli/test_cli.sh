@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Drives the `macula` tool end to end on loopback: a node in the background, `sub` in the
-# background, `pub`, `call` (also from stdin), `bench`, exit codes, graceful stop on SIGTERM;
+# background (as a node, then --via-http3), `pub`, `call` (also from stdin), `bench`, exit
+# codes, graceful stop on SIGTERM;
 # then a realm with a secret: client tokens (`token`, `--token`, 401 -> exit 7) and links
 # refused to a subscriber with the wrong secret.
 set -uo pipefail
@@ -48,6 +49,18 @@ wait "$sub_pid"; rc=$?; sub_pid=""
 [ $rc -eq 0 ] || fail "sub exit $rc"
 grep -q "^sensors.kitchen.temp 21.5$" "$dir/sub.out" || fail "sub output"
 
+# sub --via-http3: no node of its own; the node streams to it over one HTTP/3 request, its
+# subscription registered before the answer, so every publish after "subscribed" arrives.
+timeout 30 "$M" sub --via-http3 --node "$addr" --count 3 'alerts.#' > "$dir/hsub.out" 2> "$dir/hsub.err" &
+sub_pid=$!
+wait_for "subscribed" "$dir/hsub.err" || fail "sub --via-http3 did not subscribe"
+for i in 1 2 3; do "$M" pub --node "$addr" alerts.fire "n$i" || fail "pub exit code (sub --via-http3)"; done
+wait "$sub_pid"; rc=$?; sub_pid=""
+[ $rc -eq 0 ] || fail "sub --via-http3 exit $rc"
+[ "$(wc -l < "$dir/hsub.out")" -eq 3 ] || fail "sub --via-http3: 3 lines expected"
+grep -q "^alerts.fire n3$" "$dir/hsub.out" || fail "sub --via-http3 output"
+"$M" sub --via-http3 --node "$addr" 'bad..pattern' >/dev/null 2>&1; [ $? -eq 2 ] || fail "sub --via-http3 bad pattern must exit 2"
+
 [ "$("$M" call --node "$addr" svc.echo hello)" = "hello" ] || fail "call"
 [ "$(printf piped | "$M" call --node "$addr" svc.echo -)" = "piped" ] || fail "call from stdin"
 "$M" call --node "$addr" svc.none x 2>/dev/null; [ $? -eq 3 ] || fail "no provider must exit 3"
@@ -89,6 +102,8 @@ MACULA_CLIENT_TOKEN=$token "$M" pub --node "$saddr" sensors.x 1 || fail "pub wit
 grep -q "macula_client_refusals_total" "$dir/smetrics.out" || fail "metrics content"
 "$M" metrics --node "$saddr" > /dev/null 2>&1; [ $? -eq 7 ] || fail "metrics without a token must exit 7"
 "$M" bench pubsub --node "$saddr" --count 100 >/dev/null 2>&1; [ $? -eq 7 ] || fail "bench without a token must exit 7"
+timeout 20 "$M" sub --via-http3 --node "$saddr" 'sensors.#' >/dev/null 2>&1; rc=$?
+[ $rc -eq 7 ] || fail "sub --via-http3 without a token must exit 7 (got $rc)"
 
 # A subscriber with the wrong secret is refused (promptly: the node answers), one with the
 # right secret links and receives.
