@@ -154,13 +154,13 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     api->pages = pages;  // the HTTP/3 routes ask the gate themselves
     api->gate = gate;
     api->refusals = metrics.client_refusals;
-    // The plain-HTTP port's /metrics: the token when there is one (closed and open serve it:
     // Streaming subscriptions are counted against max_clients, as the clients they serve.
     http_subscriptions = std::make_shared<HttpSubscriptions>(
         HttpSubscriptions::Limits{.total = options.max_clients}, metrics.registry,
         [this](const std::shared_ptr<Subscription>& s) { return subscribe(s); },
         [this](const std::shared_ptr<Subscription>& s) { unsubscribe(s); }, owner);
     api->subscriptions = http_subscriptions;
+    // The plain-HTTP port's /metrics: the token when there is one (closed and open serve it:
     // that port is the operator's, on loopback unless configured otherwise).
     if (gate.mode() == ClientAccess::token)
       pages.guard_metrics = [gate = gate, weak](std::string_view authorization) {
@@ -336,10 +336,6 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
                });
   }
 
-  // ---- stop -----------------------------------------------------------------------------------
-  bool drained() const { return pubsub.drained() && rpc.drained() && inbox.empty(); }
-
-  void fail_everything() {
   // Any thread (the Subscriber API, HttpSubscriptions on the strand).
   std::error_code subscribe(const std::shared_ptr<Subscription>& s) {
     if (stopping_flag) return errc::not_started;
@@ -365,12 +361,16 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     });
   }
 
+  // ---- stop -----------------------------------------------------------------------------------
+  bool drained() const { return pubsub.drained() && rpc.drained() && inbox.empty(); }
+
+  void fail_everything() {
     housekeeping_timer->cancel();
+    if (http_subscriptions) http_subscriptions->close_all();
     // What was handed over before stop() began is carried out, then failed with the rest.
     while (!inbox.empty()) drain_inbox();
     pubsub.fail_all();
     rpc.fail_all();
-    if (http_subscriptions) http_subscriptions->close_all();
     if (dht_requests) dht_requests->close();
     links.close_all();
     update_gauges();
@@ -402,11 +402,11 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   RpcEngine rpc;
   Inbox inbox;
   StatusPages pages;
+  std::shared_ptr<HttpSubscriptions> http_subscriptions;
   ClientGate gate;  // resolved at start
   Clock::time_point last_refusal_logged{};  // strand: refused links are logged once a second at most
   std::function<void()> unexport_transport, unexport_pool;
 
-  std::shared_ptr<HttpSubscriptions> http_subscriptions;
   // The DHT's figures, copied off the strand once a second for scrapes from any thread.
   struct DhtView {
     std::atomic<std::size_t> table_size{0}, records{0};
