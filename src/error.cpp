@@ -68,6 +68,7 @@ class MaculaCategory final : public std::error_category {
       case errc::unauthorized:
         return "the node refused the request: missing or wrong client token, or its client API is closed";
       case errc::options_invalid: return "node options contradict each other (the node's log says which)";
+      case errc::no_subscribers: return "no subscriber anywhere in the realm matched the topic: nobody received the message";
     }
     return "unknown macula error";
   }

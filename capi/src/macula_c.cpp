@@ -171,13 +171,14 @@ struct macula_mesh {
 };
 
 // The C status constants are the errc values: the header and the enum cannot drift apart.
-constexpr macula::errc kLastErrc = macula::errc::options_invalid;
+constexpr macula::errc kLastErrc = macula::errc::no_subscribers;
 static_assert(MACULA_EWOULDDEADLOCK == static_cast<int>(macula::errc::would_deadlock));
 static_assert(MACULA_EWOULD_BLOCK == static_cast<int>(macula::errc::would_block));
 static_assert(MACULA_EPAYLOAD_TOO_LARGE == static_cast<int>(macula::errc::payload_too_large));
 static_assert(MACULA_EREALM_PROOF == static_cast<int>(macula::errc::realm_proof_failed));
 static_assert(MACULA_EUNAUTHORIZED == static_cast<int>(macula::errc::unauthorized));
 static_assert(MACULA_EOPTIONS_INVALID == static_cast<int>(macula::errc::options_invalid));
+static_assert(MACULA_ENO_SUBSCRIBERS == static_cast<int>(macula::errc::no_subscribers));
 static_assert(MACULA_MAX_PAYLOAD_BYTES == macula::kMaxPayloadBytes);
 static_assert(MACULA_CLIENT_ACCESS_AUTOMATIC == static_cast<int>(macula::ClientAccess::automatic));
 static_assert(MACULA_CLIENT_ACCESS_OPEN == static_cast<int>(macula::ClientAccess::open));
@@ -232,6 +233,7 @@ void macula_node_options_init(macula_node_options* o) {
   o->worker_threads = 2;
   o->io_threads = 1;
   o->rpc_timeout_ms = 5000;
+  o->dht = 1;
   o->http_listen = "127.0.0.1:8080";
   o->log_level = 1;
 }
@@ -269,6 +271,7 @@ int macula_node_new(macula_node** out, const macula_node_options* options) {
       return fail(MACULA_EINVAL, "macula_node_new: client_access out of range");
     o.client_access = static_cast<macula::ClientAccess>(defaults.client_access);
     if (defaults.client_token) o.client_token = defaults.client_token;
+    o.leaf = defaults.leaf != 0;
     if (defaults.log) {
       if (defaults.log_level < 0 || defaults.log_level > 4) return fail(MACULA_EINVAL, "macula_node_new: log_level out of range");
       o.log_level = static_cast<macula::LogLevel>(defaults.log_level);

@@ -65,6 +65,8 @@ enum class errc : int {
   realm_proof_failed,      ///< a peer node did not prove the realm's shared secret (refused)
   unauthorized,            ///< a client request lacked the node's client token, or the client API is closed
   options_invalid,         ///< NodeOptions contradict each other (the log and the message say which)
+  // Routing.
+  no_subscribers,          ///< a QoS 1 publish found no subscriber anywhere (after discovery): nobody got it
 };
 
 /// The `macula` error category; messages say what is wrong in words a user can act on.

@@ -42,10 +42,22 @@ struct NodeOptions {
   /// Peers ("host:port") linked at start and re-linked with backoff whenever the link drops.
   std::vector<std::string> bootstrap;
   /// Discover RPC providers and remote subscribers through the Kademlia DHT (requests over
-  /// HTTP/3 to other nodes) in addition to direct links. Off by default: with it, links to
-  /// subscribers found by discovery come up on the first publish to a topic, and QoS 0
-  /// messages sent before such a link is up reach only the subscribers already linked.
-  bool dht = false;
+  /// HTTP/3 to other nodes) in addition to direct links: any node reaches any other node of
+  /// the realm, not only its neighbours. The first publish to a topic not looked up in the
+  /// last minute waits (at most `discovery_hold`) until the lookup and the links to the
+  /// subscribers it found are up, so it reaches them; later publishes to that topic wait
+  /// behind it, publishes to other topics do not. Off: links only (a node reaches its direct
+  /// neighbours and the leaves linked to them).
+  bool dht = true;
+  /// A leaf accepts no inbound links and is reached only through the nodes it dials (its
+  /// gateways): they register its subscriptions and procedures in the DHT under their own
+  /// address, relay the messages and calls for it, and carry its own publishes and calls into
+  /// the mesh. For processes that can dial out but not be dialed (behind NAT, short-lived
+  /// tools). A leaf makes no DHT requests itself (`dht` is ignored) and advertises no address.
+  bool leaf = false;
+  /// The longest a publish waits for the subscriber lookup of its topic (see `dht`); after
+  /// it, the publish goes to the subscribers known by then. Checked once a second.
+  std::chrono::milliseconds discovery_hold{2000};
   /// Plain HTTP/1.1 GET /metrics, /health, /ready, /live on this TCP "host:port" (port 0 picks
   /// one; Node::http_address() tells which). Empty: off. On loopback by default: set
   /// "0.0.0.0:8080" to let a scraper on another host in. The same pages are always served over

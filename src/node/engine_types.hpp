@@ -42,6 +42,9 @@ struct Outgoing {
   CongestionControl congestion = CongestionControl::drop;
   std::shared_ptr<std::atomic<std::uint64_t>> drops;  ///< the publisher's counter (may be null)
   detail::Completion<std::error_code> done;           ///< may be empty
+  /// kLocalPeer for this node's own publishes; otherwise the leaf this gateway relays it for
+  /// (never sent back to it, and not counted in the publish queue).
+  PeerKey from = 0;
 
   void count_drop() const {
     if (drops) drops->fetch_add(1, std::memory_order_relaxed);

@@ -61,6 +61,19 @@ LinkTable::Link* LinkTable::live_link(PeerKey key) {
   return p == peers_.end() ? nullptr : p->second.traffic;
 }
 
+bool LinkTable::leaf(PeerKey peer) const {
+  auto it = peers_.find(peer);
+  return it != peers_.end() && it->second.leaf;
+}
+
+std::vector<PeerKey> LinkTable::linked_peers() const {
+  std::vector<PeerKey> out;
+  for (const auto& [key, p] : peers_)
+    if (!p.links.empty()) out.push_back(key);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 bool LinkTable::linked(PeerKey peer) const {
   auto p = peers_.find(peer);
   return p != peers_.end() && !p->second.links.empty();
@@ -115,8 +128,10 @@ PeerKey LinkTable::attach(std::shared_ptr<transport::Session> s, const NodeId& p
   wire::Hello hello;
   hello.node_id = endpoint_->node_id();
   hello.realm = options_.realm;
-  hello.capabilities = 0x3;
-  hello.endpoints.push_back(format_address(endpoint_->local_endpoint()));
+  hello.capabilities = wire::kCapabilityPubSub | wire::kCapabilityRpc | (options_.dht && !options_.leaf ? wire::kCapabilityDht : 0) |
+                       (options_.leaf ? wire::kCapabilityLeaf : 0);
+  // A leaf cannot be dialed: it names no address, so no routing table learns one.
+  if (!options_.leaf) hello.endpoints.push_back(format_address(endpoint_->local_endpoint()));
   (void)send_on(id, hello);
   log_.log_with(LogLevel::info, "link", [&] {
     return "link " + std::to_string(id) + " to peer " + short_id(peer_id) + (link.connection ? " (dialed)" : " (accepted)") +
@@ -250,7 +265,9 @@ void LinkTable::on_data(LinkId id, std::span<const std::uint8_t> bytes) {
 
 void LinkTable::handle(Link& link, wire::Frame&& frame) {
   if (auto* h = std::get_if<wire::Hello>(&frame)) {
-    if (h->node_id != peers_.at(link.peer).id || h->realm != options_.realm) return protocol_error(link.id);
+    Peer& p = peers_.at(link.peer);
+    if (h->node_id != p.id || h->realm != options_.realm) return protocol_error(link.id);
+    p.leaf = (h->capabilities & wire::kCapabilityLeaf) != 0;
   } else if (auto* ping = std::get_if<wire::Ping>(&frame)) {
     (void)send_on(link.id, wire::Pong{ping->nonce});
     return;

@@ -91,6 +91,10 @@ class LinkTable {
   void keep_linked(PeerKey peer, const boost::asio::ip::udp::endpoint& address);
 
   bool linked(PeerKey peer) const;
+  /// Whether `peer` said in its HELLO that it is a leaf (this node is its gateway).
+  bool leaf(PeerKey peer) const;
+  /// Every peer with a live link.
+  std::vector<PeerKey> linked_peers() const;
   /// The link carrying traffic to `peer` now (0: none).
   LinkId current_link(PeerKey peer) const;
   std::optional<PeerKey> find_peer(const NodeId& id) const;
@@ -170,6 +174,7 @@ class LinkTable {
     std::optional<boost::asio::ip::udp::endpoint> redial;
     std::chrono::milliseconds backoff{100};
     bool dialing = false;
+    bool leaf = false;  // its HELLO said so
     Clock::time_point gone_since{};
     std::shared_ptr<boost::asio::steady_timer> redial_timer;
   };

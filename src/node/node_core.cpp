@@ -119,6 +119,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
                                                                           transport::SessionCallbacks& cb) {
       auto self = weak.lock();
       if (!self || !head.peer || self->stopping_flag) return 401;
+      if (self->options.leaf) return 503;  // a leaf is reached only over the links it dials
       if (const int refused = transport::realm_admit(policy, self_id, head, cb.response_headers)) {
         self->metrics.realm_refusals->inc();
         // At most one line a second: an outsider retrying must not flood the host's log
@@ -189,7 +190,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
       return 0;
     });
     HttpApi::install(*endpoint, std::move(api), owner);
-    if (options.dht) {
+    if (options.dht && !options.leaf) {
       dht_requests = std::make_unique<DhtRequests>(io_, endpoint, *strand, owner, stopping_flag, [this] { links.flush(); },
                                                    transport::RealmPolicy{options.realm, options.realm_secret},
                                                    *metrics.realm_refusals);
@@ -201,7 +202,8 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     asio::dispatch(*strand, [self = shared_from_this()] { self->housekeeping(); });
     log.log_with(LogLevel::info, "node", [&] {
       return "node " + endpoint->node_id().to_hex().substr(0, 12) + " started on " +
-             format_address(endpoint->local_endpoint()) + " in realm " + options.realm + (options.dht ? " with the DHT" : "");
+             format_address(endpoint->local_endpoint()) + " in realm " + options.realm +
+             (options.leaf ? " as a leaf" : options.dht ? " with the DHT" : "");
     });
     return {};
   }
@@ -300,6 +302,8 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     if (pubsub.on_frame(peer, link, frame) || rpc.on_frame(peer, link, frame)) return;
     if (auto* h = std::get_if<wire::Hello>(&frame)) {
       if (!h->endpoints.empty()) discovery->on_peer(h->node_id, h->endpoints.front());
+      pubsub.on_hello(peer);
+      rpc.on_hello(peer);
     } else if (auto* pong = std::get_if<wire::Pong>(&frame)) {
       auto sy = syncs.find(pong->nonce);
       if (sy != syncs.end() && --sy->second.first == 0) {

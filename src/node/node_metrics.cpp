@@ -18,6 +18,11 @@ NodeMetrics::NodeMetrics(const NodeOptions& options) : options_(options) {
   drop_backpressure = &m.counter("macula_messages_dropped_total", dh, {{"reason", "link_backpressure"}});
   drop_no_link = &m.counter("macula_messages_dropped_total", dh, {{"reason", "no_link"}});
   drop_subscriber = &m.counter("macula_messages_dropped_total", dh, {{"reason", "subscriber_overflow"}});
+  drop_no_route = &m.counter("macula_messages_dropped_total", dh, {{"reason", "no_route"}});
+  held_discovery = &m.counter("macula_publish_held_for_discovery_total",
+                              "Publishes that waited for their topic's subscriber lookup (bounded by discovery_hold)");
+  relayed = &m.counter("macula_messages_relayed_total", "Messages this node relayed as a gateway, from or to its leaves");
+  calls_relayed = &m.counter("macula_rpc_calls_relayed_total", "RPC calls this node relayed as a gateway, from or to its leaves");
   duplicates = &m.counter("macula_qos1_duplicates_total", "QoS 1 re-sends recognised and not delivered again");
   qos1_resent = &m.counter("macula_qos1_retries_total",
                            "QoS 1 messages sent again on a re-established link because the old one dropped before the ack");

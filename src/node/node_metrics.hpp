@@ -36,6 +36,10 @@ class NodeMetrics {
   core::Counter* drop_backpressure;
   core::Counter* drop_no_link;
   core::Counter* drop_subscriber;
+  core::Counter* drop_no_route;      ///< no local subscriber and no peer wanted it (after discovery)
+  core::Counter* held_discovery;     ///< publishes that waited for their topic's subscriber lookup
+  core::Counter* relayed;            ///< messages this gateway relayed for its leaves (both ways)
+  core::Counter* calls_relayed;      ///< RPC calls this gateway relayed for its leaves (both ways)
   core::Counter* duplicates;
   core::Counter* qos1_resent;
   core::Counter* qos1_expired;

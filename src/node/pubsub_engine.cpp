@@ -24,7 +24,8 @@ PubSubEngine::PubSubEngine(const NodeOptions& options, NodeMetrics& metrics, Lin
       trie_(options.shards),
       remote_(options.max_patterns_per_link, options.shards),
       tracker_(options.max_qos1_in_flight, options.max_qos1_in_flight_bytes),
-      dedup_(options.max_dedup_publishers) {}
+      dedup_(options.max_dedup_publishers),
+      discovers_(options.dht && !options.leaf) {}
 
 // ---- subscriptions ----------------------------------------------------------------------------
 
@@ -39,10 +40,27 @@ void PubSubEngine::subscribe(const std::shared_ptr<Subscription>& s) {
   s->set_room_callback([to_strand = to_strand_, this] { to_strand([this] { release_held(); }); });
   (void)trie_.add(*s->pattern(), id);
   routes_.clear();
-  if (auto announce = local_.add(*s->pattern()); !announce.empty()) {
-    links_.broadcast(wire::InterestAdd{{announce}});
-    discovery_().advertise_interest(announce);
+  announce(*s->pattern());
+}
+
+void PubSubEngine::announce(std::string_view pattern) {
+  if (auto fresh = local_.add(pattern); !fresh.empty()) {
+    links_.broadcast(wire::InterestAdd{{fresh}});
+    discovery_().advertise_interest(fresh);
   }
+}
+
+void PubSubEngine::withdraw(std::string_view pattern) {
+  if (auto gone = local_.remove(pattern); !gone.empty()) {
+    links_.broadcast(wire::InterestRemove{{gone}});
+    discovery_().withdraw_interest(gone);
+  }
+}
+
+// The leaf's interest stops being this gateway's (its snapshot replaces it, or it is gone).
+void PubSubEngine::withdraw_leaf(PeerKey leaf) {
+  if (!links_.leaf(leaf)) return;
+  for (const auto& p : remote_.patterns_of(leaf)) withdraw(p);
 }
 
 bool PubSubEngine::unsubscribe(const std::shared_ptr<Subscription>& s) {
@@ -56,10 +74,7 @@ bool PubSubEngine::unsubscribe(const std::shared_ptr<Subscription>& s) {
     std::lock_guard lock(subscriptions_mutex_);
     subscriptions_.erase(id);
   }
-  if (auto withdraw = local_.remove(*s->pattern()); !withdraw.empty()) {
-    links_.broadcast(wire::InterestRemove{{withdraw}});
-    discovery_().withdraw_interest(withdraw);
-  }
+  withdraw(*s->pattern());
   release_held();  // messages held for this queue no longer wait for it
   return true;
 }
@@ -93,6 +108,11 @@ const PubSubEngine::Route& PubSubEngine::route_for(const std::string& topic) {
       if (auto s = subscriptions_.find(sub_id); s != subscriptions_.end()) r.subscriptions.push_back(s->second);
   }
   remote_.links_for(topic, r.peers);  // peer keys, ascending
+  if (options_.leaf && r.peers.size() > 1) {
+    // Every gateway relays to the whole mesh: two would deliver the message twice.
+    auto live = std::find_if(r.peers.begin(), r.peers.end(), [this](PeerKey p) { return links_.linked(p); });
+    r.peers.assign(1, live != r.peers.end() ? *live : r.peers.front());
+  }
   return routes_.emplace(topic, std::move(r)).first->second;
 }
 
@@ -109,34 +129,79 @@ void PubSubEngine::deliver_local(const BodyPtr& body, const Route& route) {
   dispatch_->push(ready_scratch_);
 }
 
-// Subscribers beyond our links: one discovery lookup per topic per kDiscoveryTtl, then link to
-// the nodes found; their interest arrives over the new links. Messages published before a
-// link is up reach only the subscribers already linked.
-void PubSubEngine::discover_subscribers(const std::string& topic) {
+// Subscribers beyond our links: one lookup per topic per kDiscoveryTtl (a second after an
+// empty answer); the nodes found are dialed and their interest arrives over the new links.
+// A lookup is finished when every dial failed or its link's interest snapshot came, or at
+// discovery_hold.
+bool PubSubEngine::discovery_pending(const std::string& topic) {
   const auto now = Clock::now();
-  auto it = subscriber_lookups_.find(topic);
-  if (it != subscriber_lookups_.end() && now - it->second < kDiscoveryTtl) return;
-  if (subscriber_lookups_.size() >= 10'000) subscriber_lookups_.clear();  // bounded
-  subscriber_lookups_[topic] = now;
+  auto it = lookups_.find(topic);
+  if (it == lookups_.end() || (!it->second.pending && now - it->second.at >= kDiscoveryTtl)) {
+    start_lookup(topic);
+    it = lookups_.find(topic);
+  }
+  return it != lookups_.end() && it->second.pending && now < it->second.hold_until;
+}
+
+void PubSubEngine::start_lookup(const std::string& topic) {
+  if (lookups_.size() >= kMaxLookups) {
+    for (auto it = lookups_.begin(); it != lookups_.end();) it = it->second.pending ? std::next(it) : lookups_.erase(it);
+    if (lookups_.size() >= kMaxLookups) return;  // that many in flight: publish to what is known
+  }
+  const auto now = Clock::now();
+  Lookup& l = lookups_[topic];
+  if (!l.pending) ++lookups_pending_;
+  l = Lookup{now, now + options_.discovery_hold, 0, true};
+  starting_lookup_ = true;
   discovery_().find_subscribers(topic, [this, topic](std::vector<discovery::PeerAddress> found) {
-    if (stopped_) return;
-    // Nobody (yet): ask again after a second rather than after the full TTL.
-    if (found.empty()) subscriber_lookups_[topic] = Clock::now() - kDiscoveryTtl + std::chrono::seconds(1);
-    for (const auto& p : found) {
-      if (auto k = links_.find_peer(p.id); k && links_.linked(*k)) continue;
-      boost::asio::ip::udp::endpoint address;
-      if (parse_address(p.endpoint, address)) continue;
-      links_.dial(address, p.id, [](std::error_code, PeerKey) {});
-    }
+    if (!stopped_) lookup_found(topic, std::move(found));
   });
+  starting_lookup_ = false;
+}
+
+void PubSubEngine::lookup_found(const std::string& topic, std::vector<discovery::PeerAddress> found) {
+  auto it = lookups_.find(topic);
+  if (it == lookups_.end() || !it->second.pending) return;
+  // Nobody (yet): ask again after a second rather than after the full TTL.
+  if (found.empty()) it->second.at = Clock::now() - kDiscoveryTtl + std::chrono::seconds(1);
+  for (const auto& p : found) {
+    if (auto k = links_.find_peer(p.id); k && links_.linked(*k)) continue;  // its interest is known
+    boost::asio::ip::udp::endpoint address;
+    if (parse_address(p.endpoint, address)) continue;
+    ++it->second.waiting;
+    links_.dial(address, p.id, [this, topic](std::error_code ec, PeerKey key) {
+      if (stopped_) return;
+      if (!ec && key && !interest_synced_.count(links_.current_link(key))) {
+        auto& topics = lookups_awaiting_interest_[key];
+        if (topics.size() < 64) return topics.push_back(topic);  // finished by the snapshot
+      }
+      lookup_step(topic);
+    });
+  }
+  if (it->second.waiting == 0) finish_lookup(topic);
+}
+
+void PubSubEngine::lookup_step(const std::string& topic) {
+  auto it = lookups_.find(topic);
+  if (it == lookups_.end() || !it->second.pending) return;
+  if (it->second.waiting > 0 && --it->second.waiting > 0) return;
+  finish_lookup(topic);
+}
+
+void PubSubEngine::finish_lookup(const std::string& topic) {
+  auto it = lookups_.find(topic);
+  if (it == lookups_.end() || !it->second.pending) return;
+  it->second.pending = false;
+  --lookups_pending_;
+  routes_.clear();
+  if (!starting_lookup_) retry_blocked();  // else the publish that started it is still deciding
 }
 
 // ---- publishing -------------------------------------------------------------------------------
 
 void PubSubEngine::publish(Outgoing&& m) {
   if (stopped_) {  // handed over before stop() and reached after it failed everything
-    ++released_count_;
-    released_bytes_ += m.payload.size();
+    release(m);
     if (m.done) m.done(errc::cancelled);
     return;
   }
@@ -145,8 +210,31 @@ void PubSubEngine::publish(Outgoing&& m) {
     return;
   }
   if (try_publish(m)) return;
-  m_.publish_blocked->inc();
+  if (held_now_) {
+    m_.held_discovery->inc();
+  } else {
+    m_.publish_blocked->inc();
+  }
+  if (m.from && m.qos == Qos::at_most_once) {
+    // A leaf's QoS 0 messages are not in our publish queue: bound what waits of them here.
+    const std::size_t bytes = m.payload.size() + m.topic.size();
+    if (relay_held_bytes_ + bytes > options_.max_publish_queue_bytes) {
+      m_.drop_queue_full->inc();
+      return;
+    }
+    relay_held_bytes_ += bytes;
+  }
   blocked_.push_back(std::move(m));
+}
+
+// Leaves the publish queue: this node's own publishes were counted in it, a leaf's were not.
+void PubSubEngine::release(const Outgoing& m) {
+  if (m.from) {
+    if (m.qos == Qos::at_most_once) relay_held_bytes_ -= std::min(relay_held_bytes_, m.payload.size() + m.topic.size());
+    return;
+  }
+  ++released_count_;
+  released_bytes_ += m.payload.size();
 }
 
 void PubSubEngine::report_released() {
@@ -160,10 +248,22 @@ void PubSubEngine::retry_blocked() {
   report_released();
 }
 
-// False: a block-policy publish found no room (nothing done; try again later).
+// False: a block-policy publish found no room, or the publish waits for its topic's lookup
+// (held_now_); nothing done, try again later.
 bool PubSubEngine::try_publish(Outgoing& m) {
-  const Route& route = route_for(m.topic);
-  peer_scratch_.assign(route.peers.begin(), route.peers.end());  // the route may be dropped below
+  held_now_ = false;
+  const Route* route = &route_for(m.topic);
+  if (discovers_) {
+    // Only a topic with nobody known waits; a known one refreshes its lookup in the background.
+    const bool pending = discovery_pending(m.topic);
+    if (pending && route->peers.empty()) {
+      held_now_ = true;
+      return false;
+    }
+    route = &route_for(m.topic);  // a lookup answered at once may have changed it
+  }
+  peer_scratch_.assign(route->peers.begin(), route->peers.end());  // the route may be dropped below
+  if (m.from) peer_scratch_.erase(std::remove(peer_scratch_.begin(), peer_scratch_.end(), m.from), peer_scratch_.end());
   const std::size_t bytes = m.payload.size() + m.topic.size();
   const bool qos1 = m.qos == Qos::at_least_once;
   const bool block = m.congestion == CongestionControl::block;
@@ -173,15 +273,22 @@ bool PubSubEngine::try_publish(Outgoing& m) {
       for (PeerKey p : peer_scratch_)
         if (!links_.has_room(p)) return false;
   }
-  ++released_count_;
-  released_bytes_ += m.payload.size();
+  release(m);
   if (qos1 && !peer_scratch_.empty() && !tracker_.has_room(bytes)) {  // drop policy
     m_.drop_queue_full->inc();
     m.count_drop();
     if (m.done) m.done(errc::queue_full);
     return true;
   }
-  m_.published[qos1 ? 1 : 0]->inc();
+  if (m.from) m_.relayed->inc();
+  else m_.published[qos1 ? 1 : 0]->inc();
+  const bool no_route = peer_scratch_.empty() && route->subscriptions.empty();
+  if (no_route) {
+    // Nobody anywhere wants it (discovery, when on, found no one): said, never a silent success.
+    m_.drop_no_route->inc();
+    if (m.done) m.done(qos1 ? std::error_code(errc::no_subscribers) : std::error_code());
+    return true;
+  }
   if (!qos1) {
     // Decide per peer first: a message no link can take and no local subscriber wants is
     // counted and gone without being built (an overloaded node drops most of what it gets).
@@ -199,22 +306,18 @@ bool PubSubEngine::try_publish(Outgoing& m) {
       }
     }
     peer_scratch_.resize(kept);
-    if (!peer_scratch_.empty() || !route.subscriptions.empty()) {
+    if (!peer_scratch_.empty() || !route->subscriptions.empty()) {
       auto body = std::make_shared<detail::MessageBody>(
           detail::MessageBody{std::move(m.topic), std::move(m.payload), self_, ++sequence_, m.qos});
-      if (options_.dht) discover_subscribers(body->topic);
-      deliver_local(body, route);
+      deliver_local(body, *route);
       for (PeerKey p : peer_scratch_) links_.queue_publish(p, body);
-    } else if (options_.dht) {
-      discover_subscribers(m.topic);
     }
     if (m.done) m.done({});
     return true;
   }
   auto body = std::make_shared<detail::MessageBody>(
       detail::MessageBody{std::move(m.topic), std::move(m.payload), self_, ++sequence_, m.qos});
-  if (options_.dht) discover_subscribers(body->topic);
-  deliver_local(body, route);
+  deliver_local(body, *route);
   if (peer_scratch_.empty()) {
     if (m.done) m.done({});
     return true;
@@ -259,6 +362,7 @@ void PubSubEngine::send_backlog(PeerKey peer) {
 // ---- link events ------------------------------------------------------------------------------
 
 void PubSubEngine::on_link_up(PeerKey peer, LinkId link) {
+  if (options_.leaf) routes_.clear();  // a leaf's routes name one live gateway
   // Always a snapshot (even empty): the peer replaces what it knew of us with it.
   (void)links_.send_on(link, wire::InterestAdd{local_.snapshot()});
   resend_owed(peer);
@@ -280,6 +384,7 @@ void PubSubEngine::resend_owed(PeerKey peer) {
 
 void PubSubEngine::on_link_down(PeerKey peer, LinkId link, bool last) {
   interest_synced_.erase(link);
+  if (options_.leaf) routes_.clear();
   if (last) {
     flow_.erase(peer);  // credit and backlog are rebuilt from the tracker when the peer is back
   } else {
@@ -288,8 +393,15 @@ void PubSubEngine::on_link_down(PeerKey peer, LinkId link, bool last) {
   retry_blocked();  // publishes that waited for the dropped link wait no more
 }
 
+void PubSubEngine::on_hello(PeerKey peer) {
+  // A leaf sends us everything it publishes: we carry it into the mesh (its only way there).
+  if (!options_.leaf && links_.leaf(peer)) (void)links_.send(peer, wire::InterestAdd{{"#"}});
+}
+
 void PubSubEngine::on_peer_gone(PeerKey peer) {
+  withdraw_leaf(peer);  // its interest leaves the DHT and our peers with it
   remote_.drop_link(peer);
+  lookups_awaiting_interest_.erase(peer);
   routes_.clear();
   flow_.erase(peer);
   tracker_.forget_peer(peer, [&](detail::Completion<std::error_code> done) {
@@ -319,15 +431,33 @@ bool PubSubEngine::on_frame(PeerKey peer, LinkId link, wire::Frame& frame) {
     send_backlog(peer);
     if (!blocked_.empty()) retry_blocked();
   } else if (auto* ia = std::get_if<wire::InterestAdd>(&frame)) {
-    if (interest_synced_.insert(link).second) remote_.drop_link(peer);  // the snapshot replaces what we knew
+    const bool leaf = !options_.leaf && links_.leaf(peer);
+    const bool snapshot = interest_synced_.insert(link).second;
+    if (snapshot) {  // the snapshot replaces what we knew
+      withdraw_leaf(peer);
+      remote_.drop_link(peer);
+    }
     routes_.clear();
-    for (const auto& p : ia->patterns)
+    for (const auto& p : ia->patterns) {
+      const bool fresh = leaf && !remote_.has(peer, p);
       if (remote_.add(peer, p)) {
         links_.protocol_error(link);
         return true;
       }
+      if (fresh) announce(p);  // a gateway announces its leaves' interest as its own
+    }
+    if (snapshot) {
+      // Lookups that dialed this peer wait for exactly this.
+      if (auto w = lookups_awaiting_interest_.find(peer); w != lookups_awaiting_interest_.end()) {
+        const auto topics = std::move(w->second);
+        lookups_awaiting_interest_.erase(w);
+        for (const auto& t : topics) lookup_step(t);
+      }
+    }
   } else if (auto* ir = std::get_if<wire::InterestRemove>(&frame)) {
-    for (const auto& p : ir->patterns) remote_.remove(peer, p);
+    const bool leaf = !options_.leaf && links_.leaf(peer);
+    for (const auto& p : ir->patterns)
+      if (remote_.remove(peer, p) && leaf) withdraw(p);
     routes_.clear();
   } else {
     return false;
@@ -338,32 +468,92 @@ bool PubSubEngine::on_frame(PeerKey peer, LinkId link, wire::Frame& frame) {
 void PubSubEngine::on_publish(PeerKey peer, LinkId link, wire::Publish& pub) {
   // One hop: the publisher must be the peer at the other end (its certificate says so).
   if (pub.publisher != links_.peer_id(peer)) return links_.protocol_error(link);
+  if (!options_.leaf && links_.leaf(peer)) return publish_for_leaf(peer, pub);
   const std::uint64_t message_id = pub.message_id;
   auto body = std::make_shared<detail::MessageBody>(
       detail::MessageBody{std::move(pub.topic), std::move(pub.payload), pub.publisher, pub.sequence, static_cast<Qos>(pub.qos)});
   const Route& route = route_for(body->topic);
-  if (body->qos == Qos::at_most_once) return deliver_local(body, route);
+  if (body->qos == Qos::at_most_once) {
+    deliver_local(body, route);
+    return relay_to_leaves(body, route);
+  }
+  const std::size_t bytes = body_bytes(*body);
   PeerInbound& in = inbound_[peer];
-  if (in.held.empty() && queues_have_room(route)) return accept_qos1(in, body, message_id, route);
+  if (in.held.empty() && queues_have_room(route, bytes)) return accept_qos1(in, body, message_id, route);
   if (!in.held.empty() && message_id <= in.held.back().message_id) {
     // A copy sent again on a new link. Older than everything held: already delivered (the
     // de-duplication acknowledges it again); otherwise the held original answers for it.
     if (message_id < in.held.front().message_id) accept_qos1(in, body, message_id, route);
     return;
   }
-  // A matching queue is full: hold it unacknowledged. The publisher's window bounds what a
-  // well-behaved peer can make us hold.
+  // A matching queue (or, for leaves, the QoS 1 tracker) is full: hold it unacknowledged. The
+  // publisher's window bounds what a well-behaved peer can make us hold.
   if (in.held.size() >= 2 * wire::kQos1WindowMessages || in.held_bytes >= 2 * wire::kQos1WindowBytes)
     return links_.protocol_error(link);
   m_.qos1_deferred->inc();
-  in.held_bytes += body_bytes(*body);
+  in.held_bytes += bytes;
   in.held.push_back({std::move(body), message_id});
 }
 
-bool PubSubEngine::queues_have_room(const Route& route) {
+// A leaf's message goes into the mesh as this gateway's own publish (local subscriptions,
+// peers, other leaves, discovery), never back to the leaf. QoS 1: acknowledged to the leaf once
+// that publish is complete here (every peer it went to acknowledged it, or nobody wanted it),
+// so the leaf's credit window bounds what it can make us hold.
+void PubSubEngine::publish_for_leaf(PeerKey leaf, wire::Publish& pub) {
+  const std::uint64_t message_id = pub.message_id;
+  Outgoing m{std::move(pub.topic), std::move(pub.payload), static_cast<Qos>(pub.qos), CongestionControl::drop, nullptr, {}, leaf};
+  if (m.qos == Qos::at_least_once) {
+    PeerInbound& in = inbound_[leaf];
+    if (!dedup_.first_time(pub.publisher, message_id)) {
+      m_.duplicates->inc();
+      in.acks.push_back(message_id);  // sent again on a new link: we have (or had) it already
+      return;
+    }
+    m.congestion = CongestionControl::block;
+    m.done = detail::Completion<std::error_code>([this, leaf, message_id](std::error_code) {
+      if (stopped_) return;
+      PeerInbound& acks = inbound_[leaf];
+      acks.acks.push_back(message_id);
+      send_acks(leaf, acks);
+    });
+  }
+  publish(std::move(m));
+}
+
+bool PubSubEngine::has_leaves(const Route& route) const {
+  return !options_.leaf && std::any_of(route.peers.begin(), route.peers.end(), [this](PeerKey p) { return links_.leaf(p); });
+}
+
+// A message from a (non-leaf) peer goes on to the leaves that want it, as this gateway's own
+// message (a leaf knows only its gateways). QoS 1 is tracked here until each leaf acknowledged
+// it; the caller checked that the tracker has room.
+void PubSubEngine::relay_to_leaves(const BodyPtr& body, const Route& route) {
+  if (!has_leaves(route)) return;
+  peer_scratch_.clear();
+  for (PeerKey p : route.peers)
+    if (links_.leaf(p)) peer_scratch_.push_back(p);
+  auto relay = std::make_shared<detail::MessageBody>(detail::MessageBody{body->topic, body->payload, self_, ++sequence_, body->qos});
+  m_.relayed->inc();
+  if (body->qos == Qos::at_most_once) {
+    for (PeerKey p : peer_scratch_) {
+      const auto room = links_.room(p);
+      if (room == LinkTable::Room::no_link) m_.drop_no_link->inc();
+      else if (room == LinkTable::Room::full) m_.drop_backpressure->inc();
+      else links_.queue_publish(p, relay);
+    }
+    return;
+  }
+  const std::uint64_t id = relay->sequence;
+  (void)tracker_.track(id, relay, body_bytes(*relay), std::vector<PeerKey>(peer_scratch_.begin(), peer_scratch_.end()), {});
+  for (PeerKey p : peer_scratch_) send_qos1(p, id, relay);
+}
+
+bool PubSubEngine::queues_have_room(const Route& route, std::size_t bytes) {
   bool room = true;
   for (const auto& sub : route.subscriptions)
     if (sub->queued() >= sub->capacity() && !sub->want_room()) room = false;
+  // Relayed to leaves, it is tracked here: held (unacknowledged) while the tracker is full.
+  if (has_leaves(route) && !tracker_.has_room(bytes)) room = false;
   return room;
 }
 
@@ -371,6 +561,7 @@ void PubSubEngine::accept_qos1(PeerInbound& in, const BodyPtr& body, std::uint64
   in.acks.push_back(message_id);
   if (!dedup_.first_time(body->publisher, message_id)) return m_.duplicates->inc();
   deliver_local(body, route);
+  relay_to_leaves(body, route);
 }
 
 // A subscription freed room (or went away): held messages go in, in arrival order.
@@ -379,7 +570,7 @@ void PubSubEngine::release_held() {
     while (!in.held.empty()) {
       Held& h = in.held.front();
       const Route& route = route_for(h.body->topic);
-      if (!queues_have_room(route)) break;
+      if (!queues_have_room(route, body_bytes(*h.body))) break;
       in.held_bytes -= body_bytes(*h.body);
       const Held taken = std::move(h);
       in.held.pop_front();
@@ -408,6 +599,16 @@ void PubSubEngine::on_read_done(PeerKey peer) {
 void PubSubEngine::on_room(PeerKey) { retry_blocked(); }
 
 void PubSubEngine::housekeeping() {
+  // Lookups past discovery_hold stop holding publishes: they go to whom we know by now.
+  const auto now = Clock::now();
+  for (auto& [topic, l] : lookups_)
+    if (l.pending && now >= l.hold_until) {
+      l.pending = false;
+      --lookups_pending_;
+      routes_.clear();
+    }
+  for (auto it = lookups_awaiting_interest_.begin(); it != lookups_awaiting_interest_.end();)
+    it = links_.linked(it->first) ? std::next(it) : lookups_awaiting_interest_.erase(it);
   // Safety nets for wake-ups that raced: both are no-ops when nothing waits.
   retry_blocked();
   release_held();
@@ -418,8 +619,7 @@ void PubSubEngine::housekeeping() {
 void PubSubEngine::fail_all() {
   stopped_ = true;
   for (auto& m : blocked_) {
-    ++released_count_;
-    released_bytes_ += m.payload.size();
+    release(m);
     if (m.done) m.done(errc::cancelled);
   }
   blocked_.clear();

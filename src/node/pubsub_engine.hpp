@@ -20,6 +20,19 @@
 // messages from that peer wait behind it), so the publisher's window closes and it slows down
 // instead of timing out. The subscription calls back when it has room.
 //
+// Gateways and leaves: a node relays for the leaves linked to it (peers whose HELLO says they
+// accept no inbound links). It announces its leaves' interest as its own (to its peers and in
+// the DHT), passes messages from the mesh on to matching leaves, and publishes a leaf's
+// messages into the mesh as its own (never back to that leaf). Nothing else is forwarded: a
+// message from a non-leaf peer goes only to local subscriptions and leaves, so a message
+// crosses at most leaf -> gateway -> node -> gateway -> leaf, and never loops. A leaf sends
+// each publish to one gateway only (two would deliver it twice).
+//
+// Discovery (with the DHT): the first publish to a topic with no known subscriber waits
+// (at most discovery_hold) for the topic's lookup, the links to the subscribers found and
+// their interest; later publishes to that topic wait behind it. A publish that then has no
+// route is counted as dropped (no_route); a QoS 1 one completes with errc::no_subscribers.
+//
 // Threading: every member runs on the strand, except those marked "any thread".
 #pragma once
 
@@ -70,6 +83,8 @@ class PubSubEngine {
   // ---- link events
   void on_link_up(PeerKey peer, LinkId link);
   void on_link_down(PeerKey peer, LinkId link, bool last);
+  /// The peer's HELLO arrived: LinkTable::leaf(peer) now says whether it is our leaf.
+  void on_hello(PeerKey peer);
   void on_peer_gone(PeerKey peer);
   /// PUBLISH, PUBLISH_ACK, INTEREST_ADD / _REMOVE; false for other frames.
   bool on_frame(PeerKey peer, LinkId link, wire::Frame& frame);
@@ -79,6 +94,8 @@ class PubSubEngine {
   // ---- housekeeping, stop, views
   void housekeeping();
   bool drained() const { return tracker_.size() == 0 && blocked_.empty(); }
+  /// Topic lookups publishes may be waiting for (metrics).
+  std::size_t lookups_pending() const noexcept { return lookups_pending_; }
   void fail_all();
   std::size_t qos1_in_flight() const noexcept { return tracker_.size(); }
   std::size_t subscriptions() const noexcept { return subscription_ids_.size(); }
@@ -123,12 +140,34 @@ class PubSubEngine {
   void send_qos1(PeerKey peer, std::uint64_t id, const BodyPtr& body);
   void send_backlog(PeerKey peer);
   void resend_owed(PeerKey peer);
-  bool queues_have_room(const Route& route);
+  bool queues_have_room(const Route& route, std::size_t bytes);
   void accept_qos1(PeerInbound& in, const BodyPtr& body, std::uint64_t message_id, const Route& route);
   void on_publish(PeerKey peer, LinkId link, wire::Publish& pub);
   void release_held();
   void send_acks(PeerKey peer, PeerInbound& in);
-  void discover_subscribers(const std::string& topic);
+  // Subscriber discovery per topic (see the header comment).
+  struct Lookup {
+    Clock::time_point at;          // when it was asked (fresh for kDiscoveryTtl)
+    Clock::time_point hold_until;  // publishes wait for it until then
+    std::size_t waiting = 0;       // dials and interest snapshots still to come
+    bool pending = false;
+  };
+  static constexpr std::size_t kMaxLookups = 10'000;
+  /// Starts a lookup of `topic` when none is fresh; true while publishes should wait for it.
+  bool discovery_pending(const std::string& topic);
+  void start_lookup(const std::string& topic);
+  void lookup_found(const std::string& topic, std::vector<discovery::PeerAddress> found);
+  void lookup_step(const std::string& topic);
+  void finish_lookup(const std::string& topic);
+
+  // Interest this node announces: its subscriptions' patterns and, as a gateway, its leaves'.
+  void announce(std::string_view pattern);
+  void withdraw(std::string_view pattern);
+  void withdraw_leaf(PeerKey leaf);
+  void relay_to_leaves(const BodyPtr& body, const Route& route);
+  void publish_for_leaf(PeerKey leaf, wire::Publish& pub);
+  bool has_leaves(const Route& route) const;
+  void release(const Outgoing& m);
 
   const NodeOptions& options_;
   NodeMetrics& m_;
@@ -155,7 +194,12 @@ class PubSubEngine {
   std::vector<core::SubscriberId> match_scratch_;
   std::vector<std::shared_ptr<Subscription>> ready_scratch_;
   std::vector<PeerKey> peer_scratch_;
-  std::unordered_map<std::string, Clock::time_point> subscriber_lookups_;
+  std::unordered_map<std::string, Lookup> lookups_;
+  std::unordered_map<PeerKey, std::vector<std::string>> lookups_awaiting_interest_;
+  std::size_t lookups_pending_ = 0;
+  bool starting_lookup_ = false;  // a lookup answering at once must not re-enter retry_blocked
+  bool held_now_ = false;         // try_publish said "wait" for discovery, not for room
+  std::size_t relay_held_bytes_ = 0;  // QoS 0 relays for leaves waiting in blocked_
 
   Tracker tracker_;
   std::unordered_map<PeerKey, PeerFlow> flow_;
@@ -165,6 +209,7 @@ class PubSubEngine {
   pubsub::DedupWindow dedup_;
   std::unordered_map<PeerKey, PeerInbound> inbound_;
   bool stopped_ = false;
+  const bool discovers_;  // DHT on and not a leaf
 };
 
 }  // namespace macula::node

@@ -22,6 +22,16 @@ std::string cache_key(const std::string& procedure, const Bytes& args) {
   return k;
 }
 
+// What a relaying gateway answers for its own call's outcome.
+wire::RpcStatus error_status(std::error_code ec) {
+  if (!ec) return wire::RpcStatus::ok;
+  if (ec == errc::handler_error) return wire::RpcStatus::handler_error;
+  if (ec == errc::payload_too_large) return wire::RpcStatus::result_too_large;
+  if (ec == errc::timed_out) return wire::RpcStatus::timeout;
+  if (ec == errc::overloaded || ec == errc::too_many_pending || ec == errc::cancelled) return wire::RpcStatus::overloaded;
+  return wire::RpcStatus::no_handler;
+}
+
 std::error_code status_error(wire::RpcStatus st) {
   switch (st) {
     case wire::RpcStatus::ok: return {};
@@ -49,6 +59,8 @@ struct RpcEngine::CallState {
   std::uint64_t pending_id = 0;
   bool finished = false;
   bool discovered = false;  // discovery was asked once already
+  PeerKey relay_from = 0;   // a gateway's relayed call: the peer it came from
+  bool leaves_only = false;
   detail::Completion<std::error_code, Bytes> done;
 };
 
@@ -86,7 +98,7 @@ void RpcEngine::advertise(std::shared_ptr<Procedure> proc) {
   const std::string name = proc->name;
   procedures_[name] = std::move(proc);
   providers_changed(name);
-  if (!fresh) return;
+  if (!fresh || relayed_.count(name)) return;  // announced already for a leaf
   links_.broadcast(wire::ProvideAdd{{name}});
   discovery_().advertise_procedure(name);
 }
@@ -94,19 +106,47 @@ void RpcEngine::advertise(std::shared_ptr<Procedure> proc) {
 void RpcEngine::unadvertise(const std::string& procedure) {
   if (!procedures_.erase(procedure)) return;
   providers_changed(procedure);
+  if (relayed_.count(procedure)) return;  // still served by a leaf of ours
   links_.broadcast(wire::ProvideRemove{{procedure}});
   discovery_().withdraw_procedure(procedure);
 }
 
 void RpcEngine::on_link_up(LinkId link) {
-  if (procedures_.empty()) return;
+  if (options_.leaf) provider_sets_.clear();  // gateways are a leaf's providers of last resort
   wire::ProvideAdd p;
   for (const auto& [name, proc] : procedures_) p.procedures.push_back(name);
-  (void)links_.send_on(link, p);
+  for (const auto& [name, n] : relayed_)
+    if (!procedures_.count(name)) p.procedures.push_back(name);
+  for (std::size_t i = 0; i < p.procedures.size(); i += wire::kMaxListItems) {
+    const auto end = std::min(p.procedures.size(), i + wire::kMaxListItems);
+    (void)links_.send_on(link, wire::ProvideAdd{{p.procedures.begin() + static_cast<std::ptrdiff_t>(i),
+                                                 p.procedures.begin() + static_cast<std::ptrdiff_t>(end)}});
+  }
+}
+
+void RpcEngine::on_hello(PeerKey) {
+  if (options_.leaf) provider_sets_.clear();
+}
+
+// A gateway serves what its leaves serve: announced as its own while one of them does.
+void RpcEngine::relay_announce(const std::string& procedure) {
+  if (++relayed_[procedure] > 1 || procedures_.count(procedure)) return;
+  links_.broadcast(wire::ProvideAdd{{procedure}});
+  discovery_().advertise_procedure(procedure);
+}
+
+void RpcEngine::relay_withdraw(const std::string& procedure) {
+  auto it = relayed_.find(procedure);
+  if (it == relayed_.end() || --it->second > 0) return;
+  relayed_.erase(it);
+  if (procedures_.count(procedure)) return;
+  links_.broadcast(wire::ProvideRemove{{procedure}});
+  discovery_().withdraw_procedure(procedure);
 }
 
 void RpcEngine::add_provider(PeerKey peer, const std::string& procedure) {
   if (!provides_[peer].insert(procedure).second) return;
+  if (!options_.leaf && links_.leaf(peer)) relay_announce(procedure);
   auto& v = providers_[procedure];
   if (std::find(v.begin(), v.end(), peer) == v.end()) v.push_back(peer);
   providers_changed(procedure);
@@ -114,6 +154,7 @@ void RpcEngine::add_provider(PeerKey peer, const std::string& procedure) {
 
 void RpcEngine::remove_provider(PeerKey peer, const std::string& procedure) {
   providers_changed(procedure);
+  if (!options_.leaf && links_.leaf(peer)) relay_withdraw(procedure);
   if (auto pv = providers_.find(procedure); pv != providers_.end()) {
     auto& v = pv->second;
     v.erase(std::remove(v.begin(), v.end(), peer), v.end());
@@ -130,7 +171,7 @@ void RpcEngine::on_peer_gone(PeerKey peer) {
 
 bool RpcEngine::on_frame(PeerKey peer, LinkId link, wire::Frame& frame) {
   if (auto* callf = std::get_if<wire::RpcCall>(&frame)) {
-    serve(link, std::move(*callf));
+    serve(peer, link, std::move(*callf));
   } else if (auto* reply = std::get_if<wire::RpcReply>(&frame)) {
     auto a = pending_.take(reply->call_id);
     if (!a) return true;  // late, duplicate or unknown: the caller already had its answer
@@ -201,14 +242,26 @@ void RpcEngine::run_procedure(const std::shared_ptr<Procedure>& proc, Bytes args
   }));
 }
 
-void RpcEngine::serve(LinkId link, wire::RpcCall call) {
+void RpcEngine::serve(PeerKey peer, LinkId link, wire::RpcCall call) {
   // The caller's link may be gone by the time the handler answers: then it fails over.
   auto answer = [this, link, call_id = call.call_id](wire::RpcStatus st, Bytes bytes) {
     (void)links_.send_on(link, wire::RpcReply{call_id, st, std::move(bytes)});
   };
   auto proc = procedures_.find(call.procedure);
-  if (proc == procedures_.end()) return answer(wire::RpcStatus::no_handler, {});
-  run_procedure(proc->second, std::move(call.payload), answer);
+  if (proc != procedures_.end()) return run_procedure(proc->second, std::move(call.payload), answer);
+  // Not ours: relay it as a gateway — a leaf's call into the mesh, or a call for a leaf.
+  const bool from_leaf = !options_.leaf && links_.leaf(peer);
+  const bool for_leaf = !options_.leaf && relayed_.count(call.procedure);
+  if (!from_leaf && !for_leaf) return answer(wire::RpcStatus::no_handler, {});
+  m_.calls_relayed->inc();
+  CallOptions o;
+  o.timeout = std::chrono::milliseconds(std::max<std::uint32_t>(call.timeout_ms, 1));
+  start_call(std::move(call.procedure), std::move(call.payload), o,
+             detail::Completion<std::error_code, Bytes>([answer](std::error_code ec, Bytes result) {
+               const auto st = error_status(ec);
+               answer(st, st == wire::RpcStatus::ok || st == wire::RpcStatus::handler_error ? std::move(result) : Bytes{});
+             }),
+             Relay{peer, !from_leaf});
 }
 
 // ---- calling ----------------------------------------------------------------------------------
@@ -220,6 +273,11 @@ std::size_t RpcEngine::provider_count(const std::string& procedure) const {
 }
 
 void RpcEngine::call(std::string procedure, Bytes args, CallOptions o, detail::Completion<std::error_code, Bytes> done) {
+  start_call(std::move(procedure), std::move(args), std::move(o), std::move(done), Relay{});
+}
+
+void RpcEngine::start_call(std::string procedure, Bytes args, CallOptions o, detail::Completion<std::error_code, Bytes> done,
+                           Relay relay) {
   if (auto ec = validate_procedure(procedure)) return done(ec, {});
   if (args.size() > kMaxPayloadBytes) {
     m_.payload_refused->inc();
@@ -240,6 +298,8 @@ void RpcEngine::call(std::string procedure, Bytes args, CallOptions o, detail::C
   call->max_attempts = o.max_attempts ? o.max_attempts : static_cast<unsigned>(std::clamp<std::size_t>(n, 1, 3));
   call->attempt_timeout = o.attempt_timeout.count() > 0 ? o.attempt_timeout : timeout / call->max_attempts;
   call->strategy = o.strategy;
+  call->relay_from = relay.from;
+  call->leaves_only = relay.leaves_only;
   call->done = std::move(done);
   if (o.cancel) {
     std::weak_ptr<CallState> wc = call;
@@ -262,6 +322,9 @@ std::shared_ptr<RpcEngine::ProviderSet> RpcEngine::provider_set(const std::strin
   if (procedures_.count(procedure)) infos.push_back({kLocalPeer, true});
   if (auto pv = providers_.find(procedure); pv != providers_.end())
     for (PeerKey k : pv->second) infos.push_back({k, false});
+  // A leaf that knows no provider asks its gateways: they reach the whole mesh.
+  if (infos.empty() && options_.leaf)
+    for (PeerKey k : links_.linked_peers()) infos.push_back({k, false});
   auto set = std::make_shared<ProviderSet>(infos);
   for (std::size_t i = 0; i < infos.size(); ++i) {
     set->keys.push_back(infos[i].id);
@@ -282,9 +345,16 @@ std::optional<std::pair<std::shared_ptr<RpcEngine::ProviderSet>, std::size_t>> R
     const auto idx = set->selector.select(c.strategy, excluded);
     if (!idx) return std::nullopt;
     const PeerKey k = set->keys[*idx];
-    if (k == kLocalPeer || links_.linked(k)) return std::make_pair(set, *idx);
+    if (allowed(c, k) && (k == kLocalPeer || links_.linked(k))) return std::make_pair(set, *idx);
     excluded.add(*idx);
   }
+}
+
+// A relayed call never goes back to where it came from, and one from a non-leaf peer goes only
+// to leaves (the mesh forwards nothing between non-leaf nodes: no loops).
+bool RpcEngine::allowed(const CallState& c, PeerKey k) const {
+  if (c.relay_from && k == c.relay_from) return false;
+  return !c.leaves_only || (k != kLocalPeer && links_.leaf(k));
 }
 
 void RpcEngine::next_attempt(const std::shared_ptr<CallState>& call) {
@@ -294,7 +364,7 @@ void RpcEngine::next_attempt(const std::shared_ptr<CallState>& call) {
   if (c.attempts >= c.max_attempts) return finish(c, c.last_error, {});
   const auto choice = choose(c);
   if (!choice) {
-    if (c.attempts == 0 && !c.discovered) return discover_providers(call);
+    if (c.attempts == 0 && !c.discovered && !c.leaves_only) return discover_providers(call);
     return finish(c, c.last_error, {});
   }
   const auto& [set, index] = *choice;

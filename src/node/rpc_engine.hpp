@@ -10,6 +10,13 @@
 // Serving: handlers run on the handler executor (TaskQueue), bounded per procedure by
 // max_concurrency; their answers come back to the strand through the node's inbox.
 //
+// Gateways and leaves: a gateway announces its leaves' procedures as its own (to its peers and
+// in the DHT) and relays calls for them: a call from a peer for a procedure only a leaf
+// serves goes on to that leaf; a call from a leaf for a procedure this node does not serve
+// goes into the mesh like this node's own call (peers, discovery, other leaves), never back to
+// that leaf. A leaf with no known provider sends the call to its gateway. As with messages, a
+// call from a non-leaf peer is relayed only to leaves, so calls never loop.
+//
 // Threading: every member runs on the strand.
 #pragma once
 
@@ -59,6 +66,8 @@ class RpcEngine {
   // ---- link events
   void on_link_up(LinkId link);
   void on_link_down(LinkId link);
+  /// The peer's HELLO arrived (a leaf's gateway becomes its provider of last resort).
+  void on_hello(PeerKey peer);
   void on_peer_gone(PeerKey peer);
   /// RPC_CALL, RPC_REPLY, PROVIDE_ADD / _REMOVE; false for other frames.
   bool on_frame(PeerKey peer, LinkId link, wire::Frame& frame);
@@ -81,7 +90,16 @@ class RpcEngine {
   using Answer = std::function<void(wire::RpcStatus, Bytes)>;
 
   void run_procedure(const std::shared_ptr<Procedure>& proc, Bytes args, Answer answer);
-  void serve(LinkId link, wire::RpcCall call);
+  void serve(PeerKey peer, LinkId link, wire::RpcCall call);
+  struct Relay {
+    PeerKey from = 0;          // the peer the call came from: never chosen
+    bool leaves_only = false;  // from a non-leaf peer: only leaves may serve it
+  };
+  void start_call(std::string procedure, Bytes args, CallOptions o, detail::Completion<std::error_code, Bytes> done,
+                  Relay relay);
+  bool allowed(const CallState& c, PeerKey k) const;
+  void relay_announce(const std::string& procedure);
+  void relay_withdraw(const std::string& procedure);
   std::size_t provider_count(const std::string& procedure) const;
   std::shared_ptr<ProviderSet> provider_set(const std::string& procedure);
   void providers_changed(const std::string& procedure) { provider_sets_.erase(procedure); }
@@ -109,6 +127,7 @@ class RpcEngine {
   std::map<std::string, std::shared_ptr<Procedure>> procedures_;
   std::map<std::string, std::vector<PeerKey>> providers_;
   std::unordered_map<PeerKey, std::set<std::string>> provides_;  // what each peer announced
+  std::map<std::string, std::size_t> relayed_;  // leaves serving each procedure (a gateway's)
   std::unordered_map<std::string, std::shared_ptr<ProviderSet>> provider_sets_;
   rpc::PendingCalls<Attempt> pending_;
   std::size_t serving_ = 0;

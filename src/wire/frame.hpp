@@ -25,6 +25,12 @@ inline constexpr std::size_t kHeaderSize = 8;
 /// Default cap on a frame's payload; a receiver may configure up to kMaxFrameSizeLimit.
 inline constexpr std::size_t kDefaultMaxFrameSize = 1 << 20;
 inline constexpr std::size_t kMaxFrameSizeLimit = 16 << 20;
+/// HELLO capability bits.
+inline constexpr std::uint32_t kCapabilityPubSub = 1u << 0;
+inline constexpr std::uint32_t kCapabilityRpc = 1u << 1;
+inline constexpr std::uint32_t kCapabilityDht = 1u << 2;
+/// The sender accepts no inbound links: the receiver is its gateway (relays for it).
+inline constexpr std::uint32_t kCapabilityLeaf = 1u << 3;
 /// Caps on list fields, so a small frame cannot declare a huge allocation.
 inline constexpr std::size_t kMaxListItems = 4096;
 /// QoS 1 credit: a publisher has at most this many messages, and this many payload bytes (one
@@ -60,7 +66,7 @@ enum class FrameType : std::uint8_t {
 struct Hello {
   NodeId node_id;                       ///< must equal the id proven by the TLS certificate
   std::string realm;                    ///< normalized realm name
-  std::uint32_t capabilities = 0;       ///< bit 0 pub/sub, bit 1 RPC, bit 2 DHT
+  std::uint32_t capabilities = 0;       ///< kCapability* bits
   std::vector<std::uint8_t> realm_proof;  ///< HMAC-SHA256 proof of the realm secret, or empty
   std::vector<std::string> endpoints;   ///< "host:port" where this node accepts connections
 };

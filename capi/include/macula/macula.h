@@ -68,6 +68,7 @@ typedef enum macula_status {
   MACULA_EREALM_PROOF = 44,       /* a peer node did not prove the realm secret */
   MACULA_EUNAUTHORIZED = 45,      /* a client request without the node's client token */
   MACULA_EOPTIONS_INVALID = 46,   /* node options contradict each other (see macula_last_error) */
+  MACULA_ENO_SUBSCRIBERS = 47,    /* a QoS 1 publish found no subscriber anywhere: nobody received it */
   MACULA_EINVAL = -1,    /* a NULL or out-of-range argument */
   MACULA_ENOMEM = -2,    /* allocation failed */
   MACULA_EINTERNAL = -3, /* an unexpected error inside the library (see macula_last_error) */
@@ -131,7 +132,8 @@ typedef struct macula_node_options {
   size_t worker_threads;         /* handler threads; default 2 */
   size_t io_threads;             /* network threads; default 1 */
   uint32_t rpc_timeout_ms;       /* default 5000 */
-  int dht;                       /* nonzero: discover providers and subscribers through the DHT */
+  int dht;                       /* nonzero (default): discover providers and subscribers
+                                    through the DHT, so every node of the realm is reachable */
   const char *http_listen;       /* plain-HTTP /metrics /health /ready /live; default
                                     "127.0.0.1:8080"; "" : off (HTTP/3 still serves them) */
   macula_log_fn log;             /* NULL (default): the node logs nothing */
@@ -140,6 +142,8 @@ typedef struct macula_node_options {
   int client_access;             /* a macula_client_access; default AUTOMATIC */
   const char *client_token;      /* the TOKEN mode's token; NULL (default): derived from realm
                                     and realm_secret as macula_client_token does */
+  int leaf;                      /* nonzero: accept no inbound links; reached through the
+                                    nodes this one dials (its gateways). Default 0 */
 } macula_node_options;
 
 /* Fills `options` with the defaults. */
