@@ -2,7 +2,7 @@
 //
 //   macula node --listen HOST:PORT [--realm R] [--realm-secret S] [--client-access open|token|closed]
 //               [--client-token T] [--bootstrap HOST:PORT ...] [--key K --cert C] [--echo PROC ...]
-//   macula pub  --node HOST:PORT [CLIENT AUTH] TOPIC [MESSAGE|-]
+//   macula pub  --node HOST:PORT [CLIENT AUTH] [--qos 0|1] TOPIC [MESSAGE|-]
 //   macula sub  --node HOST:PORT [--realm R] [--realm-secret S] [--count N] PATTERN
 //   macula sub  --via-http3 --node HOST:PORT [CLIENT AUTH] [--count N] PATTERN
 //   macula call --node HOST:PORT [CLIENT AUTH] PROCEDURE [PAYLOAD|-]
@@ -13,7 +13,8 @@
 //
 // pub, call, bench and metrics talk to the node as an HTTP/3 client (POST
 // /macula/v1/pub|rpc/..., GET /metrics), so the node itself publishes or calls across its
-// links; sub joins the realm as a short-lived node linked to the given one, or, with
+// links; sub joins the realm as a short-lived leaf node linked to the given one (its gateway:
+// the sub node need not be reachable), or, with
 // --via-http3, stays a client: the node streams the matching messages to it over one HTTP/3
 // request (GET /macula/v1/sub/<pattern>, newline-delimited JSON). In a realm with a
 // secret, nodes answer clients only with `authorization: Bearer <token>` (401 without it);
@@ -64,7 +65,7 @@ const char* kUsageText =
     "  macula node --listen HOST:PORT [--realm R] [--realm-secret S] [--bootstrap HOST:PORT ...] [--key K --cert C] [--echo PROC ...]\n"
     "              [--dht on|off] [--http HOST:PORT|off]   (DHT discovery, default on; plain-HTTP /metrics /health, default 127.0.0.1:8080)\n"
     "              [--client-access open|token|closed] [--client-token T]   (default: token with a realm secret, else open)\n"
-    "  macula pub  --node HOST:PORT [CLIENT AUTH] TOPIC [MESSAGE|-]\n"
+    "  macula pub  --node HOST:PORT [CLIENT AUTH] [--qos 0|1] TOPIC [MESSAGE|-]\n"
     "  macula sub  --node HOST:PORT [--realm R] [--realm-secret S] [--count N] PATTERN\n"
     "  macula sub  --via-http3 --node HOST:PORT [CLIENT AUTH] [--count N] PATTERN   (as a client, no node)\n"
     "  macula call --node HOST:PORT [CLIENT AUTH] PROCEDURE [PAYLOAD|-]\n"
@@ -340,8 +341,14 @@ int run_pub(const Args& a) {
   if (!node || a.positional.empty()) return kUsage;
   Client c(*node, client_token(a));
   if (!c.ok()) return kUnreachable;
-  auto [status, body] = c.post("/macula/v1/pub/" + a.positional[0], payload_arg(a, 1));
-  if (status != 202) report("pub", c, status, body);
+  // QoS 1: the node answers once every subscriber acknowledged it (404: nobody subscribes).
+  const std::string qos = a.get("qos").value_or("0");
+  if (qos != "0" && qos != "1") {
+    std::fprintf(stderr, "macula pub: --qos must be 0 or 1, not '%s'\n", qos.c_str());
+    return kUsage;
+  }
+  auto [status, body] = c.post("/macula/v1/pub/" + a.positional[0] + (qos == "1" ? "?qos=1" : ""), payload_arg(a, 1));
+  if (status != 202 && status != 200) report("pub", c, status, body);
   return exit_for_status(status);
 }
 
@@ -505,6 +512,7 @@ int run_sub(const Args& a) {
   o.realm = a.get("realm").value_or("macula.default");
   if (!secret_arg(a, "realm-secret", "MACULA_REALM_SECRET", o.realm_secret)) return kUsage;
   o.http_listen.clear();  // a short-lived client node: no status pages
+  o.leaf = true;          // reached through --node, its gateway: it need not be dialable
   macula::Node node(o);
   if (auto ec = node.start()) {
     std::fprintf(stderr, "macula sub: %s\n", ec.message().c_str());

@@ -54,13 +54,14 @@ int HttpApi::refuse(const transport::Request& req) const {
 int http_status(std::error_code ec) {
   if (!ec) return 200;
   if (ec.category() != error_category()) return 500;
-  static constexpr std::array<std::pair<errc, int>, 17> kTable{{
+  static constexpr std::array<std::pair<errc, int>, 18> kTable{{
       {errc::name_empty, 400},
       {errc::name_too_long, 400},
       {errc::name_empty_segment, 400},
       {errc::name_invalid_character, 400},
       {errc::name_wildcard_not_allowed, 400},
       {errc::no_provider, 404},
+      {errc::no_subscribers, 404},
       {errc::unauthorized, 401},
       {errc::payload_too_large, 413},
       {errc::body_too_large, 413},
@@ -85,12 +86,26 @@ void HttpApi::install(transport::Endpoint& endpoint, std::shared_ptr<const HttpA
     if (!node || api->stopping()) return respond(text_response(503, "stopping\n"));
     if (const int refused = api->refuse(req)) return respond(refusal(refused));
     std::string topic = req.path.substr(kPub.size());
+    // ?qos=1: answered once every subscriber acknowledged it (200), or 404 when nobody wants it.
+    Qos qos = Qos::at_most_once;
+    if (const auto q = topic.find('?'); q != std::string::npos) {
+      const std::string query = topic.substr(q + 1);
+      topic.resize(q);
+      if (query == "qos=1") qos = Qos::at_least_once;
+      else if (query != "qos=0") return respond(text_response(400, "unknown query '" + query + "': use ?qos=0 or ?qos=1\n"));
+    }
     if (auto ec = validate_topic(topic)) return respond(text_response(http_status(ec), ec.message() + "\n"));
     if (req.body.size() > kMaxPayloadBytes) return respond(text_response(413, too_large(req.body.size())));
-    if (auto ec = api->publish(Outgoing{std::move(topic), std::move(req.body), Qos::at_most_once, CongestionControl::drop,
-                                        nullptr, {}}))
+    detail::Completion<std::error_code> done;
+    if (qos == Qos::at_least_once)
+      done = detail::Completion<std::error_code>([respond](std::error_code ec) {
+        respond(ec ? text_response(http_status(ec), ec.message() + "\n") : text_response(200, "delivered\n"));
+      });
+    const bool answered_later = static_cast<bool>(done);
+    if (auto ec = api->publish(Outgoing{std::move(topic), std::move(req.body), qos, default_congestion(qos), nullptr,
+                                        std::move(done)}))
       return respond(text_response(http_status(ec), ec.message() + "\n"));
-    respond(text_response(202, "published\n"));
+    if (!answered_later) respond(text_response(202, "published\n"));
   });
   endpoint.route("POST", kRpc, [api, alive](transport::Request&& req, transport::Responder respond) {
     const auto node = alive.lock();
