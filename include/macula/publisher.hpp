@@ -7,8 +7,13 @@
 // message once in normal operation and at least once across failures. A message is sent once
 // per live link (QUIC retransmits what the network loses); it is sent again only when the
 // link it went out on dropped before the acknowledgement, on the re-established link. The
-// completion runs when every interested peer acknowledged (at once when none is interested),
-// with errc::timed_out when a peer stayed unreachable past `peer_grace`.
+// completion runs when every interested peer acknowledged (at once when only local
+// subscriptions match), with errc::timed_out when a peer stayed unreachable past `peer_grace`,
+// and with errc::no_subscribers when no subscription anywhere matched (never a silent success).
+//
+// Reach: with the DHT (the default) the first publish to a topic no subscriber is known for
+// waits, with later publishes to that topic, up to `discovery_hold` for the lookup and the
+// links to the subscribers found; subscribers behind a gateway (leaves) are reached through it.
 //
 // Congestion (PublisherOptions::congestion), as Zenoh users know it:
 // - block: a message waits for room on every interested link (and, for QoS 1, in the node's
@@ -21,8 +26,10 @@
 //   node's metrics (macula_messages_dropped_total by reason) and in this Publisher's dropped().
 // Default: block for QoS 1, drop for QoS 0.
 //
-// Order: one publisher's messages of one congestion policy reach each subscriber in publish
-// order (a re-sent QoS 1 message can arrive after newer ones, across a link failure).
+// Order: one publisher's block-policy messages reach each subscriber in publish order;
+// drop-policy ones in publish order per topic (a publish waiting for its topic's discovery does
+// not hold up other topics). A re-sent QoS 1 message can arrive after newer ones, across a link
+// failure.
 // A Publisher is a cheap handle (thread-safe; copies share the drop counter). It must not
 // outlive its Node's stop().
 #pragma once
@@ -75,8 +82,9 @@ class Publisher {
   /// subscribers and accepted by every interested link (or dropped there, with drop); QoS 1
   /// once acknowledged (see above). Never blocks the caller. Errors: topic name errors,
   /// payload_too_large, queue_full (the publish queue is full, either policy: bound your own
-  /// outstanding completions), timed_out (a QoS 1 peer stayed unreachable), cancelled (the
-  /// node stopped first).
+  /// outstanding completions), timed_out (a QoS 1 peer stayed unreachable), no_subscribers (QoS
+  /// 1: nobody anywhere subscribes to the topic, after discovery; nobody received it),
+  /// cancelled (the node stopped first).
   template <class Token>
   auto async_publish(std::string topic, Bytes payload, Qos qos, Token&& token) {
     return boost::asio::async_initiate<Token, void(std::error_code)>(

@@ -525,7 +525,8 @@ NodeStats NodeCore::stats() const {
     s.published = m.published[0]->value() + m.published[1]->value();
     s.delivered = m.delivered->value();
     s.forwarded = m.forwarded->value();
-    s.dropped = m.drop_queue_full->value() + m.drop_backpressure->value() + m.drop_no_link->value() + m.drop_subscriber->value();
+    s.dropped = m.drop_queue_full->value() + m.drop_backpressure->value() + m.drop_no_link->value() + m.drop_subscriber->value() +
+                m.drop_no_route->value();
     s.duplicates = m.duplicates->value();
     s.qos1_in_flight = i.pubsub.qos1_in_flight();
     s.qos1_retries = m.qos1_resent->value();
