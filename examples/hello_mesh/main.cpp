@@ -1,9 +1,11 @@
 // hello_mesh: the README demo — three nodes in one process form a mesh over QUIC/HTTP/3 on
-// loopback, then do pub/sub with wildcards, QoS 1, and RPC across it, printing what flowed.
+// loopback, then do pub/sub with wildcards, QoS 1, RPC, and a leaf reached through a gateway,
+// printing what flowed.
 // Only the public API: macula::testing::LocalMesh, Publisher, Subscriber, RpcClient.
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <future>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -84,6 +86,30 @@ int main() {
   }
   client.call("math.mul", {}, ec);
   std::printf("A calls math.mul -> %s\n", ec.message().c_str());
+
+  std::printf("\n== multi-hop: a leaf (it can dial out, nobody can dial it) behind C\n");
+  {
+    macula::NodeOptions lo = options.node;
+    lo.leaf = true;
+    lo.http_listen.clear();
+    macula::Node leaf(mesh.io(), lo);
+    macula::Subscriber at_leaf(leaf, "leaf.#", show("leaf"));
+    if (!(ec = leaf.start()) && !(ec = leaf.connect(c.local_address()))) {
+      std::printf("the leaf links to C (its gateway) and subscribes leaf.#; C announces it as its own\n");
+      mesh.settle();
+      // QoS 1 completes once the leaf acknowledged it through C.
+      auto done = pub.async_publish("leaf.hello", bytes("from A, relayed by C"), macula::Qos::at_least_once,
+                                    boost::asio::use_future);
+      ec = done.wait_for(5s) == std::future_status::ready ? done.get() : std::error_code(macula::errc::timed_out);
+      std::printf("A publishes leaf.hello (QoS 1) -> %s\n", ec ? ec.message().c_str() : "acknowledged");
+      macula::RpcClient from_leaf(leaf);
+      macula::Bytes r = from_leaf.call("math.add", macula::Bytes{1, 2}, ec);
+      std::printf("the leaf calls math.add(1, 2) through C -> %s\n", ec ? ec.message().c_str() : text(r).c_str());
+    } else {
+      std::printf("leaf failed: %s\n", ec.message().c_str());
+    }
+    leaf.stop();
+  }
 
   std::printf("\n== throughput (QoS 0, 64-byte payloads, A -> B over QUIC)\n");
   std::atomic<int> counted{0};

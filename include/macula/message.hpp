@@ -54,7 +54,8 @@ class Message {
   }
   /// The payload as text, for payloads that are text (a copy).
   std::string payload_string() const { return {payload().begin(), payload().end()}; }
-  /// The node that published it (certificate-verified for remote publishers).
+  /// The node that published it (certificate-verified for remote publishers). A message a
+  /// gateway relayed to or from a leaf carries the gateway: it published it on the leaf's behalf.
   const NodeId& publisher() const noexcept { return body_ ? body_->publisher : kNoPublisher; }
   /// The publisher's message number: increases by publish order on that node.
   std::uint64_t sequence() const noexcept { return body_ ? body_->sequence : 0; }

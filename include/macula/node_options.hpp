@@ -56,8 +56,10 @@ struct NodeOptions {
   /// tools). A leaf makes no DHT requests itself (`dht` is ignored) and advertises no address.
   bool leaf = false;
   /// The longest a publish waits for the subscriber lookup of its topic (see `dht`); after
-  /// it, the publish goes to the subscribers known by then. Checked once a second.
-  std::chrono::milliseconds discovery_hold{2000};
+  /// it, the publish goes to the subscribers known by then (a later answer still links them
+  /// for the next publishes). Longer than one DHT request's timeout (2 s), so one dead
+  /// contact does not cost the first message. Checked once a second.
+  std::chrono::milliseconds discovery_hold{3000};
   /// Plain HTTP/1.1 GET /metrics, /health, /ready, /live on this TCP "host:port" (port 0 picks
   /// one; Node::http_address() tells which). Empty: off. On loopback by default: set
   /// "0.0.0.0:8080" to let a scraper on another host in. The same pages are always served over

@@ -73,23 +73,37 @@ void DhtDiscovery::advertise_procedure(std::string_view procedure) {
   schedule_republish();
 }
 
+// A store keeps one record per owner and key, so the record of a key lists every pattern of
+// ours under that first segment ("host:port\npattern\npattern..."), capped in size.
+std::vector<std::uint8_t> DhtDiscovery::interest_record(const std::string& segment) const {
+  std::string data = self_endpoint_;
+  for (const auto& p : interests_)
+    if (first_segment_key(p) == segment && data.size() + 1 + p.size() <= kMaxInterestRecordBytes) data.append("\n").append(p);
+  return {data.begin(), data.end()};
+}
+
 void DhtDiscovery::advertise_interest(std::string_view pattern) {
   interests_.emplace(pattern);
-  const std::string data = self_endpoint_ + "\n" + std::string(pattern);
-  if (table_.size() > 0)
-    store_at_closest(interest_key(realm_, first_segment_key(pattern)), std::vector<std::uint8_t>(data.begin(), data.end()));
+  const std::string segment = first_segment_key(pattern);
+  if (table_.size() > 0) store_at_closest(interest_key(realm_, segment), interest_record(segment));
   schedule_republish();
 }
 
-void DhtDiscovery::withdraw_interest(std::string_view pattern) { interests_.erase(std::string(pattern)); }
+void DhtDiscovery::withdraw_interest(std::string_view pattern) {
+  // The other patterns under the segment stay findable at once; the withdrawn one disappears
+  // when the stored record is replaced (now) or expires (the last one: not republished).
+  if (!interests_.erase(std::string(pattern))) return;
+  const std::string segment = first_segment_key(pattern);
+  const bool others = std::any_of(interests_.begin(), interests_.end(), [&](const std::string& p) { return first_segment_key(p) == segment; });
+  if (others && table_.size() > 0) store_at_closest(interest_key(realm_, segment), interest_record(segment));
+}
 
 void DhtDiscovery::republish_all() {
   for (const auto& p : advertised_)
     store_at_closest(procedure_key(realm_, p), std::vector<std::uint8_t>(self_endpoint_.begin(), self_endpoint_.end()));
-  for (const auto& p : interests_) {
-    const std::string data = self_endpoint_ + "\n" + p;
-    store_at_closest(interest_key(realm_, first_segment_key(p)), std::vector<std::uint8_t>(data.begin(), data.end()));
-  }
+  std::set<std::string> segments;
+  for (const auto& p : interests_) segments.insert(first_segment_key(p));
+  for (const auto& segment : segments) store_at_closest(interest_key(realm_, segment), interest_record(segment));
 }
 
 void DhtDiscovery::withdraw_procedure(std::string_view procedure) {
@@ -166,7 +180,14 @@ void DhtDiscovery::find_subscribers(std::string_view topic, discovery::PeersFoun
       if (r.owner == self_) continue;
       const std::string data(r.data.begin(), r.data.end());
       const auto nl = data.find('\n');
-      if (nl == std::string::npos || !pattern_matches(data.substr(nl + 1), topic)) continue;
+      if (nl == std::string::npos) continue;
+      bool matches = false;
+      for (std::size_t at = nl + 1; at <= data.size() && !matches;) {
+        const auto end = std::min(data.find('\n', at), data.size());
+        matches = pattern_matches(std::string_view(data).substr(at, end - at), topic);
+        at = end + 1;
+      }
+      if (!matches) continue;
       if (std::none_of(found->begin(), found->end(), [&](const discovery::PeerAddress& p) { return p.id == r.owner; }))
         found->push_back({r.owner, data.substr(0, nl)});
     }

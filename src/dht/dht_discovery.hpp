@@ -96,6 +96,8 @@ class DhtDiscovery final : public discovery::Discovery {
   RecordStore<> store_;
   std::set<std::string> advertised_;
   std::set<std::string> interests_;
+  static constexpr std::size_t kMaxInterestRecordBytes = 16 * 1024;
+  std::vector<std::uint8_t> interest_record(const std::string& segment) const;
   bool bootstrapped_ = false;
   std::minstd_rand rng_{std::random_device{}()};
   bool republish_armed_ = false;

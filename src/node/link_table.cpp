@@ -266,7 +266,8 @@ void LinkTable::on_data(LinkId id, std::span<const std::uint8_t> bytes) {
 void LinkTable::handle(Link& link, wire::Frame&& frame) {
   if (auto* h = std::get_if<wire::Hello>(&frame)) {
     Peer& p = peers_.at(link.peer);
-    if (h->node_id != p.id || h->realm != options_.realm) return protocol_error(link.id);
+    if (link.hello || h->node_id != p.id || h->realm != options_.realm) return protocol_error(link.id);
+    link.hello = true;
     p.leaf = (h->capabilities & wire::kCapabilityLeaf) != 0;
   } else if (auto* ping = std::get_if<wire::Ping>(&frame)) {
     (void)send_on(link.id, wire::Pong{ping->nonce});

@@ -160,6 +160,7 @@ class LinkTable {
     std::deque<std::pair<std::uint64_t, std::size_t>> marks;
     std::size_t frames_in_flight = 0;
     Clock::time_point last_control{};  // the last control frame queued (picks the in-flight bound)
+    bool hello = false;          // the peer's HELLO arrived (one per link)
     bool dirty = false;          // listed in dirty_
     bool writable_armed = false;
     bool room_wanted = false;

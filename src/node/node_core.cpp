@@ -109,7 +109,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     housekeeping_timer.emplace(*strand);
     std::weak_ptr<void> owner = shared_from_this();
     links.start(endpoint, *strand, owner);
-    pubsub.start(endpoint->node_id());
+    pubsub.start(endpoint->node_id(), owner);
     rpc.start(*strand, owner);
     unexport_transport = transport::export_metrics(metrics.registry, endpoint, {});
     std::weak_ptr<Impl> weak = shared_from_this();

@@ -43,24 +43,44 @@ void PubSubEngine::subscribe(const std::shared_ptr<Subscription>& s) {
   announce(*s->pattern());
 }
 
+// A leaf tells only its primary gateway: two gateways announcing it would each relay every
+// message to it, and the copies (each gateway's own message) would arrive twice.
 void PubSubEngine::announce(std::string_view pattern) {
   if (auto fresh = local_.add(pattern); !fresh.empty()) {
-    links_.broadcast(wire::InterestAdd{{fresh}});
+    if (!options_.leaf) links_.broadcast(wire::InterestAdd{{fresh}});
+    else if (primary_ && links_.linked(primary_)) (void)links_.send(primary_, wire::InterestAdd{{fresh}});
     discovery_().advertise_interest(fresh);
   }
 }
 
 void PubSubEngine::withdraw(std::string_view pattern) {
   if (auto gone = local_.remove(pattern); !gone.empty()) {
-    links_.broadcast(wire::InterestRemove{{gone}});
+    if (!options_.leaf) links_.broadcast(wire::InterestRemove{{gone}});
+    else if (primary_ && links_.linked(primary_)) (void)links_.send(primary_, wire::InterestRemove{{gone}});
     discovery_().withdraw_interest(gone);
   }
 }
 
-// The leaf's interest stops being this gateway's (its snapshot replaces it, or it is gone).
+// What we announced for the leaf stops being ours (its snapshot replaces it, or it is gone):
+// exactly that, whatever its HELLO says now.
 void PubSubEngine::withdraw_leaf(PeerKey leaf) {
-  if (!links_.leaf(leaf)) return;
-  for (const auto& p : remote_.patterns_of(leaf)) withdraw(p);
+  auto it = leaf_patterns_.find(leaf);
+  if (it == leaf_patterns_.end()) return;
+  const auto patterns = std::move(it->second);
+  leaf_patterns_.erase(it);
+  for (const auto& p : patterns) withdraw(p);
+}
+
+// The first INTEREST_ADD on a link is the snapshot (even empty); a long one goes on in more.
+void PubSubEngine::send_interest_snapshot(LinkId link, bool empty) {
+  const auto all = empty ? std::vector<std::string>{} : local_.snapshot();
+  std::size_t i = 0;
+  do {
+    const auto end = std::min(all.size(), i + wire::kMaxListItems);
+    (void)links_.send_on(link, wire::InterestAdd{{all.begin() + static_cast<std::ptrdiff_t>(i),
+                                                  all.begin() + static_cast<std::ptrdiff_t>(end)}});
+    i = end;
+  } while (i < all.size());
 }
 
 bool PubSubEngine::unsubscribe(const std::shared_ptr<Subscription>& s) {
@@ -153,24 +173,31 @@ void PubSubEngine::start_lookup(const std::string& topic) {
   if (!l.pending) ++lookups_pending_;
   l = Lookup{now, now + options_.discovery_hold, 0, true};
   starting_lookup_ = true;
-  discovery_().find_subscribers(topic, [this, topic](std::vector<discovery::PeerAddress> found) {
-    if (!stopped_) lookup_found(topic, std::move(found));
+  discovery_().find_subscribers(topic, [this, owner = owner_, topic](std::vector<discovery::PeerAddress> found) {
+    if (owner.lock() && !stopped_) lookup_found(topic, std::move(found));
   });
   starting_lookup_ = false;
 }
 
 void PubSubEngine::lookup_found(const std::string& topic, std::vector<discovery::PeerAddress> found) {
   auto it = lookups_.find(topic);
-  if (it == lookups_.end() || !it->second.pending) return;
+  if (it == lookups_.end()) return;
   // Nobody (yet): ask again after a second rather than after the full TTL.
   if (found.empty()) it->second.at = Clock::now() - kDiscoveryTtl + std::chrono::seconds(1);
+  // An answer after discovery_hold no longer holds publishes, but its nodes are still linked:
+  // the next publishes reach them.
+  const bool holding = it->second.pending;
   for (const auto& p : found) {
     if (auto k = links_.find_peer(p.id); k && links_.linked(*k)) continue;  // its interest is known
     boost::asio::ip::udp::endpoint address;
     if (parse_address(p.endpoint, address)) continue;
+    if (!holding) {
+      links_.dial(address, p.id, [](std::error_code, PeerKey) {});
+      continue;
+    }
     ++it->second.waiting;
-    links_.dial(address, p.id, [this, topic](std::error_code ec, PeerKey key) {
-      if (stopped_) return;
+    links_.dial(address, p.id, [this, owner = owner_, topic](std::error_code ec, PeerKey key) {
+      if (!owner.lock() || stopped_) return;
       if (!ec && key && !interest_synced_.count(links_.current_link(key))) {
         auto& topics = lookups_awaiting_interest_[key];
         if (topics.size() < 64) return topics.push_back(topic);  // finished by the snapshot
@@ -178,7 +205,7 @@ void PubSubEngine::lookup_found(const std::string& topic, std::vector<discovery:
       lookup_step(topic);
     });
   }
-  if (it->second.waiting == 0) finish_lookup(topic);
+  if (holding && it->second.waiting == 0) finish_lookup(topic);
 }
 
 void PubSubEngine::lookup_step(const std::string& topic) {
@@ -205,16 +232,20 @@ void PubSubEngine::publish(Outgoing&& m) {
     if (m.done) m.done(errc::cancelled);
     return;
   }
-  if (m.congestion == CongestionControl::block && !blocked_.empty()) {
-    blocked_.push_back(std::move(m));  // behind the ones already waiting: order holds
-    return;
-  }
+  // Behind the ones already waiting, so order holds: every block-policy publish, and a
+  // drop-policy one whose topic has publishes waiting (for discovery or room).
+  if (!blocked_.empty() && (m.congestion == CongestionControl::block || blocked_topics_.count(m.topic)))
+    return push_blocked(std::move(m));
   if (try_publish(m)) return;
   if (held_now_) {
     m_.held_discovery->inc();
   } else {
     m_.publish_blocked->inc();
   }
+  push_blocked(std::move(m));
+}
+
+void PubSubEngine::push_blocked(Outgoing&& m) {
   if (m.from && m.qos == Qos::at_most_once) {
     // A leaf's QoS 0 messages are not in our publish queue: bound what waits of them here.
     const std::size_t bytes = m.payload.size() + m.topic.size();
@@ -224,15 +255,19 @@ void PubSubEngine::publish(Outgoing&& m) {
     }
     relay_held_bytes_ += bytes;
   }
+  ++blocked_topics_[m.topic];
   blocked_.push_back(std::move(m));
+}
+
+// `m` left blocked_ (its topic and size as they were when it waited).
+void PubSubEngine::popped_blocked(const std::string& topic, const Outgoing& m, std::size_t bytes) {
+  if (auto it = blocked_topics_.find(topic); it != blocked_topics_.end() && --it->second == 0) blocked_topics_.erase(it);
+  if (m.from && m.qos == Qos::at_most_once) relay_held_bytes_ -= std::min(relay_held_bytes_, bytes);
 }
 
 // Leaves the publish queue: this node's own publishes were counted in it, a leaf's were not.
 void PubSubEngine::release(const Outgoing& m) {
-  if (m.from) {
-    if (m.qos == Qos::at_most_once) relay_held_bytes_ -= std::min(relay_held_bytes_, m.payload.size() + m.topic.size());
-    return;
-  }
+  if (m.from) return;
   ++released_count_;
   released_bytes_ += m.payload.size();
 }
@@ -244,7 +279,14 @@ void PubSubEngine::report_released() {
 }
 
 void PubSubEngine::retry_blocked() {
-  while (!blocked_.empty() && try_publish(blocked_.front())) blocked_.pop_front();
+  while (!blocked_.empty()) {
+    Outgoing& front = blocked_.front();
+    const std::string topic = front.topic;  // try_publish moves it out
+    const std::size_t bytes = front.payload.size() + front.topic.size();
+    if (!try_publish(front)) break;
+    popped_blocked(topic, front, bytes);
+    blocked_.pop_front();
+  }
   report_released();
 }
 
@@ -254,9 +296,10 @@ bool PubSubEngine::try_publish(Outgoing& m) {
   held_now_ = false;
   const Route* route = &route_for(m.topic);
   if (discovers_) {
-    // Only a topic with nobody known waits; a known one refreshes its lookup in the background.
+    // Only a topic with nobody known, here or elsewhere, waits; a known one refreshes its
+    // lookup in the background.
     const bool pending = discovery_pending(m.topic);
-    if (pending && route->peers.empty()) {
+    if (pending && route->peers.empty() && route->subscriptions.empty()) {
       held_now_ = true;
       return false;
     }
@@ -362,9 +405,13 @@ void PubSubEngine::send_backlog(PeerKey peer) {
 // ---- link events ------------------------------------------------------------------------------
 
 void PubSubEngine::on_link_up(PeerKey peer, LinkId link) {
-  if (options_.leaf) routes_.clear();  // a leaf's routes name one live gateway
-  // Always a snapshot (even empty): the peer replaces what it knew of us with it.
-  (void)links_.send_on(link, wire::InterestAdd{local_.snapshot()});
+  if (options_.leaf) {
+    routes_.clear();  // a leaf's routes name one live gateway
+    if (!primary_ || primary_ == peer || !links_.linked(primary_)) primary_ = peer;
+  }
+  // Always a snapshot (even empty): the peer replaces what it knew of us with it. A leaf's
+  // other gateways get an empty one.
+  send_interest_snapshot(link, options_.leaf && primary_ != peer);
   resend_owed(peer);
   if (auto in = inbound_.find(peer); in != inbound_.end()) send_acks(peer, in->second);
 }
@@ -384,7 +431,18 @@ void PubSubEngine::resend_owed(PeerKey peer) {
 
 void PubSubEngine::on_link_down(PeerKey peer, LinkId link, bool last) {
   interest_synced_.erase(link);
-  if (options_.leaf) routes_.clear();
+  if (options_.leaf) {
+    routes_.clear();
+    if (last && peer == primary_) {
+      // Another live gateway takes over the leaf's interest (it had an empty snapshot: adds).
+      const auto live = links_.linked_peers();
+      primary_ = live.empty() ? 0 : live.front();
+      const auto all = local_.snapshot();
+      for (std::size_t i = 0; primary_ && i < all.size(); i += wire::kMaxListItems)
+        (void)links_.send(primary_, wire::InterestAdd{{all.begin() + static_cast<std::ptrdiff_t>(i),
+                                                      all.begin() + static_cast<std::ptrdiff_t>(std::min(all.size(), i + wire::kMaxListItems))}});
+    }
+  }
   if (last) {
     flow_.erase(peer);  // credit and backlog are rebuilt from the tracker when the peer is back
   } else {
@@ -439,12 +497,21 @@ bool PubSubEngine::on_frame(PeerKey peer, LinkId link, wire::Frame& frame) {
     }
     routes_.clear();
     for (const auto& p : ia->patterns) {
-      const bool fresh = leaf && !remote_.has(peer, p);
       if (remote_.add(peer, p)) {
         links_.protocol_error(link);
         return true;
       }
-      if (fresh) announce(p);  // a gateway announces its leaves' interest as its own
+      if (!leaf) continue;
+      // A gateway announces its leaves' interest as its own, within what its peers accept.
+      std::string key = canonical_pattern(p);
+      auto& mine = leaf_patterns_[peer];
+      if (mine.count(key)) continue;
+      if (!local_.subscribers(key) && local_.distinct_patterns() >= options_.max_patterns_per_link) {
+        links_.protocol_error(link);
+        return true;
+      }
+      mine.insert(key);
+      announce(key);
     }
     if (snapshot) {
       // Lookups that dialed this peer wait for exactly this.
@@ -455,9 +522,11 @@ bool PubSubEngine::on_frame(PeerKey peer, LinkId link, wire::Frame& frame) {
       }
     }
   } else if (auto* ir = std::get_if<wire::InterestRemove>(&frame)) {
-    const bool leaf = !options_.leaf && links_.leaf(peer);
-    for (const auto& p : ir->patterns)
-      if (remote_.remove(peer, p) && leaf) withdraw(p);
+    auto mine = leaf_patterns_.find(peer);
+    for (const auto& p : ir->patterns) {
+      remote_.remove(peer, p);
+      if (mine != leaf_patterns_.end() && mine->second.erase(canonical_pattern(p))) withdraw(p);
+    }
     routes_.clear();
   } else {
     return false;
@@ -468,7 +537,7 @@ bool PubSubEngine::on_frame(PeerKey peer, LinkId link, wire::Frame& frame) {
 void PubSubEngine::on_publish(PeerKey peer, LinkId link, wire::Publish& pub) {
   // One hop: the publisher must be the peer at the other end (its certificate says so).
   if (pub.publisher != links_.peer_id(peer)) return links_.protocol_error(link);
-  if (!options_.leaf && links_.leaf(peer)) return publish_for_leaf(peer, pub);
+  if (!options_.leaf && links_.leaf(peer)) return publish_for_leaf(peer, link, pub);
   const std::uint64_t message_id = pub.message_id;
   auto body = std::make_shared<detail::MessageBody>(
       detail::MessageBody{std::move(pub.topic), std::move(pub.payload), pub.publisher, pub.sequence, static_cast<Qos>(pub.qos)});
@@ -499,7 +568,7 @@ void PubSubEngine::on_publish(PeerKey peer, LinkId link, wire::Publish& pub) {
 // peers, other leaves, discovery), never back to the leaf. QoS 1: acknowledged to the leaf once
 // that publish is complete here (every peer it went to acknowledged it, or nobody wanted it),
 // so the leaf's credit window bounds what it can make us hold.
-void PubSubEngine::publish_for_leaf(PeerKey leaf, wire::Publish& pub) {
+void PubSubEngine::publish_for_leaf(PeerKey leaf, LinkId link, wire::Publish& pub) {
   const std::uint64_t message_id = pub.message_id;
   Outgoing m{std::move(pub.topic), std::move(pub.payload), static_cast<Qos>(pub.qos), CongestionControl::drop, nullptr, {}, leaf};
   if (m.qos == Qos::at_least_once) {
@@ -509,10 +578,14 @@ void PubSubEngine::publish_for_leaf(PeerKey leaf, wire::Publish& pub) {
       in.acks.push_back(message_id);  // sent again on a new link: we have (or had) it already
       return;
     }
+    // Its credit window bounds a well-behaved leaf; past twice that it is not one.
+    if (in.relaying >= 2 * wire::kQos1WindowMessages) return links_.protocol_error(link);
+    ++in.relaying;
     m.congestion = CongestionControl::block;
     m.done = detail::Completion<std::error_code>([this, leaf, message_id](std::error_code) {
       if (stopped_) return;
       PeerInbound& acks = inbound_[leaf];
+      if (acks.relaying) --acks.relaying;
       acks.acks.push_back(message_id);
       send_acks(leaf, acks);
     });
@@ -613,7 +686,9 @@ void PubSubEngine::housekeeping() {
   retry_blocked();
   release_held();
   for (auto it = inbound_.begin(); it != inbound_.end();)
-    it = it->second.held.empty() && it->second.acks.empty() && !links_.linked(it->first) ? inbound_.erase(it) : std::next(it);
+    it = it->second.held.empty() && it->second.acks.empty() && !it->second.relaying && !links_.linked(it->first)
+             ? inbound_.erase(it)
+             : std::next(it);
 }
 
 void PubSubEngine::fail_all() {
@@ -622,6 +697,8 @@ void PubSubEngine::fail_all() {
     release(m);
     if (m.done) m.done(errc::cancelled);
   }
+  blocked_topics_.clear();
+  relay_held_bytes_ = 0;
   blocked_.clear();
   for (auto id : tracker_.ids())
     if (auto done = tracker_.remove(id); done && *done) (*done)(errc::cancelled);

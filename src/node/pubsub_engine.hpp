@@ -68,7 +68,10 @@ class PubSubEngine {
   PubSubEngine(const NodeOptions& options, NodeMetrics& metrics, LinkTable& links, DiscoveryRef discovery,
                std::shared_ptr<DispatchQueue> dispatch, RunOnStrand to_strand, Released released);
 
-  void start(const NodeId& self) { self_ = self; }
+  void start(const NodeId& self, std::weak_ptr<void> owner) {
+    self_ = self;
+    owner_ = std::move(owner);
+  }
   void set_dispatch(std::shared_ptr<DispatchQueue> dispatch) { dispatch_ = std::move(dispatch); }
 
   // ---- the API's side
@@ -131,6 +134,7 @@ class PubSubEngine {
     std::deque<Held> held;
     std::size_t held_bytes = 0;
     std::vector<std::uint64_t> acks;
+    std::size_t relaying = 0;  // a leaf's QoS 1 messages this gateway has not finished
   };
 
   const Route& route_for(const std::string& topic);
@@ -165,7 +169,10 @@ class PubSubEngine {
   void withdraw(std::string_view pattern);
   void withdraw_leaf(PeerKey leaf);
   void relay_to_leaves(const BodyPtr& body, const Route& route);
-  void publish_for_leaf(PeerKey leaf, wire::Publish& pub);
+  void publish_for_leaf(PeerKey leaf, LinkId link, wire::Publish& pub);
+  void send_interest_snapshot(LinkId link, bool empty);
+  void push_blocked(Outgoing&& m);
+  void popped_blocked(const std::string& topic, const Outgoing& m, std::size_t bytes);
   bool has_leaves(const Route& route) const;
   void release(const Outgoing& m);
 
@@ -200,6 +207,11 @@ class PubSubEngine {
   bool starting_lookup_ = false;  // a lookup answering at once must not re-enter retry_blocked
   bool held_now_ = false;         // try_publish said "wait" for discovery, not for room
   std::size_t relay_held_bytes_ = 0;  // QoS 0 relays for leaves waiting in blocked_
+  std::unordered_map<std::string, std::size_t> blocked_topics_;  // entries of blocked_ per topic
+  // Patterns announced on behalf of each leaf (exactly these are withdrawn when it goes).
+  std::unordered_map<PeerKey, std::set<std::string>> leaf_patterns_;
+  PeerKey primary_ = 0;  // a leaf: the one gateway its interest goes to
+  std::weak_ptr<void> owner_;  // the node: callbacks from dials and lookups do nothing once it is gone
 
   Tracker tracker_;
   std::unordered_map<PeerKey, PeerFlow> flow_;

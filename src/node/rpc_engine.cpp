@@ -146,7 +146,7 @@ void RpcEngine::relay_withdraw(const std::string& procedure) {
 
 void RpcEngine::add_provider(PeerKey peer, const std::string& procedure) {
   if (!provides_[peer].insert(procedure).second) return;
-  if (!options_.leaf && links_.leaf(peer)) relay_announce(procedure);
+  if (!options_.leaf && links_.leaf(peer) && relay_provided_[peer].insert(procedure).second) relay_announce(procedure);
   auto& v = providers_[procedure];
   if (std::find(v.begin(), v.end(), peer) == v.end()) v.push_back(peer);
   providers_changed(procedure);
@@ -154,7 +154,10 @@ void RpcEngine::add_provider(PeerKey peer, const std::string& procedure) {
 
 void RpcEngine::remove_provider(PeerKey peer, const std::string& procedure) {
   providers_changed(procedure);
-  if (!options_.leaf && links_.leaf(peer)) relay_withdraw(procedure);
+  if (auto r = relay_provided_.find(peer); r != relay_provided_.end() && r->second.erase(procedure)) {
+    if (r->second.empty()) relay_provided_.erase(r);
+    relay_withdraw(procedure);
+  }
   if (auto pv = providers_.find(procedure); pv != providers_.end()) {
     auto& v = pv->second;
     v.erase(std::remove(v.begin(), v.end(), peer), v.end());
@@ -180,7 +183,8 @@ bool RpcEngine::on_frame(PeerKey peer, LinkId link, wire::Frame& frame) {
     if (!a->call->finished) attempt_answered(a->call, reply->status, std::move(reply->payload));
   } else if (auto* pa = std::get_if<wire::ProvideAdd>(&frame)) {
     for (auto& p : pa->procedures) {
-      if (validate_procedure(p)) {
+      // Bounded like interest patterns: a gateway announces its leaves' procedures as its own.
+      if (validate_procedure(p) || provides_[peer].size() >= options_.max_patterns_per_link) {
         links_.protocol_error(link);
         return true;
       }

@@ -128,6 +128,8 @@ class RpcEngine {
   std::map<std::string, std::vector<PeerKey>> providers_;
   std::unordered_map<PeerKey, std::set<std::string>> provides_;  // what each peer announced
   std::map<std::string, std::size_t> relayed_;  // leaves serving each procedure (a gateway's)
+  // What we announced on behalf of each leaf (exactly that is withdrawn when it goes).
+  std::unordered_map<PeerKey, std::set<std::string>> relay_provided_;
   std::unordered_map<std::string, std::shared_ptr<ProviderSet>> provider_sets_;
   rpc::PendingCalls<Attempt> pending_;
   std::size_t serving_ = 0;

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "macula/error.hpp"
 #include "macula/node.hpp"
@@ -77,6 +78,15 @@ double metric(const Node& n, const std::string& series) {
   return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 2));
 }
 
+// Library defaults (the DHT on), except one handler thread per node.
+testing::LocalMeshOptions mesh_options(std::size_t size, testing::Topology topology) {
+  testing::LocalMeshOptions mo;
+  mo.size = size;
+  mo.topology = topology;
+  mo.node.worker_threads = 1;
+  return mo;
+}
+
 RpcHandler echo() {
   return sync_handler([](const Bytes& a) { return a; });
 }
@@ -84,10 +94,7 @@ RpcHandler echo() {
 }  // namespace
 
 TEST_CASE("multihop: a 5-node chain with library defaults carries QoS 1 and RPC end to end", "[multihop]") {
-  testing::LocalMeshOptions mo;
-  mo.size = 5;
-  mo.topology = testing::Topology::chain;
-  mo.node.worker_threads = 1;
+  auto mo = mesh_options(5, testing::Topology::chain);
   testing::LocalMesh mesh(mo);
   Received got;
   Subscriber sub(mesh[4], "chain.#", [&](const Message& m) { got.add(m); });
@@ -118,9 +125,7 @@ TEST_CASE("multihop: a 5-node chain with library defaults carries QoS 1 and RPC 
 
 TEST_CASE("multihop: a QoS 1 publish nobody subscribes to completes with no_subscribers, QoS 0 counts no_route",
           "[multihop]") {
-  testing::LocalMeshOptions mo;
-  mo.size = 3;
-  mo.node.worker_threads = 1;
+  auto mo = mesh_options(3, testing::Topology::full);
   testing::LocalMesh mesh(mo);
   Publisher pub(mesh[1]);
   CHECK(publish_qos1(pub, "nobody.listens", "x") == errc::no_subscribers);
@@ -136,10 +141,7 @@ TEST_CASE("multihop: a QoS 1 publish nobody subscribes to completes with no_subs
 
 TEST_CASE("multihop: the first QoS 0 publish to a topic waits for discovery and reaches a subscriber no link knew",
           "[multihop]") {
-  testing::LocalMeshOptions mo;
-  mo.size = 4;
-  mo.topology = testing::Topology::chain;
-  mo.node.worker_threads = 1;
+  auto mo = mesh_options(4, testing::Topology::chain);
   testing::LocalMesh mesh(mo);
   Received got;
   Subscriber sub(mesh[3], "hold.#", [&](const Message& m) { got.add(m); });
@@ -156,10 +158,7 @@ TEST_CASE("multihop: the first QoS 0 publish to a topic waits for discovery and 
 
 TEST_CASE("multihop: a leaf behind a gateway is reached from three hops away and stops being a target when it leaves",
           "[multihop][leaf]") {
-  testing::LocalMeshOptions mo;
-  mo.size = 3;
-  mo.topology = testing::Topology::chain;
-  mo.node.worker_threads = 1;
+  auto mo = mesh_options(3, testing::Topology::chain);
   mo.node.peer_grace = 500ms;
   testing::LocalMesh mesh(mo);
   NodeOptions lo = mo.node;
@@ -222,4 +221,78 @@ TEST_CASE("multihop: a leaf behind a gateway is reached from three hops away and
   CHECK(gone);
   to_leaf.call("leaf.echo", Bytes{3}, ec);
   CHECK(ec == errc::no_provider);
+}
+
+TEST_CASE("multihop: a leaf linked to two gateways receives each message once, and its own never", "[multihop][leaf]") {
+  auto mo = mesh_options(3, testing::Topology::full);
+  mo.node.peer_grace = 500ms;
+  testing::LocalMesh mesh(mo);
+  NodeOptions lo = mo.node;
+  lo.leaf = true;
+  auto leaf = std::make_unique<Node>(mesh.io(), lo);
+  REQUIRE_FALSE(leaf->start());
+  Received at_leaf;
+  Subscriber leaf_sub(*leaf, "twice.#", [&](const Message& m) { at_leaf.add(m); });
+  REQUIRE_FALSE(leaf->connect(mesh[1].local_address()));
+  REQUIRE_FALSE(leaf->connect(mesh[2].local_address()));
+  Publisher pub(mesh[0]);
+  REQUIRE(until_delivered(pub, "twice.probe"));
+  for (int i = 0; i < 100; ++i) CHECK_FALSE(publish_qos1(pub, "twice.q1", "t" + std::to_string(i)));
+  CHECK(at_leaf.wait_for("t", 100));
+  // The leaf's own publish is delivered to it locally, not echoed back through a gateway.
+  Publisher own(*leaf);
+  REQUIRE_FALSE(own.publish("twice.own", Bytes{'o'}));
+  mesh.settle();
+  std::this_thread::sleep_for(300ms);
+  CHECK(at_leaf.max_copies("t") == 1);
+  CHECK(at_leaf.max_copies("o") == 1);
+  leaf->stop();
+}
+
+TEST_CASE("multihop: every pattern a node has under one first segment is found through the DHT", "[multihop]") {
+  auto mo = mesh_options(4, testing::Topology::chain);
+  testing::LocalMesh mesh(mo);
+  Received got;
+  Subscriber a(mesh[3], "col.a", [&](const Message& m) { got.add(m); });
+  Subscriber b(mesh[3], "col.b", [&](const Message& m) { got.add(m); });
+  Publisher pub(mesh[0]);
+  REQUIRE(until_delivered(pub, "col.b"));
+  // A second lookup, from a node that never published: both patterns are in the one record.
+  Publisher other(mesh[1]);
+  CHECK_FALSE(publish_qos1(other, "col.a", "ca"));
+  CHECK(got.wait_for("ca", 1));
+}
+
+TEST_CASE("multihop: drop-policy publishes to a topic keep their order while its first one waits for discovery",
+          "[multihop]") {
+  auto mo = mesh_options(4, testing::Topology::chain);
+  testing::LocalMesh mesh(mo);
+  std::mutex m;
+  std::vector<int> order;
+  Subscriber sub(mesh[3], "ord.#", [&](const Message& msg) {
+    std::lock_guard lock(m);
+    order.push_back(std::stoi(msg.payload_string()));
+  });
+  Publisher probe(mesh[1]);
+  REQUIRE(until_delivered(probe, "ord.probe.x"));
+  {
+    std::lock_guard lock(m);
+    order.clear();
+  }
+  Publisher pub(mesh[0]);  // node 0 never looked ord.* up: its first publish waits
+  for (int i = 0; i < 50; ++i) {
+    const std::string p = std::to_string(i);
+    REQUIRE_FALSE(pub.publish("ord.x", Bytes(p.begin(), p.end())));
+  }
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  for (;;) {
+    {
+      std::lock_guard lock(m);
+      if (order.size() >= 50 || std::chrono::steady_clock::now() > until) break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  std::lock_guard lock(m);
+  REQUIRE(order.size() == 50);
+  for (int i = 0; i < 50; ++i) CHECK(order[static_cast<std::size_t>(i)] == i);
 }
