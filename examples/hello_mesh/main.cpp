@@ -93,8 +93,12 @@ int main() {
     lo.leaf = true;
     lo.http_listen.clear();
     macula::Node leaf(mesh.io(), lo);
+    if ((ec = leaf.start())) {
+      std::fprintf(stderr, "leaf failed to start: %s\n", ec.message().c_str());
+      return 1;
+    }
     macula::Subscriber at_leaf(leaf, "leaf.#", show("leaf"));
-    if (!(ec = leaf.start()) && !(ec = leaf.connect(c.local_address()))) {
+    if (!(ec = leaf.connect(c.local_address()))) {
       std::printf("the leaf links to C (its gateway) and subscribes leaf.#; C announces it as its own\n");
       mesh.settle();
       // QoS 1 completes once the leaf acknowledged it through C.
@@ -106,7 +110,7 @@ int main() {
       macula::Bytes r = from_leaf.call("math.add", macula::Bytes{1, 2}, ec);
       std::printf("the leaf calls math.add(1, 2) through C -> %s\n", ec ? ec.message().c_str() : text(r).c_str());
     } else {
-      std::printf("leaf failed: %s\n", ec.message().c_str());
+      std::printf("the leaf could not link to C: %s\n", ec.message().c_str());
     }
     leaf.stop();
   }
