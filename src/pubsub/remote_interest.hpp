@@ -65,17 +65,6 @@ class RemoteInterest {
   /// Appends each link interested in `topic` once (ascending).
   void links_for(std::string_view topic, std::vector<LinkId>& out) const { trie_.match(topic, out); }
 
-  /// Whether `link` announced `pattern` (any spelling of it).
-  bool has(LinkId link, std::string_view pattern) const {
-    auto it = by_link_.find(link);
-    return it != by_link_.end() && it->second.count(canonical_pattern(pattern)) > 0;
-  }
-  /// The canonical patterns `link` announced (empty when none).
-  std::vector<std::string> patterns_of(LinkId link) const {
-    auto it = by_link_.find(link);
-    return it == by_link_.end() ? std::vector<std::string>{} : std::vector<std::string>(it->second.begin(), it->second.end());
-  }
-
   std::size_t patterns(LinkId link) const {
     auto it = by_link_.find(link);
     return it == by_link_.end() ? 0 : it->second.size();
