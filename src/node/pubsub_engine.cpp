@@ -304,6 +304,10 @@ bool PubSubEngine::try_publish(Outgoing& m) {
       return false;
     }
     route = &route_for(m.topic);  // a lookup answered at once may have changed it
+  } else if (options_.leaf && route->peers.empty() && route->subscriptions.empty() && Clock::now() < gateway_hold_until_ &&
+             !links_.linked_peers().empty()) {
+    held_now_ = true;  // the gateway's "#" is on its way (released when it arrives, or by housekeeping)
+    return false;
   }
   peer_scratch_.assign(route->peers.begin(), route->peers.end());  // the route may be dropped below
   if (m.from) peer_scratch_.erase(std::remove(peer_scratch_.begin(), peer_scratch_.end(), m.from), peer_scratch_.end());
@@ -407,6 +411,7 @@ void PubSubEngine::send_backlog(PeerKey peer) {
 void PubSubEngine::on_link_up(PeerKey peer, LinkId link) {
   if (options_.leaf) {
     routes_.clear();  // a leaf's routes name one live gateway
+    gateway_hold_until_ = Clock::now() + options_.discovery_hold;
     if (!primary_ || primary_ == peer || !links_.linked(primary_)) primary_ = peer;
   }
   // Always a snapshot (even empty): the peer replaces what it knew of us with it. A leaf's
@@ -513,6 +518,7 @@ bool PubSubEngine::on_frame(PeerKey peer, LinkId link, wire::Frame& frame) {
       mine.insert(key);
       announce(key);
     }
+    if (options_.leaf && !blocked_.empty()) retry_blocked();  // publishes waited for a gateway's "#"
     if (snapshot) {
       // Lookups that dialed this peer wait for exactly this.
       if (auto w = lookups_awaiting_interest_.find(peer); w != lookups_awaiting_interest_.end()) {

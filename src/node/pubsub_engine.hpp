@@ -211,6 +211,10 @@ class PubSubEngine {
   // Patterns announced on behalf of each leaf (exactly these are withdrawn when it goes).
   std::unordered_map<PeerKey, std::set<std::string>> leaf_patterns_;
   PeerKey primary_ = 0;  // a leaf: the one gateway its interest goes to
+  // A leaf: a gateway's "#" follows its HELLO, so a link is up a moment before the leaf has any
+  // route. Until then (at most discovery_hold after the link came up) a publish with no route
+  // waits rather than failing as no_route.
+  Clock::time_point gateway_hold_until_{};
   std::weak_ptr<void> owner_;  // the node: callbacks from dials and lookups do nothing once it is gone
 
   Tracker tracker_;
