@@ -197,10 +197,17 @@ void LinkTable::schedule_redial(Peer& p) {
 
 void LinkTable::dial(const asio::ip::udp::endpoint& address, std::optional<NodeId> expected, Dialed done) {
   std::weak_ptr<void> owner = owner_;
-  endpoint_->connect(address, expected, [this, owner, done](std::error_code ec, std::shared_ptr<transport::Connection> c) {
+  // Every way a dial ends without a link is counted and logged: a peer that cannot be reached
+  // (a dead node's DHT record, a firewall) is otherwise invisible.
+  auto failed = [this, address, done](std::error_code ec) {
+    metrics_.dials_failed->inc();
+    log_.log_with(LogLevel::warn, "link", [&] { return "could not link to " + format_address(address) + ": " + ec.message(); });
+    done(ec, 0);
+  };
+  endpoint_->connect(address, expected, [this, owner, done, failed](std::error_code ec, std::shared_ptr<transport::Connection> c) {
     auto o = owner.lock();
     if (!o || closed_) return done(errc::endpoint_closed, 0);
-    if (ec) return done(ec, 0);
+    if (ec) return failed(ec);
     transport::Request head;
     head.path = kSessionPath;
     head.headers =
@@ -215,12 +222,12 @@ void LinkTable::dial(const asio::ip::udp::endpoint& address, std::optional<NodeI
       if (cb_slot->on_close) cb_slot->on_close(e);
     };
     c->open_session(head, forward, options_.connect_timeout,
-                    [this, owner, c, cb_slot, done](std::error_code e, std::shared_ptr<transport::Session> s) {
+                    [this, owner, c, cb_slot, done, failed](std::error_code e, std::shared_ptr<transport::Session> s) {
                       auto o2 = owner.lock();
                       if (!o2 || closed_) return done(errc::endpoint_closed, 0);
                       if (e) {
                         c->close(transport::CloseCode::no_error, "session refused");
-                        return done(e, 0);
+                        return failed(e);
                       }
                       // However this peer was found (bootstrap, DHT, a record), it is used
                       // only once it has proven the realm's secret in its answer.
@@ -232,7 +239,7 @@ void LinkTable::dial(const asio::ip::udp::endpoint& address, std::optional<NodeI
                                  ": it did not prove the realm secret";
                         });
                         s->close_connection(transport::CloseCode::realm_refused, "no realm proof");
-                        return done(errc::realm_proof_failed, 0);
+                        return failed(errc::realm_proof_failed);
                       }
                       done({}, attach(std::move(s), *c->peer_id(), c, *cb_slot));
                       flush();  // what `done` queued (an RPC call to a provider just found)

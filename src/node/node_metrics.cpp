@@ -48,6 +48,8 @@ NodeMetrics::NodeMetrics(const NodeOptions& options) : options_(options) {
                                "Client requests refused by the client access policy (no or a wrong token, or closed)");
   slow_disconnects = &m.counter("macula_slow_peer_disconnects_total",
                                 "Links closed because the peer stopped reading (send buffer full past slow_peer_timeout)");
+  dials_failed = &m.counter("macula_link_dials_failed_total",
+                            "Links this node tried to open that did not come up (the peer did not answer, refused, or failed its proof)");
   links = &m.gauge("macula_links", "Live links to peer nodes");
   subscriptions = &m.gauge("macula_subscriptions", "Local subscriptions");
   pending_calls = &m.gauge("macula_rpc_pending_calls", "RPC calls waiting for a reply (bounded by max_pending_calls)");

@@ -57,6 +57,7 @@ class NodeMetrics {
   core::Counter* realm_refusals;    ///< peers refused for lacking the realm proof (links and DHT)
   core::Counter* client_refusals;   ///< client requests refused by the client access policy
   core::Counter* slow_disconnects;
+  core::Counter* dials_failed;
   // Gauges the strand sets (update_gauges) and scrapes read.
   core::Gauge* links;
   core::Gauge* subscriptions;

@@ -53,6 +53,7 @@ struct RpcEngine::CallState {
   std::chrono::milliseconds attempt_timeout{0};
   unsigned max_attempts = 0;
   unsigned attempts = 0;
+  bool auto_attempts = false;  // max_attempts and attempt_timeout follow the providers known
   SelectionStrategy strategy = SelectionStrategy::round_robin;
   std::vector<PeerKey> tried;
   std::error_code last_error = errc::no_provider;
@@ -301,6 +302,7 @@ void RpcEngine::start_call(std::string procedure, Bytes args, CallOptions o, det
   const std::size_t n = provider_count(call->procedure);
   call->max_attempts = o.max_attempts ? o.max_attempts : static_cast<unsigned>(std::clamp<std::size_t>(n, 1, 3));
   call->attempt_timeout = o.attempt_timeout.count() > 0 ? o.attempt_timeout : timeout / call->max_attempts;
+  call->auto_attempts = !o.max_attempts && o.attempt_timeout.count() <= 0;
   call->strategy = o.strategy;
   call->relay_from = relay.from;
   call->leaves_only = relay.leaves_only;
@@ -402,18 +404,33 @@ void RpcEngine::next_attempt(const std::shared_ptr<CallState>& call) {
   arm_timer();
 }
 
-// Nobody linked serves the procedure: ask discovery for providers, link to them, retry.
+// Nobody linked serves the procedure: ask discovery for providers, link to them, retry. The
+// call goes on as soon as one provider is linked: a record of a dead node (kept until its TTL)
+// costs a failed dial in the background, not the call's deadline.
 void RpcEngine::discover_providers(const std::shared_ptr<CallState>& call) {
   call->discovered = true;
   discovery_().find_providers(call->procedure, [this, owner = owner_, call](std::vector<discovery::PeerAddress> found) {
     if (!owner.lock() || call->finished) return;
-    auto remaining = std::make_shared<std::size_t>(found.size());
     if (found.empty()) return next_attempt(call);
+    struct Dials {
+      std::size_t remaining;
+      bool resumed = false;
+    };
+    auto dials = std::make_shared<Dials>(Dials{found.size()});
     for (const auto& peer : found) {
-      auto linked = [this, owner, call, remaining](std::error_code ec, PeerKey key) {
+      auto linked = [this, owner, call, dials, found_count = found.size()](std::error_code ec, PeerKey key) {
         if (!owner.lock()) return;
-        if (!ec && key) add_provider(key, call->procedure);  // the record says it serves the procedure
-        if (--*remaining == 0 && !call->finished) next_attempt(call);
+        const bool ok = !ec && key;
+        if (ok) add_provider(key, call->procedure);  // the record says it serves the procedure
+        --dials->remaining;
+        if (dials->resumed || call->finished || (!ok && dials->remaining > 0)) return;
+        dials->resumed = true;
+        if (call->auto_attempts) {  // chosen when no provider was known: choose again
+          call->max_attempts = static_cast<unsigned>(std::clamp<std::size_t>(found_count, 1, 3));
+          call->attempt_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(call->deadline - Clock::now()) /
+                                  call->max_attempts;
+        }
+        next_attempt(call);
       };
       boost::asio::ip::udp::endpoint address;
       if (auto k = links_.find_peer(peer.id); k && links_.linked(*k)) linked({}, *k);
