@@ -236,6 +236,7 @@ void macula_node_options_init(macula_node_options* o) {
   o->dht = 1;
   o->http_listen = "127.0.0.1:8080";
   o->log_level = 1;
+  o->dht_record_ttl_s = 300;
 }
 
 int macula_node_new(macula_node** out, const macula_node_options* options) {
@@ -272,6 +273,8 @@ int macula_node_new(macula_node** out, const macula_node_options* options) {
     o.client_access = static_cast<macula::ClientAccess>(defaults.client_access);
     if (defaults.client_token) o.client_token = defaults.client_token;
     o.leaf = defaults.leaf != 0;
+    // 0: the default; out of range: macula_node_start refuses it (MACULA_EOPTIONS_INVALID).
+    if (defaults.dht_record_ttl_s) o.dht_record_ttl = std::chrono::seconds(defaults.dht_record_ttl_s);
     if (defaults.log) {
       if (defaults.log_level < 0 || defaults.log_level > 4) return fail(MACULA_EINVAL, "macula_node_new: log_level out of range");
       o.log_level = static_cast<macula::LogLevel>(defaults.log_level);

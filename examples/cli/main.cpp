@@ -64,6 +64,7 @@ const char* kUsageText =
     "usage:\n"
     "  macula node --listen HOST:PORT [--realm R] [--realm-secret S] [--bootstrap HOST:PORT ...] [--key K --cert C] [--echo PROC ...]\n"
     "              [--dht on|off] [--http HOST:PORT|off]   (DHT discovery, default on; plain-HTTP /metrics /health, default 127.0.0.1:8080)\n"
+    "              [--dht-record-ttl SECONDS]   (how long the DHT remembers this node after it died; default 300)\n"
     "              [--client-access open|token|closed] [--client-token T]   (default: token with a realm secret, else open)\n"
     "  macula pub  --node HOST:PORT [CLIENT AUTH] [--qos 0|1] TOPIC [MESSAGE|-]\n"
     "  macula sub  --node HOST:PORT [--realm R] [--realm-secret S] [--count N] PATTERN\n"
@@ -287,6 +288,15 @@ int run_node(const Args& a) {
   o.key_file = a.get("key");
   o.cert_file = a.get("cert");
   o.dht = a.get("dht").value_or("on") != "off";  // --dht off: links only
+  if (auto t = a.get("dht-record-ttl")) {
+    char* end = nullptr;
+    const long s = std::strtol(t->c_str(), &end, 10);
+    if (t->empty() || *end != '\0' || s < 10 || s > 86400) {
+      std::fprintf(stderr, "macula node: --dht-record-ttl %s: expected seconds, 10 to 86400\n", t->c_str());
+      return kUsage;
+    }
+    o.dht_record_ttl = std::chrono::seconds(s);
+  }
   // Plain HTTP /metrics /health /ready /live: 127.0.0.1:8080 unless --http says where, or off.
   if (auto h = a.get("http")) o.http_listen = *h == "off" ? "" : *h;
   if (!secret_arg(a, "realm-secret", "MACULA_REALM_SECRET", o.realm_secret)) return kUsage;

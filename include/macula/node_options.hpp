@@ -60,6 +60,13 @@ struct NodeOptions {
   /// for the next publishes). Longer than one DHT request's timeout (2 s), so one dead
   /// contact does not cost the first message. Checked once a second.
   std::chrono::milliseconds discovery_hold{3000};
+  /// How long the DHT keeps this node's records (its procedures, the interest of its
+  /// subscribers and leaves) once it stops refreshing them, e.g. because it died: until then
+  /// other nodes may find it and try it (a try that costs a failed-over attempt). Refreshed at
+  /// 4/5 of it while the node runs; other nodes honour the shorter of this and their own
+  /// (at least 300 s). 10 s to 1 day: shorter forgets dead nodes sooner and costs more DHT
+  /// traffic.
+  std::chrono::seconds dht_record_ttl{300};
   /// Plain HTTP/1.1 GET /metrics, /health, /ready, /live on this TCP "host:port" (port 0 picks
   /// one; Node::http_address() tells which). Empty: off. On loopback by default: set
   /// "0.0.0.0:8080" to let a scraper on another host in. The same pages are always served over

@@ -259,7 +259,7 @@ std::optional<wire::Frame> DhtDiscovery::handle(const NodeId& from, const wire::
     // Records are stored for their owner only: a peer cannot plant records in another's name.
     if (f->record.owner != from)
       return wire::DhtStoreAck{f->request_id, static_cast<std::uint32_t>(errc::peer_identity_mismatch)};
-    const auto ttl = std::min<std::uint32_t>(f->record.ttl_s, static_cast<std::uint32_t>(options_.record_ttl.count()));
+    const auto ttl = std::min<std::uint32_t>(f->record.ttl_s, static_cast<std::uint32_t>(options_.max_record_ttl.count()));
     const auto ec = store_.put(f->key, f->record.owner, f->record.data, std::chrono::seconds(ttl));
     return wire::DhtStoreAck{f->request_id, static_cast<std::uint32_t>(ec.value())};
   }

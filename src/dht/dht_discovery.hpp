@@ -54,8 +54,9 @@ class DhtDiscovery final : public discovery::Discovery {
  public:
   struct Options {
     LookupConfig lookup;
-    std::chrono::seconds record_ttl{300};
+    std::chrono::seconds record_ttl{300};      ///< of this node's own records
     std::chrono::seconds republish{240};
+    std::chrono::seconds max_record_ttl{300};  ///< the longest this node keeps another's record
     std::chrono::seconds provider_cache_ttl{60};  ///< discovery cache TTL (the old system's 60 s)
     std::chrono::seconds refresh_check{60};        ///< how often stale buckets are looked for
   };

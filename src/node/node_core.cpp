@@ -88,6 +88,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     options.realm = normalize_realm(options.realm, ec);
     if (ec) return ec;
     std::string why;
+    if (options.dht_record_ttl < std::chrono::seconds(10) || options.dht_record_ttl > std::chrono::hours(24)) {
+      log.log(LogLevel::error, "node", "not starting: dht_record_ttl must be 10 s to 1 day");
+      return errc::options_invalid;
+    }
     if ((ec = ClientGate::resolve(options, gate, why))) {
       log.log(LogLevel::error, "node", "not starting: " + why);
       return ec;
@@ -196,7 +200,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
                                                    *metrics.realm_refusals);
       unexport_pool = transport::export_metrics(metrics.registry, dht_requests->pool(), {});
       discovery = std::make_unique<dht::DhtDiscovery>(endpoint->node_id(), format_address(endpoint->local_endpoint()),
-                                                       options.realm, *dht_requests, dht::DhtDiscovery::Options{});
+                                                       options.realm, *dht_requests, discovery_options());
       dht_requests->serve([this]() -> discovery::Discovery& { return *discovery; });
     }
     asio::dispatch(*strand, [self = shared_from_this()] { self->housekeeping(); });
@@ -250,6 +254,17 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   }
 
   std::pair<bool, std::string> readiness() const { return metrics.readiness(stopping_flag); }
+
+  dht::DhtDiscovery::Options discovery_options() const {
+    dht::DhtDiscovery::Options o;
+    o.record_ttl = options.dht_record_ttl;
+    o.republish = options.dht_record_ttl * 4 / 5;
+    // Records of nodes with the default TTL must not expire here before their refresh.
+    o.max_record_ttl = std::max(o.max_record_ttl, options.dht_record_ttl);
+    // A cached provider list must not outlive the records it came from.
+    o.provider_cache_ttl = std::min(o.provider_cache_ttl, options.dht_record_ttl);
+    return o;
+  }
   std::string render_metrics() const { return metrics.render(pubsub.subscription_rows()); }
 
   void housekeeping() {

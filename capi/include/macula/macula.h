@@ -144,6 +144,9 @@ typedef struct macula_node_options {
                                     and realm_secret as macula_client_token does */
   int leaf;                      /* nonzero: accept no inbound links; reached through the
                                     nodes this one dials (its gateways). Default 0 */
+  uint32_t dht_record_ttl_s;     /* how long the DHT keeps this node's records once they are no
+                                    longer refreshed (it died); 10 to 86400 (else macula_node_start
+                                    fails with MACULA_EOPTIONS_INVALID); 0: default 300 */
 } macula_node_options;
 
 /* Fills `options` with the defaults. */
