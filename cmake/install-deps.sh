@@ -14,6 +14,9 @@ PACKAGES=(
   ngtcp2-client ngtcp2-server nats-server libnats-dev
   # fuzzing runtime for clang's libFuzzer
   clang libclang-rt-14-dev
+  # the cluster harness (tests/cluster): namespaces, loss and partitions, bandwidth caps,
+  # node keys, status pages
+  iproute2 nftables curl openssl
 )
 
 missing=()
