@@ -234,7 +234,10 @@ void DhtDiscovery::pump(const std::shared_ptr<Active>& a) {
       pump(a);
     });
   }
-  if (a->lookup.done() && a->lookup.in_flight() == 0 && !a->finished) {
+  // A value ends a FIND_VALUE at once: requests still out (one to a dead contact waits for its
+  // timeout) cannot change the answer. Other lookups want the closest set: they wait for all.
+  const bool answered = a->want_value && !a->values.empty();
+  if (a->lookup.done() && (a->lookup.in_flight() == 0 || answered) && !a->finished) {
     a->finished = true;
     a->done(*a);
   }

@@ -234,7 +234,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
                      [this] { return static_cast<double>(rpc.cache_stats().size); });
     m.gauge_callback("macula_dht_routing_table_size", "Contacts in the DHT routing table (updated each second)", {},
                      [this] { return static_cast<double>(dht_view.table_size.load(std::memory_order_relaxed)); });
-    m.gauge_callback("macula_dht_records_stored", "DHT records this node stores for others (updated each second)", {},
+    m.gauge_callback("macula_dht_records_stored", "DHT keys this node stores records under, for others (updated each second)", {},
                      [this] { return static_cast<double>(dht_view.records.load(std::memory_order_relaxed)); });
     for (const char* name : {"handler_tasks", "dispatch"}) {
       const bool d = std::string_view(name) == "dispatch";

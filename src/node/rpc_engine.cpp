@@ -177,8 +177,10 @@ bool RpcEngine::on_frame(PeerKey peer, LinkId link, wire::Frame& frame) {
   if (auto* callf = std::get_if<wire::RpcCall>(&frame)) {
     serve(peer, link, std::move(*callf));
   } else if (auto* reply = std::get_if<wire::RpcReply>(&frame)) {
+    // Late, duplicate or unknown: the caller already had its answer. From a peer the call was
+    // not sent to: not an answer (call ids are sequential, so easy to guess).
+    if (const Attempt* waiting = pending_.find(reply->call_id); !waiting || waiting->peer != peer) return true;
     auto a = pending_.take(reply->call_id);
-    if (!a) return true;  // late, duplicate or unknown: the caller already had its answer
     a->set->selector.end_call(a->index);
     a->call->pending_id = 0;
     if (!a->call->finished) attempt_answered(a->call, reply->status, std::move(reply->payload));
@@ -409,16 +411,27 @@ void RpcEngine::next_attempt(const std::shared_ptr<CallState>& call) {
 // costs a failed dial in the background, not the call's deadline.
 void RpcEngine::discover_providers(const std::shared_ptr<CallState>& call) {
   call->discovered = true;
-  discovery_().find_providers(call->procedure, [this, owner = owner_, call](std::vector<discovery::PeerAddress> found) {
+  // The call's deadline holds while the lookup runs (a lookup waits out unresponsive contacts):
+  // a placeholder attempt with no peer expires it.
+  std::error_code full;
+  call->pending_id = pending_.insert(call->deadline, Attempt{call, 0, 0, nullptr, 0}, full);
+  if (full) return finish(*call, full, {});
+  arm_timer();
+  auto resume = [this, call] {
+    if (call->pending_id) pending_.take(call->pending_id);
+    call->pending_id = 0;
+    next_attempt(call);
+  };
+  discovery_().find_providers(call->procedure, [this, owner = owner_, call, resume](std::vector<discovery::PeerAddress> found) {
     if (!owner.lock() || call->finished) return;
-    if (found.empty()) return next_attempt(call);
+    if (found.empty()) return resume();
     struct Dials {
       std::size_t remaining;
       bool resumed = false;
     };
     auto dials = std::make_shared<Dials>(Dials{found.size()});
     for (const auto& peer : found) {
-      auto linked = [this, owner, call, dials, found_count = found.size()](std::error_code ec, PeerKey key) {
+      auto linked = [this, owner, call, dials, resume, found_count = found.size()](std::error_code ec, PeerKey key) {
         if (!owner.lock()) return;
         const bool ok = !ec && key;
         if (ok) add_provider(key, call->procedure);  // the record says it serves the procedure
@@ -430,7 +443,7 @@ void RpcEngine::discover_providers(const std::shared_ptr<CallState>& call) {
           call->attempt_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(call->deadline - Clock::now()) /
                                   call->max_attempts;
         }
-        next_attempt(call);
+        resume();
       };
       boost::asio::ip::udp::endpoint address;
       if (auto k = links_.find_peer(peer.id); k && links_.linked(*k)) linked({}, *k);
@@ -452,7 +465,7 @@ void RpcEngine::attempt_answered(const std::shared_ptr<CallState>& call, wire::R
 }
 
 void RpcEngine::attempt_failed(Attempt& a, std::error_code ec) {
-  a.set->selector.end_call(a.index);
+  if (a.set) a.set->selector.end_call(a.index);  // none while discovery runs
   a.call->pending_id = 0;
   if (a.call->finished) return;
   a.call->last_error = ec;

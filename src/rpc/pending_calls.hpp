@@ -54,6 +54,12 @@ class PendingCalls {
     return h;
   }
 
+  /// The waiting call `id`, left in place; nullptr when none.
+  const Handler* find(std::uint64_t id) const {
+    auto it = calls_.find(id);
+    return it == calls_.end() ? nullptr : &it->second.handler;
+  }
+
   /// Moves every call whose deadline is at or before `now` into `out`, earliest first.
   void expire(Clock::time_point now, std::vector<std::pair<std::uint64_t, Handler>>& out) {
     while (!deadlines_.empty() && deadlines_.begin()->first <= now) {

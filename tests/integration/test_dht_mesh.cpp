@@ -1,10 +1,18 @@
 // The DHT over real QUIC on loopback: 10 nodes, each linked only to a bootstrap node; a
-// procedure advertised on node 7 is found through the DHT and called from node 2.
+// procedure advertised on node 7 is found through the DHT and called from node 2. A dead
+// provider's record (kept until its TTL) does not cost a caller its deadline.
 #include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -13,6 +21,8 @@
 #include "macula/publisher.hpp"
 #include "macula/rpc_client.hpp"
 #include "macula/subscriber.hpp"
+#include "dht/dht_discovery.hpp"
+#include "node/node_core.hpp"
 #include "support/io_thread.hpp"
 
 using namespace macula;
@@ -71,4 +81,105 @@ TEST_CASE("dht mesh: 10 nodes linked only to a bootstrap node find a provider th
   CHECK(client.call("math.nobody", {}, ec).empty());
   CHECK(ec == errc::no_provider);
   for (auto& n : nodes) n->stop();
+}
+
+namespace {
+
+double metric(const Node& n, const std::string& series) {
+  const std::string text = "\n" + n.metrics_text();
+  const auto at = text.find("\n" + series + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 2));
+}
+
+// A UDP socket that swallows every datagram on `address`'s port: a dial there times out (as to
+// a host that died), rather than failing at once on an ICMP port-unreachable.
+struct BlackHole {
+  int fd = -1;
+  explicit BlackHole(const std::string& address) {
+    const auto port = static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
+    fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  ~BlackHole() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("dht mesh: a dead provider's record costs a caller no deadline; the failed dial is counted", "[dht][node]") {
+  macula::test::IoThread loop;
+  NodeOptions o;
+  o.realm = "dht.dead";
+  o.worker_threads = 1;
+  o.http_listen.clear();
+  auto seed = std::make_unique<Node>(loop.io, o);
+  REQUIRE_FALSE(seed->start());
+  o.bootstrap = {seed->local_address()};
+  auto alive = std::make_unique<Node>(loop.io, o);
+  auto dead = std::make_unique<Node>(loop.io, o);
+  REQUIRE_FALSE(alive->start());
+  REQUIRE_FALSE(dead->start());
+  const auto echo = sync_handler([](const Bytes& a) { return a; });
+  auto a1 = alive->advertise("svc.echo", echo);
+  auto a2 = dead->advertise("svc.echo", echo);
+  // Both records are in the DHT (a lookup from the seed finds two).
+  std::size_t found = 0;
+  for (int i = 0; i < 100 && found < 2; ++i) {
+    std::promise<std::size_t> p;
+    node::TestHooks::find_value(*seed, dht::procedure_key("dht.dead", "svc.echo"), [&p](std::error_code, std::size_t n) { p.set_value(n); });
+    found = p.get_future().get();
+    if (found < 2) std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE(found == 2);
+  const std::string dead_address = dead->local_address();
+  a2 = {};
+  dead->stop();  // its record stays until its TTL
+  BlackHole hole(dead_address);
+  REQUIRE(hole.fd >= 0);
+
+  // A caller that knows no provider looks them up, finds both, and goes on with the one it
+  // could link, well within a deadline shorter than connect_timeout (5 s).
+  auto caller = std::make_unique<Node>(loop.io, o);
+  REQUIRE_FALSE(caller->start());
+  for (int i = 0; i < 100 && metric(*caller, "macula_dht_routing_table_size") < 2; ++i) std::this_thread::sleep_for(50ms);
+  REQUIRE(metric(*caller, "macula_dht_routing_table_size") >= 2);  // it knows the seed and the live provider
+  RpcClient client(*caller);
+  CallOptions co;
+  co.timeout = 2s;
+  std::error_code ec;
+  const auto t0 = std::chrono::steady_clock::now();
+  const Bytes r = client.call("svc.echo", Bytes{7}, ec, co);
+  CHECK_FALSE(ec);
+  CHECK(r == Bytes{7});
+  CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+  // The dial to the dead node times out in the background, counted.
+  for (int i = 0; i < 100 && metric(*caller, "macula_link_dials_failed_total") < 1; ++i) std::this_thread::sleep_for(100ms);
+  CHECK(metric(*caller, "macula_link_dials_failed_total") == 1);
+  caller->stop();
+  alive->stop();
+  seed->stop();
+}
+
+TEST_CASE("dht mesh: dht_record_ttl outside 10 s .. 1 day is refused at start", "[dht][node]") {
+  macula::test::IoThread loop;
+  NodeOptions o;
+  o.http_listen.clear();
+  o.dht_record_ttl = 5s;
+  Node short_ttl(loop.io, o);
+  CHECK(short_ttl.start() == errc::options_invalid);
+  o.dht_record_ttl = std::chrono::hours(25);
+  Node long_ttl(loop.io, o);
+  CHECK(long_ttl.start() == errc::options_invalid);
+  o.dht_record_ttl = 10s;
+  Node ok(loop.io, o);
+  CHECK_FALSE(ok.start());
+  ok.stop();
 }
