@@ -203,6 +203,7 @@ static void test_client_access(void) {
   macula_node_options_init(&o);
   CHECK(o.client_access == MACULA_CLIENT_ACCESS_AUTOMATIC && o.client_token == NULL);
   CHECK(o.dht == 1 && o.leaf == 0);  /* the DHT on by default, as in C++ and the CLI */
+  CHECK(o.dht_record_ttl_s == 300);
   o.realm = "c.realm";
   o.realm_secret = "s3cret";
   o.http_listen = "";

@@ -296,3 +296,36 @@ TEST_CASE("multihop: drop-policy publishes to a topic keep their order while its
   REQUIRE(order.size() == 50);
   for (int i = 0; i < 50; ++i) CHECK(order[static_cast<std::size_t>(i)] == i);
 }
+
+TEST_CASE("multihop: a leaf's publishes right after connect wait for its gateway's route, none fails", "[multihop][leaf]") {
+  auto mo = mesh_options(2, testing::Topology::full);
+  testing::LocalMesh mesh(mo);
+  Received at_gateway;
+  Subscriber sub(mesh[0], "early.#", [&](const Message& m) { at_gateway.add(m); });
+  NodeOptions lo = mo.node;
+  lo.leaf = true;
+  lo.http_listen.clear();
+  auto leaf = std::make_unique<Node>(mesh.io(), lo);
+  REQUIRE_FALSE(leaf->start());
+  REQUIRE_FALSE(leaf->connect(mesh[0].local_address()));
+  // At once: the gateway's "#" (which gives the leaf its route) follows the link's HELLO.
+  Publisher pub(*leaf);
+  constexpr int kCount = 200;
+  std::mutex m;
+  std::map<std::string, int> outcomes;
+  std::atomic<int> done{0};
+  for (int i = 0; i < kCount; ++i) {
+    const std::string p = "e" + std::to_string(i);
+    pub.async_publish("early.x", Bytes(p.begin(), p.end()), Qos::at_least_once, [&](std::error_code ec) {
+      std::lock_guard lock(m);
+      ++outcomes[ec ? ec.message() : "ok"];
+      ++done;
+    });
+  }
+  for (int i = 0; i < 1000 && done < kCount; ++i) std::this_thread::sleep_for(10ms);
+  std::lock_guard lock(m);
+  CHECK(outcomes["ok"] == kCount);
+  CHECK(outcomes.size() == 1);
+  CHECK(at_gateway.wait_for("e", kCount));
+  leaf->stop();
+}
