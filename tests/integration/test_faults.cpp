@@ -520,3 +520,58 @@ TEST_CASE("faults: a random-datagram flood at the QUIC port; forged and malforme
   n.stop();
   peer.stop();
 }
+
+TEST_CASE("faults: RPC replies from a peer the call did not go to are not answers", "[faults][hostile][rpc]") {
+  test::IoThread loop;
+  NodeOptions o = opts("hostile.realm");
+  Node n(loop.io, o), provider(loop.io, o);
+  REQUIRE_FALSE(n.start());
+  REQUIRE_FALSE(provider.start());
+  std::atomic<bool> release{false};
+  auto adv = provider.advertise("slow.answer", sync_handler([&](const Bytes&) {
+                                  while (!release) std::this_thread::sleep_for(5ms);
+                                  return bytes("real");
+                                }));
+  REQUIRE_FALSE(n.connect(provider.local_address()));
+  RpcClient client(n);
+  REQUIRE(eventually([&] {
+    release = true;  // the probes must not wait
+    std::error_code ec;
+    client.call("slow.answer", {}, ec);
+    return !ec;
+  }));
+  release = false;
+  auto answer = client.async_call("slow.answer", {}, boost::asio::use_future);
+
+  // A realm member links to `n` and answers every call id it can guess.
+  test::H3Client liar(loop.io, n, /*present_certificate=*/true);
+  REQUIRE(liar.connected());
+  transport::Request head;
+  head.path = "/macula/v1/session";
+  head.headers = transport::realm_headers({"hostile.realm", std::nullopt}, liar.endpoint().node_id(), n.node_id(),
+                                          liar.connection().channel_binding());
+  std::promise<std::shared_ptr<transport::Session>> ps;
+  boost::asio::post(liar.endpoint().strand(), [&] {
+    liar.connection().open_session(head, {}, 5s, [&](std::error_code e, std::shared_ptr<transport::Session> s) {
+      ps.set_value(e ? nullptr : s);
+    });
+  });
+  auto session = ps.get_future().get();
+  REQUIRE(session);
+  std::vector<std::uint8_t> frames;
+  wire::Hello hello;
+  hello.node_id = liar.endpoint().node_id();
+  hello.realm = "hostile.realm";
+  hello.capabilities = wire::kCapabilityRpc;
+  REQUIRE_FALSE(wire::encode(hello, frames));
+  for (std::uint64_t id = 1; id <= 500; ++id) REQUIRE_FALSE(wire::encode(wire::RpcReply{id, wire::RpcStatus::ok, bytes("forged")}, frames));
+  boost::asio::post(liar.endpoint().strand(), [session, frames] { (void)session->send(frames); });
+  REQUIRE(eventually([&] { return n.stats().links == 2; }));  // the liar's link is up: its frames were read
+  std::this_thread::sleep_for(100ms);
+  release = true;
+  auto [ec, result] = answer.get();
+  CHECK_FALSE(ec);
+  CHECK(result == bytes("real"));
+  n.stop();
+  provider.stop();
+}
