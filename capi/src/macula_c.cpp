@@ -255,6 +255,7 @@ int macula_node_new(macula_node** out, const macula_node_options* options) {
     if (defaults.realm) o.realm = defaults.realm;
     if (defaults.realm_secret) o.realm_secret = defaults.realm_secret;
     if (defaults.listen) o.listen = defaults.listen;
+    if (defaults.advertise_address) o.advertise_address = defaults.advertise_address;
     if (defaults.key_file) o.key_file = defaults.key_file;
     if (defaults.cert_file) o.cert_file = defaults.cert_file;
     for (size_t i = 0; i < defaults.bootstrap_count; ++i) {

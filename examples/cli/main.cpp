@@ -65,6 +65,7 @@ const char* kUsageText =
     "  macula node --listen HOST:PORT [--realm R] [--realm-secret S] [--bootstrap HOST:PORT ...] [--key K --cert C] [--echo PROC ...]\n"
     "              [--dht on|off] [--http HOST:PORT|off]   (DHT discovery, default on; plain-HTTP /metrics /health, default 127.0.0.1:8080)\n"
     "              [--dht-record-ttl SECONDS]   (how long the DHT remembers this node after it died; default 300)\n"
+    "              [--advertise HOST:PORT]   (the address peers dial; needed with --listen 0.0.0.0:PORT)\n"
     "              [--client-access open|token|closed] [--client-token T]   (default: token with a realm secret, else open)\n"
     "  macula pub  --node HOST:PORT [CLIENT AUTH] [--qos 0|1] TOPIC [MESSAGE|-]\n"
     "  macula sub  --node HOST:PORT [--realm R] [--realm-secret S] [--count N] PATTERN\n"
@@ -283,6 +284,7 @@ macula::LogSink stderr_log() {
 int run_node(const Args& a) {
   macula::NodeOptions o;
   o.listen = a.get("listen").value_or("127.0.0.1:9443");
+  if (auto adv = a.get("advertise")) o.advertise_address = *adv;
   if (auto r = a.get("realm")) o.realm = *r;
   o.bootstrap = a.all("bootstrap");
   o.key_file = a.get("key");

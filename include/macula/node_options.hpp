@@ -35,6 +35,11 @@ struct NodeOptions {
   std::optional<std::string> client_token;
   /// UDP address to listen on, "host:port" or "[v6]:port"; port 0 picks a free port.
   std::string listen = "127.0.0.1:0";
+  /// The address other nodes should dial to reach this one ("host:port"): what it announces in
+  /// its HELLO and its DHT records. Empty: the listen address as bound. Needed when listening
+  /// on 0.0.0.0 or [::] (start() refuses that without it: peers cannot dial "any address") or
+  /// behind a port mapping. Not checked for reachability.
+  std::string advertise_address;
   /// PEM files of the node's ECDSA P-256 key and certificate; both or neither. Neither: an
   /// ephemeral identity is generated at start (the node id changes each run).
   std::optional<std::string> key_file;

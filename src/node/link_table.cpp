@@ -131,7 +131,7 @@ PeerKey LinkTable::attach(std::shared_ptr<transport::Session> s, const NodeId& p
   hello.capabilities = wire::kCapabilityPubSub | wire::kCapabilityRpc | (options_.dht && !options_.leaf ? wire::kCapabilityDht : 0) |
                        (options_.leaf ? wire::kCapabilityLeaf : 0);
   // A leaf cannot be dialed: it names no address, so no routing table learns one.
-  if (!options_.leaf) hello.endpoints.push_back(format_address(endpoint_->local_endpoint()));
+  if (!options_.leaf) hello.endpoints.push_back(options_.advertise_address);  // resolved at start
   (void)send_on(id, hello);
   log_.log_with(LogLevel::info, "link", [&] {
     return "link " + std::to_string(id) + " to peer " + short_id(peer_id) + (link.connection ? " (dialed)" : " (accepted)") +

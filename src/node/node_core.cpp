@@ -107,8 +107,24 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     eo.connect_timeout = options.connect_timeout;
     eo.idle_timeout = options.idle_timeout;
     eo.keep_alive = std::chrono::seconds(15);  // links are long-lived: keep NAT and idle timers alive
+    if (!options.advertise_address.empty()) {
+      udp::endpoint advertised;
+      if (parse_address(options.advertise_address, advertised) || advertised.address().is_unspecified() ||
+          advertised.port() == 0) {
+        log.log(LogLevel::error, "node",
+                "not starting: advertise_address " + options.advertise_address + " is not a host:port peers can dial");
+        return errc::options_invalid;
+      }
+      options.advertise_address = format_address(advertised);
+    } else if (listen.address().is_unspecified() && !options.leaf) {
+      log.log(LogLevel::error, "node",
+              "not starting: listening on " + options.listen +
+                  " (any address) needs advertise_address: the address peers should dial");
+      return errc::options_invalid;
+    }
     endpoint = transport::Endpoint::create(io_, std::move(eo), listen, ec);
     if (ec) return ec;
+    if (options.advertise_address.empty()) options.advertise_address = format_address(endpoint->local_endpoint());
     strand.emplace(endpoint->strand());
     housekeeping_timer.emplace(*strand);
     std::weak_ptr<void> owner = shared_from_this();
@@ -199,7 +215,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
                                                    transport::RealmPolicy{options.realm, options.realm_secret},
                                                    *metrics.realm_refusals);
       unexport_pool = transport::export_metrics(metrics.registry, dht_requests->pool(), {});
-      discovery = std::make_unique<dht::DhtDiscovery>(endpoint->node_id(), format_address(endpoint->local_endpoint()),
+      discovery = std::make_unique<dht::DhtDiscovery>(endpoint->node_id(), options.advertise_address,
                                                        options.realm, *dht_requests, discovery_options());
       dht_requests->serve([this]() -> discovery::Discovery& { return *discovery; });
     }

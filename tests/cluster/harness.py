@@ -12,7 +12,9 @@ Impairments:
   bandwidth(host, rate)     tc tbf on both ends of the host's veth (egress and ingress)
   proxy(host, ...)          tests/cluster/udp_impair.cpp in the host: delay, jitter, duplication
 
-Needs root (CI runs as root), iproute2, nftables, curl, openssl. Where a namespace cannot be
+Needs root (CI runs as root), iproute2, nftables, curl, openssl. Logs, keys and each node's
+final /metrics go to a temporary folder, removed after a passing run unless MACULA_CLUSTER_KEEP
+is set, kept (and the logs printed) after a failing one. Where a namespace cannot be
 made, the harness raises HarnessError: a scenario then fails, it never passes silently.
 """
 
@@ -75,7 +77,10 @@ class Host:
         if not os.path.exists(self.key):
             sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                "-keyout", self.key, "-out", self.cert, "-subj", f"/CN=h{self.index}", "-days", "2")
-        args = [self.cluster.macula, "node", "--listen", self.address, "--http", self.http, "--realm", REALM,
+        # Any address, announcing the host's own: what a node in a container or on a multi-homed
+        # host runs with.
+        args = [self.cluster.macula, "node", "--listen", f"0.0.0.0:{PORT}", "--advertise", self.address,
+                "--http", self.http, "--realm", REALM,
                 "--key", self.key, "--cert", self.cert]
         for b in ([bootstrap] if isinstance(bootstrap, str) else bootstrap or []):
             args += ["--bootstrap", b]
@@ -282,6 +287,8 @@ class Cluster:
         for ns in reversed(self.namespaces):
             sh("ip", "netns", "del", ns, check=False)
         self.namespaces = []
+        if not failed and not os.environ.get("MACULA_CLUSTER_KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
         if failed:
             print(f"--- logs in {self.dir}")
             for name in sorted(os.listdir(self.dir)):

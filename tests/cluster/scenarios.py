@@ -242,13 +242,14 @@ def seed_loss(c):
     t0 = time.time()
     c.host(7).start_node(bootstrap=c.host(4).address).wait_ready()
     figure("seed_loss.new_node_ready_s", f"{time.time() - t0:.2f}")
-    calls7 = c.host(7).agent("call", "--procedure", ECHO, "--count", 100)
+    calls7 = c.host(7).agent("call", "--procedure", ECHO, "--count", 100, "--window", 1)
     check(calls7["ok"] == 100, f"the new node 7 calling node 6: {calls7}")
     settle(c.host(7), "after.probe7")
     r7 = c.host(7).agent("pub", "--topic", "after.y", "--qos", 1, "--count", n, "--prefix", "y")
     check(r7["ok"] == n, f"QoS 1 from the new node 7: {r7}")
     assert_once(sub, "after.y", "y", n, "QoS 1 from the node that joined after the seed died")
     figure("seed_loss.new_node_rpc_p50_us", calls7.get("p50_us"))
+    figure("seed_loss.new_node_first_call_us", calls7.get("max_us"))  # the DHT lookup and the dial
 
 
 def wan(c):

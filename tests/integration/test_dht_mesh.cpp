@@ -168,18 +168,36 @@ TEST_CASE("dht mesh: a dead provider's record costs a caller no deadline; the fa
   seed->stop();
 }
 
-TEST_CASE("dht mesh: dht_record_ttl outside 10 s .. 1 day is refused at start", "[dht][node]") {
+TEST_CASE("dht mesh: options that would break discovery are refused at start", "[dht][node]") {
   macula::test::IoThread loop;
+  auto refused = [&](auto change) {
+    NodeOptions o;
+    o.http_listen.clear();
+    change(o);
+    Node n(loop.io, o);
+    return n.start() == errc::options_invalid;
+  };
+  CHECK(refused([](NodeOptions& o) { o.dht_record_ttl = 5s; }));
+  CHECK(refused([](NodeOptions& o) { o.dht_record_ttl = std::chrono::hours(25); }));
+  // "Any address" is nothing a peer can dial: it needs the address to announce.
+  CHECK(refused([](NodeOptions& o) { o.listen = "0.0.0.0:0"; }));
+  CHECK(refused([](NodeOptions& o) { o.advertise_address = "0.0.0.0:4433"; }));
+  CHECK(refused([](NodeOptions& o) { o.advertise_address = "127.0.0.1:0"; }));
+  CHECK(refused([](NodeOptions& o) { o.advertise_address = "not an address"; }));
   NodeOptions o;
   o.http_listen.clear();
-  o.dht_record_ttl = 5s;
-  Node short_ttl(loop.io, o);
-  CHECK(short_ttl.start() == errc::options_invalid);
-  o.dht_record_ttl = std::chrono::hours(25);
-  Node long_ttl(loop.io, o);
-  CHECK(long_ttl.start() == errc::options_invalid);
   o.dht_record_ttl = 10s;
+  o.listen = "0.0.0.0:0";
+  o.advertise_address = "127.0.0.1:4433";
   Node ok(loop.io, o);
   CHECK_FALSE(ok.start());
   ok.stop();
+  // A leaf announces no address: it may listen anywhere.
+  NodeOptions lo;
+  lo.http_listen.clear();
+  lo.leaf = true;
+  lo.listen = "0.0.0.0:0";
+  Node leaf(loop.io, lo);
+  CHECK_FALSE(leaf.start());
+  leaf.stop();
 }

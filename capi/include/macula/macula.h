@@ -147,6 +147,9 @@ typedef struct macula_node_options {
   uint32_t dht_record_ttl_s;     /* how long the DHT keeps this node's records once they are no
                                     longer refreshed (it died); 10 to 86400 (else macula_node_start
                                     fails with MACULA_EOPTIONS_INVALID); 0: default 300 */
+  const char *advertise_address; /* "host:port" other nodes should dial; NULL (default): the
+                                    listen address as bound. Required with a 0.0.0.0 / [::]
+                                    listen address (else MACULA_EOPTIONS_INVALID at start) */
 } macula_node_options;
 
 /* Fills `options` with the defaults. */
