@@ -209,10 +209,13 @@ void DhtDiscovery::pump(const std::shared_ptr<Active>& a) {
     wire::Frame req = a->want_value ? wire::Frame(wire::DhtFindValue{0, a->lookup.target()})
                                     : wire::Frame(wire::DhtFindNode{0, a->lookup.target()});
     transport_.request(c, std::move(req), [this, a, id = c.id, endpoint = c.endpoint](std::optional<wire::Frame> reply) {
+      // The routing table learns from every answer and every timeout, also those that come
+      // after a FIND_VALUE ended at its first value: dead contacts must still be counted out.
+      if (reply) table_.observe(Contact{id, endpoint, {}, 0}, Clock::now());
+      else table_.on_failed(id, 3);
       if (a->finished) return;
       std::vector<Contact> closer;
       bool value = false;
-      if (reply) table_.observe(Contact{id, endpoint, {}, 0}, Clock::now());
       if (auto* n = reply ? std::get_if<wire::DhtNodes>(&*reply) : nullptr) {
         for (const auto& x : n->contacts) closer.push_back(Contact{x.id, x.endpoint, {}, 0});
       } else if (auto* v = reply ? std::get_if<wire::DhtValues>(&*reply) : nullptr) {
@@ -224,7 +227,6 @@ void DhtDiscovery::pump(const std::shared_ptr<Active>& a) {
       }
       if (!reply) {
         a->lookup.on_failure(id);
-        table_.on_failed(id, 3);
       } else if (value) {
         a->lookup.on_value(id);
       } else {

@@ -304,9 +304,10 @@ bool PubSubEngine::try_publish(Outgoing& m) {
       return false;
     }
     route = &route_for(m.topic);  // a lookup answered at once may have changed it
-  } else if (options_.leaf && route->peers.empty() && route->subscriptions.empty() && Clock::now() < gateway_hold_until_ &&
-             !links_.linked_peers().empty()) {
-    held_now_ = true;  // the gateway's "#" is on its way (released when it arrives, or by housekeeping)
+  } else if (options_.leaf && route->peers.empty() && Clock::now() < gateway_hold_until_ && !links_.linked_peers().empty()) {
+    // The gateway's "#" is on its way (released when it arrives, or by housekeeping). Also with
+    // a local subscriber: delivered only here, the message would miss the mesh.
+    held_now_ = true;
     return false;
   }
   peer_scratch_.assign(route->peers.begin(), route->peers.end());  // the route may be dropped below

@@ -60,6 +60,8 @@ struct RpcEngine::CallState {
   std::uint64_t pending_id = 0;
   bool finished = false;
   bool discovered = false;  // discovery was asked once already
+  std::size_t dials = 0;    // links to discovered providers still being opened
+  bool waiting = false;     // for discovery or one of those dials (a placeholder holds the deadline)
   PeerKey relay_from = 0;   // a gateway's relayed call: the peer it came from
   bool leaves_only = false;
   detail::Completion<std::error_code, Bytes> done;
@@ -373,6 +375,10 @@ void RpcEngine::next_attempt(const std::shared_ptr<CallState>& call) {
   const auto choice = choose(c);
   if (!choice) {
     if (c.attempts == 0 && !c.discovered && !c.leaves_only) return discover_providers(call);
+    if (c.dials > 0) {
+      (void)wait_for_providers(call);  // a provider discovery found may still link
+      return;
+    }
     return finish(c, c.last_error, {});
   }
   const auto& [set, index] = *choice;
@@ -406,51 +412,68 @@ void RpcEngine::next_attempt(const std::shared_ptr<CallState>& call) {
   arm_timer();
 }
 
-// Nobody linked serves the procedure: ask discovery for providers, link to them, retry. The
-// call goes on as soon as one provider is linked: a record of a dead node (kept until its TTL)
-// costs a failed dial in the background, not the call's deadline.
+// Nobody linked serves the procedure: ask discovery for providers and link to them. The call
+// goes on as soon as a dial brings a provider it may use, and waits for the others only when
+// it has nobody left to try: a record of a dead node (kept until its TTL) costs a dial in the
+// background, not the call's deadline. While it waits, a placeholder attempt (no peer, no
+// set) in the pending table holds its deadline.
 void RpcEngine::discover_providers(const std::shared_ptr<CallState>& call) {
   call->discovered = true;
-  // The call's deadline holds while the lookup runs (a lookup waits out unresponsive contacts):
-  // a placeholder attempt with no peer expires it.
-  std::error_code full;
-  call->pending_id = pending_.insert(call->deadline, Attempt{call, 0, 0, nullptr, 0}, full);
-  if (full) return finish(*call, full, {});
-  arm_timer();
-  auto resume = [this, call] {
-    if (call->pending_id) pending_.take(call->pending_id);
-    call->pending_id = 0;
-    next_attempt(call);
-  };
-  discovery_().find_providers(call->procedure, [this, owner = owner_, call, resume](std::vector<discovery::PeerAddress> found) {
+  if (!wait_for_providers(call)) return;
+  discovery_().find_providers(call->procedure, [this, owner = owner_, call](std::vector<discovery::PeerAddress> found) {
     if (!owner.lock() || call->finished) return;
-    if (found.empty()) return resume();
-    struct Dials {
-      std::size_t remaining;
-      bool resumed = false;
-    };
-    auto dials = std::make_shared<Dials>(Dials{found.size()});
+    std::vector<std::pair<boost::asio::ip::udp::endpoint, NodeId>> to_dial;
     for (const auto& peer : found) {
-      auto linked = [this, owner, call, dials, resume, found_count = found.size()](std::error_code ec, PeerKey key) {
-        if (!owner.lock()) return;
-        const bool ok = !ec && key;
-        if (ok) add_provider(key, call->procedure);  // the record says it serves the procedure
-        --dials->remaining;
-        if (dials->resumed || call->finished || (!ok && dials->remaining > 0)) return;
-        dials->resumed = true;
-        if (call->auto_attempts) {  // chosen when no provider was known: choose again
-          call->max_attempts = static_cast<unsigned>(std::clamp<std::size_t>(found_count, 1, 3));
-          call->attempt_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(call->deadline - Clock::now()) /
-                                  call->max_attempts;
-        }
-        resume();
-      };
+      // A linked peer's own announcements win over its record: it does not serve the
+      // procedure (else this call would not be discovering), whatever a stale record says.
+      if (auto k = links_.find_peer(peer.id); k && links_.linked(*k)) continue;
       boost::asio::ip::udp::endpoint address;
-      if (auto k = links_.find_peer(peer.id); k && links_.linked(*k)) linked({}, *k);
-      else if (parse_address(peer.endpoint, address)) linked(errc::address_invalid, 0);
-      else links_.dial(address, peer.id, linked);
+      if (!parse_address(peer.endpoint, address)) to_dial.emplace_back(address, peer.id);
+    }
+    call->dials = to_dial.size();
+    if (to_dial.empty()) return resume(call);
+    for (const auto& [address, id] : to_dial) {
+      links_.dial(address, id, [this, owner, call, count = to_dial.size()](std::error_code ec, PeerKey key) {
+        if (!owner.lock()) return;
+        if (!ec && key) add_provider(key, call->procedure);  // the record says it serves the procedure
+        else call->last_error = ec ? ec : errc::no_provider;
+        if (call->dials) --call->dials;
+        if (call->finished || !call->waiting) return;
+        if (!choose(*call) && call->dials > 0) return;  // nobody usable yet: wait for the next dial
+        if (call->auto_attempts && call->attempts == 0) {
+          // Chosen when no provider was known: as many attempts as records (at most 3), the
+          // first with the whole remaining time when it is the only provider linked so far.
+          call->max_attempts = static_cast<unsigned>(std::clamp<std::size_t>(count, 1, 3));
+          const auto linked = std::clamp<std::size_t>(provider_count(call->procedure), 1, call->max_attempts);
+          call->attempt_timeout =
+              std::chrono::duration_cast<std::chrono::milliseconds>(call->deadline - Clock::now()) / linked;
+        }
+        resume(call);
+      });
     }
   });
+}
+
+// The call waits (discovery, or dials) with its deadline in the pending table; false when the
+// table is full (the call is finished).
+bool RpcEngine::wait_for_providers(const std::shared_ptr<CallState>& call) {
+  std::error_code full;
+  call->pending_id = pending_.insert(call->deadline, Attempt{call, 0, 0, nullptr, 0}, full);
+  if (full) {
+    finish(*call, full, {});
+    return false;
+  }
+  call->waiting = true;
+  arm_timer();
+  return true;
+}
+
+void RpcEngine::resume(const std::shared_ptr<CallState>& call) {
+  if (!call->waiting) return;
+  call->waiting = false;
+  if (call->pending_id) pending_.take(call->pending_id);
+  call->pending_id = 0;
+  next_attempt(call);
 }
 
 void RpcEngine::attempt_answered(const std::shared_ptr<CallState>& call, wire::RpcStatus st, Bytes b) {
@@ -465,8 +488,9 @@ void RpcEngine::attempt_answered(const std::shared_ptr<CallState>& call, wire::R
 }
 
 void RpcEngine::attempt_failed(Attempt& a, std::error_code ec) {
-  if (a.set) a.set->selector.end_call(a.index);  // none while discovery runs
+  if (a.set) a.set->selector.end_call(a.index);
   a.call->pending_id = 0;
+  a.call->waiting = false;  // a placeholder (no set) expired: the deadline passed
   if (a.call->finished) return;
   a.call->last_error = ec;
   next_attempt(a.call);

@@ -112,6 +112,8 @@ class RpcEngine {
   void attempt_failed(Attempt& a, std::error_code ec);
   void finish(CallState& c, std::error_code ec, Bytes result);
   void arm_timer();
+  bool wait_for_providers(const std::shared_ptr<CallState>& call);
+  void resume(const std::shared_ptr<CallState>& call);
 
   const NodeOptions& options_;
   NodeMetrics& m_;

@@ -18,6 +18,7 @@ is set, kept (and the logs printed) after a failing one. Where a namespace canno
 made, the harness raises HarnessError: a scenario then fails, it never passes silently.
 """
 
+import ctypes
 import json
 import os
 import re
@@ -45,12 +46,30 @@ def sh(*args, check=True, timeout=30, ns=None, input=None):
     return r
 
 
+def _die_with_parent():
+    """preexec_fn: the child gets SIGKILL when the harness dies, however it dies (CTest's
+    timeout kills it with SIGKILL, which no handler sees). `ip netns exec` execs the command,
+    and the setting survives the exec."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def spawn(args, **kw):
+    return subprocess.Popen(args, preexec_fn=_die_with_parent, **kw)
+
+
 def remove_orphans():
-    """Namespaces of earlier runs whose harness process is gone."""
+    """Namespaces of earlier runs whose harness process is gone, and anything still running
+    in them (deleting a namespace does not stop its processes)."""
     r = sh("ip", "netns", "list", check=False)
     for line in r.stdout.splitlines():
         m = re.match(r"^(mc(\d+)(?:sw|h\d+))\b", line)
         if m and not os.path.exists(f"/proc/{m.group(2)}"):
+            for pid in sh("ip", "netns", "pids", m.group(1), check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
             sh("ip", "netns", "del", m.group(1), check=False)
 
 
@@ -90,7 +109,7 @@ class Host:
         self.node_args = args
         self.starts += 1
         out = open(self.log_path(f"node{self.starts}.log"), "w")
-        self.node = subprocess.Popen(["ip", "netns", "exec", self.ns] + args, stdout=out, stderr=subprocess.STDOUT)
+        self.node = spawn(["ip", "netns", "exec", self.ns] + args, stdout=out, stderr=subprocess.STDOUT)
         self.cluster.processes.append(self.node)
         return self
 
@@ -152,7 +171,7 @@ class Host:
         """A `macula sub` leaf on this host, printing 'topic payload' lines to a file."""
         out = self.log_path(f"{name}.out")
         err = self.log_path(f"{name}.err")
-        p = subprocess.Popen(["ip", "netns", "exec", self.ns, self.cluster.macula, "sub", "--node", self.address,
+        p = spawn(["ip", "netns", "exec", self.ns, self.cluster.macula, "sub", "--node", self.address,
                               "--realm", REALM, pattern], stdout=open(out, "w"), stderr=open(err, "w"))
         self.cluster.processes.append(p)
         deadline = time.time() + 15
@@ -164,10 +183,10 @@ class Host:
             time.sleep(0.05)
         raise HarnessError(f"sub {pattern} on h{self.index} did not link: {open(err).read()}")
 
-    def agent(self, *args, wait=True, timeout=300):
+    def agent(self, *args, wait=True, timeout=150):
         """macula_mesh_agent on this host (a leaf linked to this host's node); its JSON result."""
         out = self.log_path(f"agent{len(self.cluster.processes)}.out")
-        p = subprocess.Popen(["ip", "netns", "exec", self.ns, self.cluster.agent, args[0], "--node", self.address,
+        p = spawn(["ip", "netns", "exec", self.ns, self.cluster.agent, args[0], "--node", self.address,
                               "--realm", REALM] + [str(a) for a in args[1:]],
                              stdout=subprocess.PIPE, stderr=open(out, "w"), text=True)
         self.cluster.processes.append(p)
@@ -179,7 +198,7 @@ class AgentJob:
     def __init__(self, process, err, what):
         self.process, self.err, self.what = process, err, what
 
-    def result(self, timeout=300):
+    def result(self, timeout=150):
         try:
             stdout, _ = self.process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -237,6 +256,7 @@ class Cluster:
 
     def __enter__(self):
         if os.geteuid() != 0:
+            shutil.rmtree(self.dir, ignore_errors=True)
             raise HarnessError("the cluster harness needs root: it creates network namespaces")
         for tool in ("ip", "nft", "tc", "curl", "openssl"):
             if not shutil.which(tool):
@@ -292,7 +312,7 @@ class Cluster:
         if failed:
             print(f"--- logs in {self.dir}")
             for name in sorted(os.listdir(self.dir)):
-                if name.endswith((".log", ".err")):
+                if name.endswith((".log", ".err")) or (name.startswith(("agent", "proxy")) and name.endswith(".out")):
                     with open(os.path.join(self.dir, name)) as f:
                         text = f.read()
                     print(f"--- {name} (last 40 lines)\n" + "".join(text.splitlines(True)[-40:]))
@@ -360,7 +380,7 @@ class Cluster:
         """udp_impair on host i: listen on host i's address, forward to upstream ('ip:port')."""
         h = self.host(i)
         out = h.log_path(f"proxy{listen_port}.out")
-        p = subprocess.Popen(["ip", "netns", "exec", h.ns, self.proxy_bin, "--listen", f"{h.ip}:{listen_port}",
+        p = spawn(["ip", "netns", "exec", h.ns, self.proxy_bin, "--listen", f"{h.ip}:{listen_port}",
                               "--upstream", upstream] + [str(f) for f in flags], stdout=open(out, "w"),
                              stderr=subprocess.STDOUT)
         self.processes.append(p)

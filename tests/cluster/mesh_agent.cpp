@@ -156,7 +156,6 @@ int run(const Flags& f) {
 
   macula::NodeOptions o;
   o.realm = f.get("realm").value_or("macula.default");
-  o.http_listen.clear();
   o.leaf = true;
   macula::Node node(o);
   if (auto ec = node.start()) {

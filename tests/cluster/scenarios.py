@@ -5,6 +5,7 @@ load on them with macula_mesh_agent and `macula sub`, asserts what must hold and
 figures as `FIGURE name: value` lines. Exit 0: passed; 1: failed (logs printed); the harness
 failing to build its network is a failure too, never a skip."""
 
+import signal
 import sys
 import time
 import traceback
@@ -24,7 +25,8 @@ def settle(host, topic, timeout=20):
     interest in the DHT and `host` found them. Returns the seconds it took."""
     t0 = time.time()
     while time.time() - t0 < timeout:
-        r = host.agent("pub", "--topic", topic, "--qos", 1, "--count", 1, "--prefix", "probe")
+        r = host.agent("pub", "--topic", topic, "--qos", 1, "--count", 1, "--prefix", "probe",
+                       timeout=max(1.0, timeout - (time.time() - t0)) + 10)
         if r["ok"] == 1:
             return time.time() - t0
         time.sleep(0.2)
@@ -75,7 +77,7 @@ def failover(c):
     """kill -9 of a provider in the middle of an RPC loop: every call succeeds within its deadline
     through failover; the node restarts with the same key file and serves again."""
     svc = "cluster.svc"
-    ttl = 15
+    ttl = 30
     ttl_flag = ("--dht-record-ttl", ttl)
     c.start(echo={5: [svc], 6: [svc]}, extra=ttl_flag)
     warm = c.host(1).agent("call", "--procedure", svc, "--count", 20)
@@ -175,13 +177,15 @@ def loss(c):
     r1, r0, rr = q1.result(), q0.result(), rpc.result()
     n1 = r1["issued"]
     check(r1["ok"] == n1, f"QoS 1 publishes under loss: {r1}")
+    missing, dup = exactly_once(sub.wait_for("load.q1", n1, 30), "a", n1)
+    figure("loss.qos1_lost", len(missing))
+    figure("loss.qos1_duplicated", len(dup))
     assert_once(sub, "load.q1", "a", n1, "QoS 1 under 2% loss")
     got0 = len(sub.wait_for("load.q0", r0["issued"], 5))
     dropped = sum(c.loss_dropped(h.index) for h in c.hosts)
     figure("loss.packets_dropped_by_nft", dropped)
     check(dropped > 0, "the loss rules dropped nothing")
     figure("loss.qos1_sent", n1)
-    figure("loss.qos1_lost", 0)
     figure("loss.qos1_publish_p50_us", r1.get("p50_us"))
     figure("loss.qos1_publish_p99_us", r1.get("p99_us"))
     figure("loss.qos0_delivered", f"{got0}/{r0['issued']}")
@@ -219,8 +223,14 @@ def bandwidth(c):
     figure("bandwidth.capped_subscriber", f"{got_slow}/{shared['issued']}")
     figure("bandwidth.node2_dropped", {k: v for k, v in m2.items() if k.startswith("macula_messages_dropped_total") and v})
     figure("bandwidth.node2_slow_peer_disconnects", c.host(2).metric("macula_slow_peer_disconnects_total", metrics=m2))
-    check(got_alone == alone["issued"], "the fast subscriber lost messages before any cap")
-    check(got_fast == shared["issued"], f"the fast subscriber lost messages beside the capped node: {got_fast}/{shared['issued']}")
+    # The offered load must exceed the cap for the scenario to mean anything (a slow machine
+    # may not reach 2,000/s; 1,000/s of 1 KB is still 8 Mbit/s).
+    check(shared["issued"] / shared["seconds"] >= rate / 2, f"the publisher offered only {shared['issued'] / shared['seconds']:.0f}/s")
+    # QoS 0 to a `macula sub` leaf: its own 1,024-message queue may drop a few on a loaded
+    # machine (counted there); the point is that the capped node's link does not slow this one.
+    check(got_alone >= 0.99 * alone["issued"], f"the fast subscriber lost messages before any cap: {got_alone}/{alone['issued']}")
+    check(got_fast >= 0.99 * shared["issued"] and got_fast >= 0.99 * got_alone,
+          f"the fast subscriber lost messages beside the capped node: {got_fast}/{shared['issued']} (alone: {got_alone})")
     check(got_slow < shared["issued"], "the capped node received everything: the cap did not bite")
     check(m2.get('macula_messages_dropped_total{reason="link_backpressure"}', 0) + c.host(2).metric("macula_slow_peer_disconnects_total", metrics=m2) > 0,
           "node 2 neither dropped for nor disconnected the capped node")
@@ -288,9 +298,24 @@ SCENARIOS = {
 }
 
 
+WATCHDOG_S = 200  # below CTest's TIMEOUT (240 s): the harness tears down and prints logs itself
+
+
+def _watchdog(signum, frame):
+    raise HarnessError(f"scenario watchdog: still running after {WATCHDOG_S} s")
+
+
+def _terminated(signum, frame):
+    raise SystemExit(f"terminated by signal {signum}")  # unwinds through the teardown
+
+
 def main():
     name, bin_dir = sys.argv[1], sys.argv[2]
     hosts, run = SCENARIOS[name]
+    signal.signal(signal.SIGALRM, _watchdog)
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGHUP, _terminated)
+    signal.alarm(WATCHDOG_S)
     t0 = time.time()
     try:
         with Cluster(hosts, bin_dir) as c:

@@ -210,6 +210,7 @@ def run_loss(seed):
         send_paced(sock, proxy.addr, [payload("l", i, 100) for i in range(2000)])
         wait_quiet([sink])
         stats = proxy.stop()
+        wait_quiet([sink])  # what it forwarded just before it stopped is read too
         arrived = sorted(int(data.split(b":")[1]) for _, data, _ in sink.received())
     finally:
         sink.close(), sock.close()
@@ -242,6 +243,7 @@ def test_duplicate():
         send_paced(back.sock, proxy.addr, [payload("u", i, 200) for i in range(n)])
         wait_quiet([echo, back])
         stats = proxy.stop()
+        wait_quiet([echo, back])
         at_echo = [data for _, data, _ in echo.received()]
         at_client = [data for _, data, _ in back.received()]
     finally:
