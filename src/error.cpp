@@ -69,6 +69,7 @@ class MaculaCategory final : public std::error_category {
         return "the node refused the request: missing or wrong client token, or its client API is closed";
       case errc::options_invalid: return "node options contradict each other (the node's log says which)";
       case errc::no_subscribers: return "no subscriber anywhere in the realm matched the topic: nobody received the message";
+      case errc::address_unresolved: return "the host name could not be resolved";
     }
     return "unknown macula error";
   }

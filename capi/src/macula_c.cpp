@@ -171,7 +171,7 @@ struct macula_mesh {
 };
 
 // The C status constants are the errc values: the header and the enum cannot drift apart.
-constexpr macula::errc kLastErrc = macula::errc::no_subscribers;
+constexpr macula::errc kLastErrc = macula::errc::address_unresolved;
 static_assert(MACULA_EWOULDDEADLOCK == static_cast<int>(macula::errc::would_deadlock));
 static_assert(MACULA_EWOULD_BLOCK == static_cast<int>(macula::errc::would_block));
 static_assert(MACULA_EPAYLOAD_TOO_LARGE == static_cast<int>(macula::errc::payload_too_large));
@@ -179,6 +179,7 @@ static_assert(MACULA_EREALM_PROOF == static_cast<int>(macula::errc::realm_proof_
 static_assert(MACULA_EUNAUTHORIZED == static_cast<int>(macula::errc::unauthorized));
 static_assert(MACULA_EOPTIONS_INVALID == static_cast<int>(macula::errc::options_invalid));
 static_assert(MACULA_ENO_SUBSCRIBERS == static_cast<int>(macula::errc::no_subscribers));
+static_assert(MACULA_EADDRESS_UNRESOLVED == static_cast<int>(macula::errc::address_unresolved));
 static_assert(MACULA_MAX_PAYLOAD_BYTES == macula::kMaxPayloadBytes);
 static_assert(MACULA_CLIENT_ACCESS_AUTOMATIC == static_cast<int>(macula::ClientAccess::automatic));
 static_assert(MACULA_CLIENT_ACCESS_OPEN == static_cast<int>(macula::ClientAccess::open));
@@ -224,27 +225,35 @@ int macula_client_token(const char* realm, const char* secret, char* out, size_t
   });
 }
 
-void macula_node_options_init(macula_node_options* o) {
-  if (!o) return;
-  std::memset(o, 0, sizeof *o);
-  o->struct_size = sizeof *o;
-  o->realm = "macula.default";
-  o->listen = "127.0.0.1:0";
-  o->worker_threads = 2;
-  o->io_threads = 1;
-  o->rpc_timeout_ms = 5000;
-  o->dht = 1;
-  o->http_listen = "127.0.0.1:8080";
-  o->log_level = 1;
-  o->dht_record_ttl_s = 300;
+void macula_node_options_init_sized(macula_node_options* o, size_t size) {
+  if (!o || size < offsetof(macula_node_options, realm)) return;
+  macula_node_options d;
+  std::memset(&d, 0, sizeof d);
+  d.realm = "macula.default";
+  d.listen = "127.0.0.1:0";
+  d.worker_threads = 2;
+  d.io_threads = 1;
+  d.rpc_timeout_ms = 5000;
+  d.dht = 1;
+  d.http_listen = "";
+  d.log_level = 1;
+  d.dht_record_ttl_s = 300;
+  const size_t n = std::min(size, sizeof d);
+  d.struct_size = n;
+  std::memcpy(o, &d, n);
 }
+
+#undef macula_node_options_init
+// Exported for binaries that called the function before the header made it a macro.
+MACULA_API void macula_node_options_init(macula_node_options* o);
+void macula_node_options_init(macula_node_options* o) { macula_node_options_init_sized(o, sizeof *o); }
 
 int macula_node_new(macula_node** out, const macula_node_options* options) {
   if (!out) return fail(MACULA_EINVAL, "macula_node_new: out is NULL");
   *out = nullptr;
   return guarded("macula_node_new", [&] {
     macula_node_options defaults;
-    macula_node_options_init(&defaults);
+    macula_node_options_init_sized(&defaults, sizeof defaults);
     // Fields past the caller's struct_size keep their defaults (an older caller).
     if (options) {
       if (options->struct_size < offsetof(macula_node_options, realm) + sizeof(void*))

@@ -158,8 +158,8 @@ class Client {
  public:
   Client(const std::string& address, std::optional<std::string> token) : token_(std::move(token)) {
     std::error_code ec;
-    if ((ec = macula::node::parse_address(address, target_))) {
-      std::fprintf(stderr, "macula: %s: %s\n", address.c_str(), ec.message().c_str());
+    if ((ec = macula::node::resolve_address(address, target_))) {
+      std::fprintf(stderr, "macula: --node %s: %s\n", address.c_str(), ec.message().c_str());
       return;
     }
     macula::transport::EndpointOptions o;
@@ -293,14 +293,16 @@ int run_node(const Args& a) {
   if (auto t = a.get("dht-record-ttl")) {
     char* end = nullptr;
     const long s = std::strtol(t->c_str(), &end, 10);
-    if (t->empty() || *end != '\0' || s < 10 || s > 86400) {
-      std::fprintf(stderr, "macula node: --dht-record-ttl %s: expected seconds, 10 to 86400\n", t->c_str());
+    if (t->empty() || *end != '\0' || s < 30 || s > 86400) {
+      std::fprintf(stderr, "macula node: --dht-record-ttl %s: expected seconds, 30 to 86400\n", t->c_str());
       return kUsage;
     }
     o.dht_record_ttl = std::chrono::seconds(s);
   }
-  // Plain HTTP /metrics /health /ready /live: 127.0.0.1:8080 unless --http says where, or off.
-  if (auto h = a.get("http")) o.http_listen = *h == "off" ? "" : *h;
+  // Plain HTTP /metrics /health /ready /live: 127.0.0.1:8080 unless --http says where, or off
+  // (the library's own default is off: an operator's node, unlike an embedded one, wants it).
+  const std::string http = a.get("http").value_or("127.0.0.1:8080");
+  o.http_listen = http == "off" ? "" : http;
   if (!secret_arg(a, "realm-secret", "MACULA_REALM_SECRET", o.realm_secret)) return kUsage;
   if (!secret_arg(a, "client-token", "MACULA_CLIENT_TOKEN", o.client_token)) return kUsage;
   if (auto m = a.get("client-access")) {
@@ -523,7 +525,6 @@ int run_sub(const Args& a) {
   macula::NodeOptions o;
   o.realm = a.get("realm").value_or("macula.default");
   if (!secret_arg(a, "realm-secret", "MACULA_REALM_SECRET", o.realm_secret)) return kUsage;
-  o.http_listen.clear();  // a short-lived client node: no status pages
   o.leaf = true;          // reached through --node, its gateway: it need not be dialable
   macula::Node node(o);
   if (auto ec = node.start()) {

@@ -54,7 +54,10 @@ grep -q "^sensors.kitchen.temp 21.5$" "$dir/sub.out" || fail "sub output"
 timeout 30 "$M" sub --via-http3 --node "$addr" --count 3 'alerts.#' > "$dir/hsub.out" 2> "$dir/hsub.err" &
 sub_pid=$!
 wait_for "subscribed" "$dir/hsub.err" || fail "sub --via-http3 did not subscribe"
-for i in 1 2 3; do "$M" pub --node "$addr" alerts.fire "n$i" || fail "pub exit code (sub --via-http3)"; done
+# A host name works wherever an address does: localhost for 127.0.0.1.
+for i in 1 2 3; do "$M" pub --node "localhost:${addr##*:}" alerts.fire "n$i" || fail "pub --node localhost:PORT (sub --via-http3)"; done
+"$M" pub --node "no host!:1" a.b x 2> "$dir/badhost.err"; [ $? -eq 6 ] || fail "a malformed --node must exit 6"
+grep -q -- "--node no host!:1" "$dir/badhost.err" || fail "the error names the flag and the value"
 wait "$sub_pid"; rc=$?; sub_pid=""
 [ $rc -eq 0 ] || fail "sub --via-http3 exit $rc"
 [ "$(wc -l < "$dir/hsub.out")" -eq 3 ] || fail "sub --via-http3: 3 lines expected"

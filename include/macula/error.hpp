@@ -67,6 +67,7 @@ enum class errc : int {
   options_invalid,         ///< NodeOptions contradict each other (the log and the message say which)
   // Routing.
   no_subscribers,          ///< a QoS 1 publish found no subscriber anywhere (after discovery): nobody got it
+  address_unresolved,      ///< a host name in an address could not be resolved
 };
 
 /// The `macula` error category; messages say what is wrong in words a user can act on.

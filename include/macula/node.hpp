@@ -114,9 +114,10 @@ class Node {
   const NodeOptions& options() const noexcept { return options_; }
   boost::asio::io_context::executor_type get_executor() const noexcept { return io_->get_executor(); }
 
-  /// Links to the node at `address` ("host:port") and keeps re-linking when the link drops
-  /// until stop(). Completes with void(std::error_code) once the first link is up.
-  /// Errors: address_invalid, handshake_timeout, connection_refused, peer realm refused
+  /// Links to the node at `address` ("host:port"; a host name is resolved without blocking the
+  /// caller) and keeps re-linking when the link drops until stop(). Completes with
+  /// void(std::error_code) once the first link is up. Errors: address_invalid,
+  /// address_unresolved, handshake_timeout, connection_refused, peer realm refused
   /// (connection_refused), not_started.
   template <class Token>
   auto async_connect(std::string address, Token&& token) {

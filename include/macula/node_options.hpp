@@ -33,18 +33,22 @@ struct NodeOptions {
   ClientAccess client_access = ClientAccess::automatic;
   /// The bearer token of `token` mode; unset: derive_client_token(realm, realm_secret).
   std::optional<std::string> client_token;
-  /// UDP address to listen on, "host:port" or "[v6]:port"; port 0 picks a free port.
+  /// UDP address to listen on, "host:port" or "[v6]:port" (a host name is resolved at start:
+  /// its first IPv4 address, else its first IPv6 one); port 0 picks a free port.
   std::string listen = "127.0.0.1:0";
-  /// The address other nodes should dial to reach this one ("host:port"): what it announces in
-  /// its HELLO and its DHT records. Empty: the listen address as bound. Needed when listening
-  /// on 0.0.0.0 or [::] (start() refuses that without it: peers cannot dial "any address") or
-  /// behind a port mapping. Not checked for reachability.
+  /// The address other nodes should dial to reach this one ("host:port"; a host name is
+  /// resolved once, at start, and the address announced): what it announces in its HELLO and
+  /// its DHT records. Empty: the listen address as bound. Needed when listening on 0.0.0.0 or
+  /// [::] (start() refuses that without it: peers cannot dial "any address") or behind a port
+  /// mapping. Not checked for reachability.
   std::string advertise_address;
   /// PEM files of the node's ECDSA P-256 key and certificate; both or neither. Neither: an
   /// ephemeral identity is generated at start (the node id changes each run).
   std::optional<std::string> key_file;
   std::optional<std::string> cert_file;
-  /// Peers ("host:port") linked at start and re-linked with backoff whenever the link drops.
+  /// Peers ("host:port"; names resolved once, at start) linked at start and re-linked with
+  /// backoff whenever the link drops. A malformed or unresolvable one fails start()
+  /// (address_invalid / address_unresolved), and the log names it.
   std::vector<std::string> bootstrap;
   /// Discover RPC providers and remote subscribers through the Kademlia DHT (requests over
   /// HTTP/3 to other nodes) in addition to direct links: any node reaches any other node of
@@ -69,16 +73,16 @@ struct NodeOptions {
   /// subscribers and leaves) once it stops refreshing them, e.g. because it died: until then
   /// other nodes may find it and try it (a try that costs a failed-over attempt). Refreshed at
   /// 4/5 of it while the node runs; other nodes honour the shorter of this and their own
-  /// (at least 300 s). 10 s to 1 day: shorter forgets dead nodes sooner and costs more DHT
-  /// traffic.
+  /// (at least 300 s). 30 s to 1 day: shorter forgets dead nodes sooner and costs more DHT
+  /// traffic (and leaves less time for a refresh to get through before the record expires).
   std::chrono::seconds dht_record_ttl{300};
   /// Plain HTTP/1.1 GET /metrics, /health, /ready, /live on this TCP "host:port" (port 0 picks
-  /// one; Node::http_address() tells which). Empty: off. On loopback by default: set
-  /// "0.0.0.0:8080" to let a scraper on another host in. The same pages are always served over
-  /// HTTP/3 on the node's QUIC port. If the port is taken (many nodes in one process: the
-  /// first one gets 8080), the node still starts: it logs a warning and serves the pages over
-  /// HTTP/3 only, and metric macula_http_status_up is 0. LocalMesh turns it off.
-  std::string http_listen = "127.0.0.1:8080";
+  /// one; Node::http_address() tells which). Empty (the default): off — an embedded library
+  /// opens no TCP port unless asked (`macula node` asks for 127.0.0.1:8080). The same pages are
+  /// always served over HTTP/3 on the node's QUIC port. If the port is taken, the node still
+  /// starts: it logs a warning and serves the pages over HTTP/3 only, and metric
+  /// macula_http_status_up is 0.
+  std::string http_listen;
 
   /// Log events go to this sink (see macula/log.hpp); none installed: the node is silent.
   LogSink log_sink;

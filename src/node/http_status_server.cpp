@@ -161,7 +161,7 @@ struct HttpStatusServer::Impl : std::enable_shared_from_this<HttpStatusServer::I
 std::shared_ptr<HttpStatusServer> HttpStatusServer::create(asio::io_context& io, const std::string& address,
                                                            StatusPages pages, std::error_code& ec) {
   asio::ip::udp::endpoint parsed;
-  if ((ec = parse_address(address, parsed))) return nullptr;
+  if ((ec = resolve_address(address, parsed))) return nullptr;
   auto impl = std::make_shared<Impl>(io, std::move(pages));
   const tcp::endpoint ep(parsed.address(), parsed.port());
   boost::system::error_code bec;

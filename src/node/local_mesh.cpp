@@ -34,8 +34,6 @@ void LocalMesh::init(LocalMeshOptions options, std::error_code& ec) {
     NodeOptions o = options.node;
     o.listen = "127.0.0.1:0";
     o.bootstrap.clear();
-    // Many nodes in one process: the default status port would go to the first one only.
-    if (o.http_listen == NodeOptions{}.http_listen) o.http_listen.clear();
     auto n = std::make_unique<Node>(io_, std::move(o));
     if ((ec = n->start())) return stop();
     nodes_.push_back(std::move(n));

@@ -55,7 +55,11 @@ std::error_code Node::start() {
   std::vector<boost::asio::ip::udp::endpoint> bootstrap;
   for (const auto& b : options_.bootstrap) {
     boost::asio::ip::udp::endpoint e;
-    if ((ec = node::parse_address(b, e))) return ec;
+    if ((ec = node::resolve_address(b, e))) {
+      if (options_.log_sink && options_.log_level <= LogLevel::error)
+        options_.log_sink(LogLevel::error, "node", "not starting: bootstrap " + b + ": " + ec.message());
+      return ec;
+    }
     bootstrap.push_back(e);
   }
   core_ = node::NodeCore::create(*io_, options_, std::move(identity), ec);
@@ -132,9 +136,13 @@ std::string Node::local_address() const {
 
 void Node::connect_impl(std::string address, detail::Completion<std::error_code> done) {
   if (!core_ || core_->stopping()) return done(errc::not_started);
-  boost::asio::ip::udp::endpoint e;
-  if (auto ec = node::parse_address(address, e)) return done(ec);
-  core_->connect(e, std::nullopt, true, std::move(done));
+  // A name is resolved on the io threads, so this never blocks its caller.
+  auto shared = std::make_shared<detail::Completion<std::error_code>>(std::move(done));  // std::function copies
+  node::async_resolve_address(*io_, address, [core = core_, shared](std::error_code ec, boost::asio::ip::udp::endpoint e) {
+    if (ec) return (*shared)(ec);
+    if (core->stopping()) return (*shared)(errc::not_started);
+    core->connect(e, std::nullopt, true, std::move(*shared));
+  });
 }
 
 std::error_code Node::connect(const std::string& address) {
@@ -143,7 +151,7 @@ std::error_code Node::connect(const std::string& address) {
   auto f = p.get_future();
   if (!core_ || core_->stopping()) return errc::not_started;
   boost::asio::ip::udp::endpoint e;
-  if (auto ec = node::parse_address(address, e)) return ec;
+  if (auto ec = node::resolve_address(address, e)) return ec;
   core_->connect(e, std::nullopt, true, [&p](std::error_code ec) { p.set_value(ec); });
   return f.get();
 }

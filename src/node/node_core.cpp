@@ -88,8 +88,8 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     options.realm = normalize_realm(options.realm, ec);
     if (ec) return ec;
     std::string why;
-    if (options.dht_record_ttl < std::chrono::seconds(10) || options.dht_record_ttl > std::chrono::hours(24)) {
-      log.log(LogLevel::error, "node", "not starting: dht_record_ttl must be 10 s to 1 day");
+    if (options.dht_record_ttl < std::chrono::seconds(30) || options.dht_record_ttl > std::chrono::hours(24)) {
+      log.log(LogLevel::error, "node", "not starting: dht_record_ttl must be 30 s to 1 day");
       return errc::options_invalid;
     }
     if ((ec = ClientGate::resolve(options, gate, why))) {
@@ -97,7 +97,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
       return ec;
     }
     udp::endpoint listen;
-    if ((ec = parse_address(options.listen, listen))) return ec;
+    if ((ec = resolve_address(options.listen, listen))) {
+      log.log(LogLevel::error, "node", "not starting: listen " + options.listen + ": " + ec.message());
+      return ec;
+    }
     transport::EndpointOptions eo;
     eo.identity = std::move(identity);
     eo.max_clients = options.max_clients;
@@ -109,7 +112,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     eo.keep_alive = std::chrono::seconds(15);  // links are long-lived: keep NAT and idle timers alive
     if (!options.advertise_address.empty()) {
       udp::endpoint advertised;
-      if (parse_address(options.advertise_address, advertised) || advertised.address().is_unspecified() ||
+      if (resolve_address(options.advertise_address, advertised) || advertised.address().is_unspecified() ||
           advertised.port() == 0) {
         log.log(LogLevel::error, "node",
                 "not starting: advertise_address " + options.advertise_address + " is not a host:port peers can dial");
@@ -250,7 +253,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
                      [this] { return static_cast<double>(rpc.cache_stats().size); });
     m.gauge_callback("macula_dht_routing_table_size", "Contacts in the DHT routing table (updated each second)", {},
                      [this] { return static_cast<double>(dht_view.table_size.load(std::memory_order_relaxed)); });
-    m.gauge_callback("macula_dht_records_stored", "DHT keys this node stores records under, for others (updated each second)", {},
+    m.gauge_callback("macula_dht_records_stored", "DHT keys this node stores records under, its own and others' (updated each second)", {},
                      [this] { return static_cast<double>(dht_view.records.load(std::memory_order_relaxed)); });
     for (const char* name : {"handler_tasks", "dispatch"}) {
       const bool d = std::string_view(name) == "dispatch";
@@ -274,7 +277,8 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   dht::DhtDiscovery::Options discovery_options() const {
     dht::DhtDiscovery::Options o;
     o.record_ttl = options.dht_record_ttl;
-    o.republish = options.dht_record_ttl * 4 / 5;
+    // At least 10 s before expiry: a refresh is a lookup plus STOREs, each request up to 2 s.
+    o.republish = std::min(options.dht_record_ttl * 4 / 5, options.dht_record_ttl - std::chrono::seconds(10));
     // Records of nodes with the default TTL must not expire here before their refresh.
     o.max_record_ttl = std::max(o.max_record_ttl, options.dht_record_ttl);
     // A cached provider list must not outlive the records it came from.

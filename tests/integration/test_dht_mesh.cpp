@@ -177,7 +177,7 @@ TEST_CASE("dht mesh: options that would break discovery are refused at start", "
     Node n(loop.io, o);
     return n.start() == errc::options_invalid;
   };
-  CHECK(refused([](NodeOptions& o) { o.dht_record_ttl = 5s; }));
+  CHECK(refused([](NodeOptions& o) { o.dht_record_ttl = 20s; }));
   CHECK(refused([](NodeOptions& o) { o.dht_record_ttl = std::chrono::hours(25); }));
   // "Any address" is nothing a peer can dial: it needs the address to announce.
   CHECK(refused([](NodeOptions& o) { o.listen = "0.0.0.0:0"; }));
@@ -186,7 +186,7 @@ TEST_CASE("dht mesh: options that would break discovery are refused at start", "
   CHECK(refused([](NodeOptions& o) { o.advertise_address = "not an address"; }));
   NodeOptions o;
   o.http_listen.clear();
-  o.dht_record_ttl = 10s;
+  o.dht_record_ttl = 30s;
   o.listen = "0.0.0.0:0";
   o.advertise_address = "127.0.0.1:4433";
   Node ok(loop.io, o);

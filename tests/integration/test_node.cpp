@@ -598,3 +598,40 @@ TEST_CASE("node: a call with no linked provider asks discovery, links to what it
   b.stop();
 }
 
+
+TEST_CASE("node: host names in bootstrap and connect addresses; a malformed one is named in the log", "[node][address]") {
+  macula::test::IoThread loop;
+  NodeOptions o;
+  o.realm = "names.realm";
+  o.worker_threads = 1;
+  Node seed(loop.io, o);
+  REQUIRE_FALSE(seed.start());
+  const std::string port = seed.local_address().substr(seed.local_address().rfind(':') + 1);
+  NodeOptions bo = o;
+  bo.bootstrap = {"localhost:" + port};  // resolved at start: IPv4 first
+  Node by_name(loop.io, bo);
+  REQUIRE_FALSE(by_name.start());
+  CHECK(macula::test::eventually([&] { return by_name.stats().links == 1; }));
+  Node dialer(loop.io, o);
+  REQUIRE_FALSE(dialer.start());
+  CHECK_FALSE(dialer.connect("localhost:" + port));
+  auto async = dialer.async_connect("localhost:" + port, boost::asio::use_future);
+  CHECK_FALSE(async.get());
+
+  std::vector<std::string> lines;
+  std::mutex m;
+  NodeOptions bad = o;
+  bad.bootstrap = {"not a host!:1"};
+  bad.log_sink = [&](LogLevel, std::string_view, std::string_view msg) {
+    std::lock_guard lock(m);
+    lines.emplace_back(msg);
+  };
+  Node refused(loop.io, bad);
+  CHECK(refused.start() == errc::address_invalid);
+  std::lock_guard lock(m);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0].find("bootstrap not a host!:1") != std::string::npos);
+  dialer.stop();
+  by_name.stop();
+  seed.stop();
+}

@@ -69,6 +69,7 @@ typedef enum macula_status {
   MACULA_EUNAUTHORIZED = 45,      /* a client request without the node's client token */
   MACULA_EOPTIONS_INVALID = 46,   /* node options contradict each other (see macula_last_error) */
   MACULA_ENO_SUBSCRIBERS = 47,    /* a QoS 1 publish found no subscriber anywhere: nobody received it */
+  MACULA_EADDRESS_UNRESOLVED = 48, /* a host name in an address could not be resolved */
   MACULA_EINVAL = -1,    /* a NULL or out-of-range argument */
   MACULA_ENOMEM = -2,    /* allocation failed */
   MACULA_EINTERNAL = -3, /* an unexpected error inside the library (see macula_last_error) */
@@ -134,8 +135,8 @@ typedef struct macula_node_options {
   uint32_t rpc_timeout_ms;       /* default 5000 */
   int dht;                       /* nonzero (default): discover providers and subscribers
                                     through the DHT, so every node of the realm is reachable */
-  const char *http_listen;       /* plain-HTTP /metrics /health /ready /live; default
-                                    "127.0.0.1:8080"; "" : off (HTTP/3 still serves them) */
+  const char *http_listen;       /* plain-HTTP /metrics /health /ready /live on this TCP
+                                    "host:port"; default "" : off (HTTP/3 serves them always) */
   macula_log_fn log;             /* NULL (default): the node logs nothing */
   void *log_user_data;           /* passed to `log`; must outlive the node */
   int log_level;                 /* least level passed to `log`; default 1 (info) */
@@ -144,16 +145,24 @@ typedef struct macula_node_options {
                                     and realm_secret as macula_client_token does */
   int leaf;                      /* nonzero: accept no inbound links; reached through the
                                     nodes this one dials (its gateways). Default 0 */
+  /* Fields below were added after 0.1's first release; the pointer first, so that none falls
+   * in the tail padding of an older, smaller struct (an older caller's struct_size). */
+  const char *advertise_address; /* "host:port" other nodes should dial (a name is resolved once,
+                                    at start); NULL (default): the listen address as bound.
+                                    Required with a 0.0.0.0 / [::] listen address (else
+                                    MACULA_EOPTIONS_INVALID at start) */
   uint32_t dht_record_ttl_s;     /* how long the DHT keeps this node's records once they are no
-                                    longer refreshed (it died); 10 to 86400 (else macula_node_start
+                                    longer refreshed (it died); 30 to 86400 (else macula_node_start
                                     fails with MACULA_EOPTIONS_INVALID); 0: default 300 */
-  const char *advertise_address; /* "host:port" other nodes should dial; NULL (default): the
-                                    listen address as bound. Required with a 0.0.0.0 / [::]
-                                    listen address (else MACULA_EOPTIONS_INVALID at start) */
 } macula_node_options;
 
-/* Fills `options` with the defaults. */
-MACULA_API void macula_node_options_init(macula_node_options *options);
+/* Fills the first `size` bytes of `options` (sizeof *options as the caller compiled it) with
+ * the defaults and sets struct_size to `size`: a library newer than the caller's header never
+ * writes past the caller's struct. Use the macro below. */
+MACULA_API void macula_node_options_init_sized(macula_node_options *options, size_t size);
+/* Fills `options` with the defaults (the caller's sizeof). The exported function of the same
+ * name, for binaries built before the macro, assumes this header's struct size. */
+#define macula_node_options_init(options) macula_node_options_init_sized((options), sizeof *(options))
 
 /* Creates a node (not started). `options` may be NULL (defaults); strings are copied. */
 MACULA_API int macula_node_new(macula_node **out, const macula_node_options *options);
