@@ -16,6 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include <boost/asio/use_future.hpp>
+
+#include "macula/cancellation.hpp"
 #include "macula/error.hpp"
 #include "macula/node.hpp"
 #include "macula/publisher.hpp"
@@ -130,17 +133,19 @@ TEST_CASE("dht mesh: a dead provider's record costs a caller no deadline; the fa
   const auto echo = sync_handler([](const Bytes& a) { return a; });
   auto a1 = alive->advertise("svc.echo", echo);
   auto a2 = dead->advertise("svc.echo", echo);
-  // Both records are in the DHT (a lookup from the seed finds two).
-  std::size_t found = 0;
-  for (int i = 0; i < 100 && found < 2; ++i) {
+  auto a3 = dead->advertise("svc.only_dead", echo);
+  // The records are in the DHT (lookups from the seed find them).
+  auto records = [&](const char* procedure) {
     std::promise<std::size_t> p;
-    node::TestHooks::find_value(*seed, dht::procedure_key("dht.dead", "svc.echo"), [&p](std::error_code, std::size_t n) { p.set_value(n); });
-    found = p.get_future().get();
-    if (found < 2) std::this_thread::sleep_for(50ms);
-  }
-  REQUIRE(found == 2);
+    node::TestHooks::find_value(*seed, dht::procedure_key("dht.dead", procedure), [&p](std::error_code, std::size_t n) { p.set_value(n); });
+    return p.get_future().get();
+  };
+  for (int i = 0; i < 100 && (records("svc.echo") < 2 || records("svc.only_dead") < 1); ++i) std::this_thread::sleep_for(50ms);
+  REQUIRE(records("svc.echo") == 2);
+  REQUIRE(records("svc.only_dead") == 1);
   const std::string dead_address = dead->local_address();
   a2 = {};
+  a3 = {};
   dead->stop();  // its record stays until its TTL
   BlackHole hole(dead_address);
   REQUIRE(hole.fd >= 0);
@@ -163,6 +168,28 @@ TEST_CASE("dht mesh: a dead provider's record costs a caller no deadline; the fa
   // The dial to the dead node times out in the background, counted.
   for (int i = 0; i < 100 && metric(*caller, "macula_link_dials_failed_total") < 1; ++i) std::this_thread::sleep_for(100ms);
   CHECK(metric(*caller, "macula_link_dials_failed_total") == 1);
+
+  // Only the dead node's record: the call waits for its dial (5 s connect timeout), but no
+  // longer than its own deadline, and a cancellation ends it at once; the dials that finish
+  // later find the calls over.
+  co.timeout = 1s;
+  const auto t1 = std::chrono::steady_clock::now();
+  (void)client.call("svc.only_dead", Bytes{1}, ec, co);
+  CHECK(ec == errc::timed_out);
+  CHECK(std::chrono::steady_clock::now() - t1 < 2500ms);
+  Cancellation cancel;
+  CallOptions cc;
+  cc.timeout = 4s;
+  cc.cancel = cancel;
+  auto pending = client.async_call("svc.only_dead", Bytes{2}, cc, boost::asio::use_future);
+  std::this_thread::sleep_for(200ms);
+  const auto t2 = std::chrono::steady_clock::now();
+  cancel.cancel();
+  CHECK(pending.wait_for(2s) == std::future_status::ready);
+  CHECK(std::get<0>(pending.get()) == errc::cancelled);
+  CHECK(std::chrono::steady_clock::now() - t2 < 1s);
+  for (int i = 0; i < 100 && metric(*caller, "macula_link_dials_failed_total") < 3; ++i) std::this_thread::sleep_for(100ms);
+  CHECK(metric(*caller, "macula_link_dials_failed_total") == 3);
   caller->stop();
   alive->stop();
   seed->stop();
