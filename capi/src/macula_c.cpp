@@ -318,6 +318,10 @@ int macula_node_stop(macula_node* node) {
 
 void macula_node_free(macula_node* node) {
   if (!node || node->in_mesh) return;
+  if (in_c_callback) {
+    (void)fail(MACULA_EWOULDDEADLOCK, "macula_node_free: called from a libmacula callback (not freed)");
+    return;
+  }
   guarded("macula_node_free", [&] {
     delete node;
     return kOk;
@@ -430,7 +434,9 @@ int macula_reply_send(macula_reply* reply, const uint8_t* data, size_t len) {
   if (!reply || (!data && len)) return fail(MACULA_EINVAL, "macula_reply_send: NULL argument");
   return guarded("macula_reply_send", [&] {
     std::unique_ptr<macula_reply> r(reply);
-    r->responder.reply(to_bytes(data, len));
+    r->responder.reply(to_bytes(data, len));  // an oversized result reaches the caller as payload_too_large
+    if (len > MACULA_MAX_PAYLOAD_BYTES)
+      return fail(MACULA_EPAYLOAD_TOO_LARGE, "macula_reply_send: result above MACULA_MAX_PAYLOAD_BYTES");
     return kOk;
   });
 }
@@ -571,6 +577,10 @@ int macula_mesh_settle(macula_mesh* mesh) {
 
 void macula_mesh_free(macula_mesh* mesh) {
   if (!mesh) return;
+  if (in_c_callback) {
+    (void)fail(MACULA_EWOULDDEADLOCK, "macula_mesh_free: called from a libmacula callback (not freed)");
+    return;
+  }
   guarded("macula_mesh_free", [&] {
     mesh->mesh->stop();
     delete mesh;

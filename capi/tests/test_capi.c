@@ -80,6 +80,20 @@ static void forget(void *ctx, const uint8_t *args, size_t len, macula_reply *rep
   atomic_fetch_add(&((probe *)ctx)->calls, 1);
   macula_reply_free(reply);
 }
+/* Answers with more than MACULA_MAX_PAYLOAD_BYTES and records what macula_reply_send said; also
+ * tries to free the mesh from inside the callback, which must be refused. */
+static _Atomic int big_status = 1;
+static macula_mesh *_Atomic mesh_for_free = NULL;
+static void too_big(void *ctx, const uint8_t *args, size_t len, macula_reply *reply) {
+  (void)args;
+  (void)len;
+  atomic_fetch_add(&((probe *)ctx)->calls, 1);
+  macula_mesh_free(atomic_load(&mesh_for_free));  /* refused: we are on one of its threads */
+  size_t n = (size_t)MACULA_MAX_PAYLOAD_BYTES + 1;
+  uint8_t *big = calloc(n, 1);
+  atomic_store(&big_status, big ? macula_reply_send(reply, big, n) : -100);
+  free(big);
+}
 static macula_reply *_Atomic kept_reply = NULL;
 static void later(void *ctx, const uint8_t *args, size_t len, macula_reply *reply) {
   (void)args;
@@ -298,6 +312,17 @@ static void test_mesh(void) {
   macula_free(out);
   CHECK(macula_call_blocking(&out, &len, n0, "c.none", NULL, 0, 0) == MACULA_ENO_PROVIDER);
   CHECK(out == NULL);
+  /* A result above the limit: the handler is told, the caller gets the same error; freeing the
+   * mesh from the handler was refused (the mesh still answers below). */
+  probe h_big = {0};
+  macula_advertisement *a6 = NULL;
+  atomic_store(&mesh_for_free, mesh);
+  CHECK(macula_advertise(&a6, n1, "c.big", (macula_handler){&h_big, too_big, on_drop}) == MACULA_OK);
+  CHECK(macula_mesh_settle(mesh) == MACULA_OK);
+  CHECK(macula_call_blocking(&out, &len, n0, "c.big", NULL, 0, 0) == MACULA_EPAYLOAD_TOO_LARGE);
+  macula_free(out);
+  CHECK(atomic_load(&big_status) == MACULA_EPAYLOAD_TOO_LARGE);
+  macula_advertisement_free(a6);
   probe call_done = {0};
   CHECK(macula_call(n0, "c.later", (const uint8_t *)"x", 1, 2000, (macula_result_callback){&call_done, on_result, on_drop}) ==
         MACULA_OK);

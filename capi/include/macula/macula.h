@@ -139,7 +139,8 @@ typedef struct macula_node_options {
                                     "host:port"; default "" : off (HTTP/3 serves them always) */
   macula_log_fn log;             /* NULL (default): the node logs nothing */
   void *log_user_data;           /* passed to `log`; must outlive the node */
-  int log_level;                 /* least level passed to `log`; default 1 (info) */
+  int log_level;                 /* least level passed to `log` (0 debug .. 3 error, 4 off);
+                                    default 1 (info) */
   int client_access;             /* a macula_client_access; default AUTOMATIC */
   const char *client_token;      /* the TOKEN mode's token; NULL (default): derived from realm
                                     and realm_secret as macula_client_token does */
@@ -171,7 +172,8 @@ MACULA_API int macula_node_start(macula_node *node);
 /* Graceful stop (waits up to 2 s for work in flight). Blocking. Idempotent. */
 MACULA_API int macula_node_stop(macula_node *node);
 /* Stops the node if needed and releases it. NULL is allowed. Nodes of a mesh belong to the
- * mesh: freeing one does nothing. */
+ * mesh: freeing one does nothing. Not from one of the node's own callbacks (it would stop the
+ * threads running them): there it does nothing but set macula_last_error; free it later. */
 MACULA_API void macula_node_free(macula_node *node);
 /* The node id as 64 lower-case hex characters plus NUL (after start). */
 MACULA_API int macula_node_id(const macula_node *node, char out_hex[65]);
@@ -231,6 +233,8 @@ MACULA_API uint64_t macula_subscription_dropped(const macula_subscription *subsc
 /* The right to answer one call. Exactly one of macula_reply_send / macula_reply_fail /
  * macula_reply_free consumes it; it may be passed to and used from any thread. */
 typedef struct macula_reply macula_reply;
+/* MACULA_EPAYLOAD_TOO_LARGE: `len` is above MACULA_MAX_PAYLOAD_BYTES; the caller gets the same
+ * error. The reply is consumed either way. */
 MACULA_API int macula_reply_send(macula_reply *reply, const uint8_t *data, size_t len);
 MACULA_API int macula_reply_fail(macula_reply *reply, const char *message);
 /* Releases a reply without answering: the caller gets MACULA_EHANDLER "handler did not answer". */
@@ -269,7 +273,8 @@ MACULA_API int macula_mesh_new(macula_mesh **out, size_t nodes, const char *real
 MACULA_API macula_node *macula_mesh_node(macula_mesh *mesh, size_t index);
 /* Waits until subscriptions and advertisements made before the call are known to every node. */
 MACULA_API int macula_mesh_settle(macula_mesh *mesh);
-/* Stops every node and releases the mesh. NULL is allowed. */
+/* Stops every node and releases the mesh. NULL is allowed. Not from a callback of one of its
+ * nodes: there it does nothing but set macula_last_error. */
 MACULA_API void macula_mesh_free(macula_mesh *mesh);
 
 #ifdef __cplusplus
