@@ -100,6 +100,33 @@ struct Distinct {
   }
 };
 
+// A node-certified client of `n` that opens a session as a peer node would (realm headers,
+// no HELLO yet): what a hostile realm member controls. Null session when it was refused.
+struct RawSession {
+  std::unique_ptr<test::H3Client> client;
+  std::shared_ptr<transport::Session> session;
+  void send(std::vector<std::uint8_t> bytes) {
+    boost::asio::post(client->endpoint().strand(), [s = session, bytes = std::move(bytes)] { (void)s->send(bytes); });
+  }
+};
+RawSession open_raw_session(test::IoThread& loop, const Node& n, const char* realm) {
+  RawSession r;
+  r.client = std::make_unique<test::H3Client>(loop.io, n, /*present_certificate=*/true);
+  if (!r.client->connected()) return r;
+  transport::Request head;
+  head.path = "/macula/v1/session";
+  head.headers = transport::realm_headers({realm, std::nullopt}, r.client->endpoint().node_id(), n.node_id(),
+                                          r.client->connection().channel_binding());
+  std::promise<std::shared_ptr<transport::Session>> ps;
+  boost::asio::post(r.client->endpoint().strand(), [&] {
+    r.client->connection().open_session(head, {}, 5s, [&](std::error_code e, std::shared_ptr<transport::Session> s) {
+      ps.set_value(e ? nullptr : s);
+    });
+  });
+  r.session = ps.get_future().get();
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("faults: a peer that stops reading is disconnected; other subscribers keep their throughput",
@@ -468,22 +495,10 @@ TEST_CASE("faults: a random-datagram flood at the QUIC port; forged and malforme
   // A node-certified peer that opens a session and lies in its HELLO (another node id), and
   // one that sends garbage: each link is closed as a protocol error, the node serves on.
   auto hostile_session = [&](std::vector<std::uint8_t> frame_bytes) {
-    test::H3Client liar(loop.io, n, /*present_certificate=*/true);
-    REQUIRE(liar.connected());
-    transport::Request head;
-    head.path = "/macula/v1/session";
-    head.headers = transport::realm_headers({"hostile.realm", std::nullopt}, liar.endpoint().node_id(), n.node_id(),
-                                            liar.connection().channel_binding());
-    std::promise<std::shared_ptr<transport::Session>> ps;
-    boost::asio::post(liar.endpoint().strand(), [&] {
-      liar.connection().open_session(head, {}, 5s, [&](std::error_code e, std::shared_ptr<transport::Session> s) {
-        ps.set_value(e ? nullptr : s);
-      });
-    });
-    auto session = ps.get_future().get();
-    REQUIRE(session);
-    boost::asio::post(liar.endpoint().strand(), [session, frame_bytes] { (void)session->send(frame_bytes); });
-    CHECK(eventually([&] { return !liar.connection().is_open(); }));
+    auto liar = open_raw_session(loop, n, "hostile.realm");
+    REQUIRE(liar.session);
+    liar.send(std::move(frame_bytes));
+    CHECK(eventually([&] { return !liar.client->connection().is_open(); }));
   };
   const auto errors0 = n.stats().protocol_errors;
   wire::Hello forged;
@@ -544,28 +559,16 @@ TEST_CASE("faults: RPC replies from a peer the call did not go to are not answer
   auto answer = client.async_call("slow.answer", {}, boost::asio::use_future);
 
   // A realm member links to `n` and answers every call id it can guess.
-  test::H3Client liar(loop.io, n, /*present_certificate=*/true);
-  REQUIRE(liar.connected());
-  transport::Request head;
-  head.path = "/macula/v1/session";
-  head.headers = transport::realm_headers({"hostile.realm", std::nullopt}, liar.endpoint().node_id(), n.node_id(),
-                                          liar.connection().channel_binding());
-  std::promise<std::shared_ptr<transport::Session>> ps;
-  boost::asio::post(liar.endpoint().strand(), [&] {
-    liar.connection().open_session(head, {}, 5s, [&](std::error_code e, std::shared_ptr<transport::Session> s) {
-      ps.set_value(e ? nullptr : s);
-    });
-  });
-  auto session = ps.get_future().get();
-  REQUIRE(session);
+  auto liar = open_raw_session(loop, n, "hostile.realm");
+  REQUIRE(liar.session);
   std::vector<std::uint8_t> frames;
   wire::Hello hello;
-  hello.node_id = liar.endpoint().node_id();
+  hello.node_id = liar.client->endpoint().node_id();
   hello.realm = "hostile.realm";
   hello.capabilities = wire::kCapabilityRpc;
   REQUIRE_FALSE(wire::encode(hello, frames));
   for (std::uint64_t id = 1; id <= 500; ++id) REQUIRE_FALSE(wire::encode(wire::RpcReply{id, wire::RpcStatus::ok, bytes("forged")}, frames));
-  boost::asio::post(liar.endpoint().strand(), [session, frames] { (void)session->send(frames); });
+  liar.send(std::move(frames));
   REQUIRE(eventually([&] { return n.stats().links == 2; }));  // the liar's link is up: its frames were read
   std::this_thread::sleep_for(100ms);
   release = true;
