@@ -17,6 +17,8 @@ PACKAGES=(
   # the cluster harness (tests/cluster): namespaces, loss and partitions, bandwidth caps,
   # node keys, status pages
   iproute2 nftables curl openssl
+  # pkg-config --static macula-cpp: gnutls's private dependencies that Debian splits off
+  libunistring-dev
   # the Python package (capi/python): its tests, and pip install of the built tree
   python3-pytest python3-pip python3-setuptools python3-venv
 )

@@ -30,6 +30,6 @@ int main() {
   std::promise<macula::Bytes> sum;
   rpc.async_call("math.add", {2, 3}, [&](std::error_code ec, macula::Bytes r) { sum.set_value(ec ? macula::Bytes{} : r); });
   if (sum.get_future().get() != macula::Bytes{5}) return 3;
-  std::printf("consumer: find_package(Macula) works; a 2-node mesh did QoS 1 pub/sub and RPC\n");
+  std::printf("consumer: the installed C++ API works: a 2-node mesh did QoS 1 pub/sub and RPC\n");
   return 0;
 }
