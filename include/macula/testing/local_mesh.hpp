@@ -33,9 +33,9 @@ struct LocalMeshOptions {
   /// Handler threads shared by all nodes (0: node.worker_threads). One pool for the whole mesh
   /// keeps an N-node test from starting N pools (handlers run on an executor the user picks).
   std::size_t worker_threads = 0;
-  /// Template for every node: listen is forced to 127.0.0.1:0, and the default status port
-  /// (http_listen) is turned off (set e.g. "127.0.0.1:0" to give each node its own).
-  NodeOptions node;
+  /// Template for every node: listen is forced to 127.0.0.1:0; no status port unless
+  /// http_listen is set (e.g. "127.0.0.1:0" gives each node its own).
+  NodeOptions node{};  // an initializer, so that {.size = 2} is complete under -Wextra
 };
 
 class LocalMesh {
