@@ -70,6 +70,7 @@ class MaculaCategory final : public std::error_category {
       case errc::options_invalid: return "node options contradict each other (the node's log says which)";
       case errc::no_subscribers: return "no subscriber anywhere in the realm matched the topic: nobody received the message";
       case errc::address_unresolved: return "the host name could not be resolved";
+      case errc::realm_mismatch: return "the node is in another realm: it refused the link";
     }
     return "unknown macula error";
   }

@@ -171,7 +171,7 @@ struct macula_mesh {
 };
 
 // The C status constants are the errc values: the header and the enum cannot drift apart.
-constexpr macula::errc kLastErrc = macula::errc::address_unresolved;
+constexpr macula::errc kLastErrc = macula::errc::realm_mismatch;
 static_assert(MACULA_EWOULDDEADLOCK == static_cast<int>(macula::errc::would_deadlock));
 static_assert(MACULA_EWOULD_BLOCK == static_cast<int>(macula::errc::would_block));
 static_assert(MACULA_EPAYLOAD_TOO_LARGE == static_cast<int>(macula::errc::payload_too_large));
@@ -180,6 +180,7 @@ static_assert(MACULA_EUNAUTHORIZED == static_cast<int>(macula::errc::unauthorize
 static_assert(MACULA_EOPTIONS_INVALID == static_cast<int>(macula::errc::options_invalid));
 static_assert(MACULA_ENO_SUBSCRIBERS == static_cast<int>(macula::errc::no_subscribers));
 static_assert(MACULA_EADDRESS_UNRESOLVED == static_cast<int>(macula::errc::address_unresolved));
+static_assert(MACULA_EREALM_MISMATCH == static_cast<int>(macula::errc::realm_mismatch));
 static_assert(MACULA_MAX_PAYLOAD_BYTES == macula::kMaxPayloadBytes);
 static_assert(MACULA_CLIENT_ACCESS_AUTOMATIC == static_cast<int>(macula::ClientAccess::automatic));
 static_assert(MACULA_CLIENT_ACCESS_OPEN == static_cast<int>(macula::ClientAccess::open));

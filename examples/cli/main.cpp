@@ -32,6 +32,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <iostream>
@@ -289,6 +290,15 @@ int run_node(const Args& a) {
   o.bootstrap = a.all("bootstrap");
   o.key_file = a.get("key");
   o.cert_file = a.get("cert");
+  for (const auto& [flag, file] : {std::pair{"--key", o.key_file}, std::pair{"--cert", o.cert_file}})
+    if (file && !std::ifstream(*file)) {
+      std::fprintf(stderr, "macula node: %s %s: cannot read the file\n", flag, file->c_str());
+      return kUsage;
+    }
+  if (o.key_file.has_value() != o.cert_file.has_value()) {
+    std::fprintf(stderr, "macula node: --key and --cert go together\n");
+    return kUsage;
+  }
   o.dht = a.get("dht").value_or("on") != "off";  // --dht off: links only
   if (auto t = a.get("dht-record-ttl")) {
     char* end = nullptr;
@@ -526,6 +536,14 @@ int run_sub(const Args& a) {
   o.realm = a.get("realm").value_or("macula.default");
   if (!secret_arg(a, "realm-secret", "MACULA_REALM_SECRET", o.realm_secret)) return kUsage;
   o.leaf = true;          // reached through --node, its gateway: it need not be dialable
+  // The link's own account of a failed dial (another realm, and which) is the best message.
+  std::mutex why_mutex;
+  std::string why;
+  o.log_level = macula::LogLevel::warn;
+  o.log_sink = [&](macula::LogLevel, std::string_view component, std::string_view message) {
+    std::lock_guard lock(why_mutex);
+    if (component == "link" && why.empty()) why = message;
+  };
   macula::Node node(o);
   if (auto ec = node.start()) {
     std::fprintf(stderr, "macula sub: %s\n", ec.message().c_str());
@@ -545,11 +563,16 @@ int run_sub(const Args& a) {
     return kUsage;
   }
   if ((ec = node.connect(*target))) {
-    // The node answered but would not link: most often a realm or secret other than the
-    // node's (the refusal does not say which), else a node with no room for more peers.
+    if (ec == macula::errc::realm_mismatch) {  // says which realm the node is in, when it may
+      std::lock_guard lock(why_mutex);
+      std::fprintf(stderr, "macula sub: %s\n", why.empty() ? ec.message().c_str() : why.c_str());
+      return kRefused;
+    }
+    // The node answered but would not link: a realm secret other than the node's, else a
+    // node with no room for more peers.
     if (ec == macula::errc::connection_refused || ec == macula::errc::realm_proof_failed) {
       std::fprintf(stderr,
-                   "macula sub: %s refused the link: is --realm (and --realm-secret or MACULA_REALM_SECRET) the node's? "
+                   "macula sub: %s refused the link: is --realm-secret (or MACULA_REALM_SECRET) the node's? "
                    "(or it has no room for more peers)\n",
                    target->c_str());
       return kRefused;
@@ -574,6 +597,7 @@ int run_bench(const Args& a) {
   if (!c.ok()) return kUnreachable;
   constexpr long kInFlight = 64;  // stays under the node's per-connection stream limit
   std::atomic<long> done{0}, failed{0}, issued{0};
+  std::string first_failure;  // the first failed request's status and answer: why they fail
   std::atomic<int> refused{0};  // a 401 or 403: every further request would be refused too
   std::mutex m;
   std::condition_variable cv;
@@ -585,8 +609,12 @@ int run_bench(const Args& a) {
       cv.wait(lock, [&] { return issued - done < kInFlight; });
     }
     ++issued;
-    c.post_async(path, payload, [&](int status, std::string) {
-      if (status != 200 && status != 202) ++failed;
+    c.post_async(path, payload, [&](int status, std::string body) {
+      if (status != 200 && status != 202 && failed++ == 0) {
+        while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.pop_back();
+        std::lock_guard lock(m);
+        first_failure = status < 0 ? "no answer from the node" : std::to_string(status) + " " + body;
+      }
       if (status == 401 || status == 403) refused = status;
       std::lock_guard lock(m);
       ++done;
@@ -602,6 +630,7 @@ int run_bench(const Args& a) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("%s: %ld requests in %.3f s: %.0f/s, %ld failed (%ld in flight, 64-byte payloads, HTTP/3)\n",
               a.positional[0].c_str(), n, secs, static_cast<double>(n) / secs, failed.load(), kInFlight);
+  if (failed) std::fprintf(stderr, "macula bench: the first failure: %s\n", first_failure.c_str());
   return failed ? kFail : kOk;
 }
 

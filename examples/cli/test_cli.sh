@@ -71,6 +71,18 @@ grep -q "^alerts.fire n3$" "$dir/hsub.out" || fail "sub --via-http3 output"
 "$M" call --node 127.0.0.1:1 svc.echo x 2>/dev/null; [ $? -eq 6 ] || fail "unreachable must exit 6"
 "$M" bench rpc --node "$addr" --procedure svc.echo --count 500 | tee "$dir/bench.out" | grep -q "0 failed" || fail "bench rpc"
 "$M" bench pubsub --node "$addr" --count 500 | grep -q "0 failed" || fail "bench pubsub"
+"$M" bench rpc --node "$addr" --procedure nobody.serves --count 20 > /dev/null 2> "$dir/benchfail.err"; rc=$?
+[ $rc -eq 1 ] || fail "bench against a missing procedure must exit 1 (got $rc)"
+grep -q "the first failure: 404" "$dir/benchfail.err" || fail "bench names why its requests failed"
+"$M" node --listen 127.0.0.1:0 --key "$dir/no.key" --cert "$dir/no.crt" 2> "$dir/nokey.err"; rc=$?
+[ $rc -eq 2 ] || fail "node with a missing key file must exit 2 (got $rc)"
+grep -q -- "--key $dir/no.key: cannot read the file" "$dir/nokey.err" || fail "the missing key file is named"
+
+# A subscriber of another realm is told which realm the node is in (it has no secret).
+timeout 20 "$M" sub --node "$addr" --realm not.this --count 1 'sensors.#' > /dev/null 2> "$dir/realmsub.err"; rc=$?
+[ $rc -eq 7 ] || fail "sub in another realm must exit 7 (got $rc)"
+grep -q "its realm is cli.realm, not not.this" "$dir/realmsub.err" || fail "sub in another realm: message names the node's realm"
+[ "$(wc -l < "$dir/realmsub.err")" -eq 1 ] || fail "sub in another realm: one line"
 
 kill -TERM "$node_pid"; wait "$node_pid"; rc=$?; node_pid=""
 [ $rc -eq 0 ] || fail "node exit $rc after SIGTERM"

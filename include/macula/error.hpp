@@ -68,6 +68,7 @@ enum class errc : int {
   // Routing.
   no_subscribers,          ///< a QoS 1 publish found no subscriber anywhere (after discovery): nobody got it
   address_unresolved,      ///< a host name in an address could not be resolved
+  realm_mismatch,          ///< the node dialed is in another realm (it refused the link)
 };
 
 /// The `macula` error category; messages say what is wrong in words a user can act on.

@@ -199,9 +199,11 @@ void LinkTable::dial(const asio::ip::udp::endpoint& address, std::optional<NodeI
   std::weak_ptr<void> owner = owner_;
   // Every way a dial ends without a link is counted and logged: a peer that cannot be reached
   // (a dead node's DHT record, a firewall) is otherwise invisible.
-  auto failed = [this, address, done](std::error_code ec) {
+  auto failed = [this, address, done](std::error_code ec, std::string detail = {}) {
     metrics_.dials_failed->inc();
-    log_.log_with(LogLevel::warn, "link", [&] { return "could not link to " + format_address(address) + ": " + ec.message(); });
+    log_.log_with(LogLevel::warn, "link", [&] {
+      return "could not link to " + format_address(address) + ": " + ec.message() + detail;
+    });
     done(ec, 0);
   };
   endpoint_->connect(address, expected, [this, owner, done, failed](std::error_code ec, std::shared_ptr<transport::Connection> c) {
@@ -221,12 +223,29 @@ void LinkTable::dial(const asio::ip::udp::endpoint& address, std::optional<NodeI
     forward.on_close = [cb_slot](std::error_code e) {
       if (cb_slot->on_close) cb_slot->on_close(e);
     };
+    // A refusal's status says why: 403 is another realm (and a node without a secret names its
+    // own), 401 a secret it did not accept, 503 no room or a leaf.
+    struct Refusal {
+      int status = 0;
+      std::string realm;
+    };
+    auto refusal = std::make_shared<Refusal>();
+    forward.on_refused = [refusal](int status, const std::vector<transport::Header>& headers) {
+      refusal->status = status;
+      for (const auto& h : headers)
+        if (h.name == "macula-realm") refusal->realm = h.value.substr(0, 256);
+    };
     c->open_session(head, forward, options_.connect_timeout,
-                    [this, owner, c, cb_slot, done, failed](std::error_code e, std::shared_ptr<transport::Session> s) {
+                    [this, owner, c, cb_slot, done, failed, refusal](std::error_code e, std::shared_ptr<transport::Session> s) {
                       auto o2 = owner.lock();
                       if (!o2 || closed_) return done(errc::endpoint_closed, 0);
                       if (e) {
                         c->close(transport::CloseCode::no_error, "session refused");
+                        if (refusal->status == 403)
+                          return failed(errc::realm_mismatch,
+                                        refusal->realm.empty() ? " (not " + options_.realm + ")"
+                                                               : " (its realm is " + refusal->realm + ", not " + options_.realm + ")");
+                        if (refusal->status == 401) return failed(e, " (it did not accept our realm proof: another realm secret?)");
                         return failed(e);
                       }
                       // However this peer was found (bootstrap, DHT, a record), it is used

@@ -1,6 +1,8 @@
 // The public Node, Advertisement and RpcResponder over the NodeCore engine.
 #include "macula/node.hpp"
 
+#include <fstream>
+
 #include <future>
 
 #include "macula/error.hpp"
@@ -45,9 +47,21 @@ std::error_code Node::start() {
   if (core_) return {};
   std::error_code ec;
   transport::Identity identity;
+  auto refuse = [&](const std::string& why) {
+    if (options_.log_sink && options_.log_level <= LogLevel::error) options_.log_sink(LogLevel::error, "node", "not starting: " + why);
+  };
   if (options_.key_file || options_.cert_file) {
-    if (!options_.key_file || !options_.cert_file) return errc::identity_invalid;
+    if (!options_.key_file || !options_.cert_file) {
+      refuse("key_file and cert_file go together");
+      return errc::identity_invalid;
+    }
+    for (const auto* f : {&*options_.key_file, &*options_.cert_file})
+      if (!std::ifstream(*f)) {
+        refuse((f == &*options_.key_file ? "key_file " : "cert_file ") + *f + ": cannot be read");
+        return errc::identity_invalid;
+      }
     identity = transport::Identity::from_pem_files(*options_.key_file, *options_.cert_file, ec);
+    if (ec) refuse("key_file " + *options_.key_file + " / cert_file " + *options_.cert_file + ": " + ec.message());
   } else {
     identity = transport::Identity::generate(ec);
   }
@@ -56,8 +70,7 @@ std::error_code Node::start() {
   for (const auto& b : options_.bootstrap) {
     boost::asio::ip::udp::endpoint e;
     if ((ec = node::resolve_address(b, e))) {
-      if (options_.log_sink && options_.log_level <= LogLevel::error)
-        options_.log_sink(LogLevel::error, "node", "not starting: bootstrap " + b + ": " + ec.message());
+      refuse("bootstrap " + b + ": " + ec.message());
       return ec;
     }
     bootstrap.push_back(e);

@@ -145,6 +145,9 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
       if (self->options.leaf) return 503;  // a leaf is reached only over the links it dials
       if (const int refused = transport::realm_admit(policy, self_id, head, cb.response_headers)) {
         self->metrics.realm_refusals->inc();
+        // Another realm: say which is ours, so the dialer's error can name it. Not in a realm
+        // with a secret, whose name is for members only.
+        if (refused == 403 && !self->options.realm_secret) cb.response_headers.push_back({"macula-realm", self->options.realm});
         // At most one line a second: an outsider retrying must not flood the host's log
         // (macula_realm_refusals_total counts every one).
         const auto now = Clock::now();

@@ -70,6 +70,7 @@ typedef enum macula_status {
   MACULA_EOPTIONS_INVALID = 46,   /* node options contradict each other (see macula_last_error) */
   MACULA_ENO_SUBSCRIBERS = 47,    /* a QoS 1 publish found no subscriber anywhere: nobody received it */
   MACULA_EADDRESS_UNRESOLVED = 48, /* a host name in an address could not be resolved */
+  MACULA_EREALM_MISMATCH = 49,   /* the node dialed is in another realm (it refused the link) */
   MACULA_EINVAL = -1,    /* a NULL or out-of-range argument */
   MACULA_ENOMEM = -2,    /* allocation failed */
   MACULA_EINTERNAL = -3, /* an unexpected error inside the library (see macula_last_error) */

@@ -26,7 +26,8 @@ handler's own message). Several classes also derive from the matching built-in e
     ├── MaculaConnectionError (ConnectionError) ETRANSPORT, ECONNECTION_CLOSED
     │   ├── HandshakeTimeoutError (TimeoutError) EHANDSHAKE_TIMEOUT
     │   ├── RefusedError (ConnectionRefusedError) ECONNECTION_REFUSED
-    │   └── AddressUnresolvedError             EADDRESS_UNRESOLVED
+    │   ├── AddressUnresolvedError             EADDRESS_UNRESOLVED
+    │   └── RealmMismatchError                 EREALM_MISMATCH (also a RefusedError)
     ├── RealmProofError (PermissionError)      EREALM_PROOF
     ├── UnauthorizedError (PermissionError)    EUNAUTHORIZED
     ├── NotStartedError                        ENOT_STARTED
@@ -75,6 +76,7 @@ class Status(enum.IntEnum):
     EOPTIONS_INVALID = 46
     ENO_SUBSCRIBERS = 47
     EADDRESS_UNRESOLVED = 48
+    EREALM_MISMATCH = 49
     EINVAL = -1
     ENOMEM = -2
     EINTERNAL = -3
@@ -197,6 +199,11 @@ class AddressUnresolvedError(MaculaConnectionError):
     """A host name in an address could not be resolved (EADDRESS_UNRESOLVED)."""
 
 
+class RealmMismatchError(RefusedError):
+    """The node dialed is in another realm and refused the link (EREALM_MISMATCH); the
+    node's log names its realm when it has no secret."""
+
+
 class RealmProofError(MaculaError, PermissionError):
     """A peer node did not prove the realm secret (EREALM_PROOF)."""
 
@@ -258,6 +265,7 @@ _CLASSES: Dict[int, Type[MaculaError]] = {
     Status.EOPTIONS_INVALID: OptionsInvalidError,
     Status.ENO_SUBSCRIBERS: NoSubscribersError,
     Status.EADDRESS_UNRESOLVED: AddressUnresolvedError,
+    Status.EREALM_MISMATCH: RealmMismatchError,
     Status.EINVAL: InvalidArgumentError,
     Status.ENOMEM: OutOfMemoryError,
     Status.EINTERNAL: InternalError,
