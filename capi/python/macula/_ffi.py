@@ -5,9 +5,11 @@ Where the library comes from, in this order (the first that loads wins):
 1. ``$MACULA_LIB`` when set (a path; nothing else is tried when it does not load);
 2. ``libmacula.so*`` next to this file (the copy bundled into the package for a pip install of
    the built tree);
-3. relative to the installed package: ``cmake --install`` puts the package at
-   ``<prefix>/<libdir>/python3/dist-packages/macula`` and the library at
-   ``<prefix>/<libdir>/libmacula.so.0``;
+3. relative to the installed package: ``cmake --install`` puts the package in a directory on
+   python3's sys.path (``<prefix>/lib/python3.X/dist-packages/macula`` for /usr/local on
+   Debian, ``<prefix>/lib/python3/dist-packages/macula`` for /usr; CMake's
+   ``MACULA_PYTHON_INSTALL_DIR``) and the library at ``<prefix>/<libdir>/libmacula.so.0``; the
+   path from one to the other is in the generated ``_installed.py`` that it installs alongside;
 4. the system loader (``ctypes.util.find_library("macula")``, then ``libmacula.so.0``).
 
 When none works, importing :mod:`macula` raises :class:`ImportError` naming every place looked at.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib
 import os
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
@@ -43,6 +46,16 @@ def _try_load(path: str, tried: List[str]) -> Any:
         return None
 
 
+def _installed_libdir(here: Path) -> Optional[Path]:
+    """``<prefix>/<libdir>`` of a package that ``cmake --install`` put there, else None."""
+    try:
+        # Imported by name: the module exists only in an installed copy, not in the sources.
+        installed = importlib.import_module(f"{__package__}._installed")
+    except ImportError:
+        return None
+    return Path(os.path.normpath(here / str(installed.LIBDIR)))
+
+
 def _load() -> Tuple[ctypes.CDLL, str]:
     env = os.environ.get("MACULA_LIB")
     if env:
@@ -56,8 +69,11 @@ def _load() -> Tuple[ctypes.CDLL, str]:
     bundled = sorted(here.glob("libmacula.so*"), key=lambda p: (p.name != _SONAME, p.name != "libmacula.so", p.name))
     if not bundled:
         tried.append(f"{here}/libmacula.so*: none")
-    # 3. <prefix>/<libdir>/python3/dist-packages/macula -> <prefix>/<libdir>/libmacula.so.0
-    installed = [here.parents[2] / _SONAME, here.parents[2] / "libmacula.so"] if len(here.parents) > 2 else []
+    # 3. the installed package's <prefix>/<libdir>/libmacula.so.0
+    libdir = _installed_libdir(here)
+    installed = [libdir / _SONAME, libdir / "libmacula.so"] if libdir else []
+    if libdir is None:
+        tried.append(f"{here}/_installed.py: none (not installed by cmake --install)")
     for p in [*bundled, *installed]:
         if p.exists():
             lib = _try_load(str(p), tried)
