@@ -305,7 +305,13 @@ int macula_node_new(macula_node** out, const macula_node_options* options) {
 
 int macula_node_start(macula_node* node) {
   if (!node) return fail(MACULA_EINVAL, "macula_node_start: node is NULL");
-  return guarded("macula_node_start", [&] { return from_error(node->node->start(), "macula_node_start"); });
+  return guarded("macula_node_start", [&] {
+    const std::error_code ec = node->node->start();
+    if (!ec) return from_error(ec, "macula_node_start");
+    // The status alone does not say which option is wrong; the node's reason does.
+    const std::string why = node->node->last_start_error();
+    return from_error(ec, why.empty() ? std::string("macula_node_start") : "macula_node_start: " + why);
+  });
 }
 
 int macula_node_stop(macula_node* node) {

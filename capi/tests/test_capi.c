@@ -1,5 +1,6 @@
 /* The C ABI from plain C11: every function, and the contract cases (NULL arguments, drop
- * called once, no callback after free, blocking calls refused inside callbacks). */
+ * called once, no callback after free, blocking calls refused inside callbacks, a refused
+ * start naming the option). */
 #define _POSIX_C_SOURCE 200809L
 #include "macula/macula.h"
 
@@ -226,13 +227,62 @@ static void test_client_access(void) {
   o.client_access = MACULA_CLIENT_ACCESS_OPEN;
   CHECK(macula_node_new(&n, &o) == MACULA_OK);
   CHECK(macula_node_start(n) == MACULA_EOPTIONS_INVALID);
-  CHECK(strlen(macula_last_error()) > 0);
+  CHECK(strstr(macula_last_error(), "client_access open") != NULL);
   macula_node_free(n);
   n = NULL;
   o.client_access = MACULA_CLIENT_ACCESS_TOKEN;
   o.client_token = t1;
   CHECK(macula_node_new(&n, &o) == MACULA_OK);
   CHECK(macula_node_start(n) == MACULA_OK);
+  macula_node_free(n);
+}
+
+/* macula_node_start refuses `o` with `status`, and macula_last_error() names what was wrong. */
+static void expect_refused(const macula_node_options *o, int status, const char *named, int line) {
+  macula_node *n = NULL;
+  CHECK(macula_node_new(&n, o) == MACULA_OK);
+  const int got = macula_node_start(n);
+  if (got != status || strstr(macula_last_error(), named) == NULL) {
+    fprintf(stderr, "%s:%d: macula_node_start gave %d \"%s\"; expected %d naming \"%s\"\n", __FILE__, line, got,
+            macula_last_error(), status, named);
+    ++failures;
+  }
+  macula_node_free(n);
+}
+
+static void test_refused_start(void) {
+  macula_node_options o;
+  macula_node_options_init(&o);
+  o.dht_record_ttl_s = 5;
+  expect_refused(&o, MACULA_EOPTIONS_INVALID, "dht_record_ttl 5 s: must be 30 s to 1 day", __LINE__);
+  macula_node_options_init(&o);
+  o.listen = "0.0.0.0:0";
+  expect_refused(&o, MACULA_EOPTIONS_INVALID, "needs advertise_address", __LINE__);
+  o.advertise_address = "0.0.0.0:7000";
+  expect_refused(&o, MACULA_EOPTIONS_INVALID, "advertise_address 0.0.0.0:7000", __LINE__);
+  macula_node_options_init(&o);
+  o.listen = "localhost";
+  expect_refused(&o, MACULA_EADDRESS_INVALID, "listen localhost", __LINE__);
+  macula_node_options_init(&o);
+  o.realm = "bad..realm";
+  expect_refused(&o, MACULA_ENAME_EMPTY_SEGMENT, "realm \"bad..realm\"", __LINE__);
+  macula_node_options_init(&o);
+  o.realm_secret = "";
+  expect_refused(&o, MACULA_EOPTIONS_INVALID, "realm_secret is empty", __LINE__);
+  macula_node_options_init(&o);
+  o.client_access = MACULA_CLIENT_ACCESS_TOKEN;
+  expect_refused(&o, MACULA_EOPTIONS_INVALID, "client_access token needs a client_token", __LINE__);
+  macula_node_options_init(&o);
+  o.key_file = "/nonexistent.key";
+  expect_refused(&o, MACULA_EIDENTITY_INVALID, "key_file is set without cert_file", __LINE__);
+  o.cert_file = "/nonexistent.crt";
+  expect_refused(&o, MACULA_EIDENTITY_INVALID, "key_file /nonexistent.key: cannot be read", __LINE__);
+  /* A start that succeeds leaves no stale reason behind. */
+  macula_node_options_init(&o);
+  macula_node *n = NULL;
+  CHECK(macula_node_new(&n, &o) == MACULA_OK);
+  CHECK(macula_node_start(n) == MACULA_OK);
+  CHECK(strcmp(macula_last_error(), "") == 0);
   macula_node_free(n);
 }
 
@@ -354,6 +404,7 @@ int main(void) {
   test_basics();
   test_standalone_node();
   test_client_access();
+  test_refused_start();
   test_mesh();
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);

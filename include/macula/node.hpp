@@ -98,6 +98,11 @@ class Node {
   /// bootstrap peers (in the background: links come up asynchronously). Errors:
   /// realm/name errors, address_invalid, identity_invalid, the socket's bind errors.
   std::error_code start();
+  /// Why the last start() failed, naming the option and the reason, e.g. "dht_record_ttl 5 s:
+  /// must be 30 s to 1 day" or "listen <address>: <the bind error>" (the same text the log
+  /// sink gets at error level after "not starting: "); "" before the first start() and after
+  /// one that succeeded. Not synchronised: read it on the thread that called start().
+  std::string last_start_error() const;
 
   /// Graceful stop: refuses new work, waits up to `stop_timeout` for QoS 1 acks, RPC
   /// replies and running handlers, then fails what is left with errc::cancelled, closes
@@ -150,6 +155,7 @@ class Node {
   std::vector<std::thread> io_threads_;
   std::shared_ptr<node::NodeCore> core_;
   std::shared_ptr<node::HttpStatusServer> http_;
+  std::string start_error_;
 };
 
 }  // namespace macula

@@ -45,14 +45,17 @@ Node::~Node() {
 
 std::error_code Node::start() {
   if (core_) return {};
+  start_error_.clear();
   std::error_code ec;
   transport::Identity identity;
   auto refuse = [&](const std::string& why) {
+    start_error_ = why;
     if (options_.log_sink && options_.log_level <= LogLevel::error) options_.log_sink(LogLevel::error, "node", "not starting: " + why);
   };
   if (options_.key_file || options_.cert_file) {
     if (!options_.key_file || !options_.cert_file) {
-      refuse("key_file and cert_file go together");
+      refuse(options_.key_file ? "key_file is set without cert_file: they go together"
+                               : "cert_file is set without key_file: they go together");
       return errc::identity_invalid;
     }
     for (const auto* f : {&*options_.key_file, &*options_.cert_file})
@@ -64,6 +67,7 @@ std::error_code Node::start() {
     if (ec) refuse("key_file " + *options_.key_file + " / cert_file " + *options_.cert_file + ": " + ec.message());
   } else {
     identity = transport::Identity::generate(ec);
+    if (ec) refuse("generating an identity: " + ec.message());
   }
   if (ec) return ec;
   std::vector<boost::asio::ip::udp::endpoint> bootstrap;
@@ -75,7 +79,7 @@ std::error_code Node::start() {
     }
     bootstrap.push_back(e);
   }
-  core_ = node::NodeCore::create(*io_, options_, std::move(identity), ec);
+  core_ = node::NodeCore::create(*io_, options_, std::move(identity), ec, start_error_);
   if (ec) return ec;
   if (owned_io_) {
     work_ = std::make_unique<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>(
@@ -134,6 +138,8 @@ std::string Node::http_address() const {
   const auto e = http_->local_endpoint();
   return node::format_address(boost::asio::ip::udp::endpoint(e.address(), e.port()));
 }
+
+std::string Node::last_start_error() const { return start_error_; }
 
 bool Node::running() const noexcept { return core_ && !core_->stopping(); }
 

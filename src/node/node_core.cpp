@@ -83,24 +83,25 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     register_metrics();
   }
 
-  std::error_code start(transport::Identity identity) {
-    std::error_code ec;
-    options.realm = normalize_realm(options.realm, ec);
-    if (ec) return ec;
-    std::string why;
-    if (options.dht_record_ttl < std::chrono::seconds(30) || options.dht_record_ttl > std::chrono::hours(24)) {
-      log.log(LogLevel::error, "node", "not starting: dht_record_ttl must be 30 s to 1 day");
-      return errc::options_invalid;
-    }
-    if ((ec = ClientGate::resolve(options, gate, why))) {
+  // `why` names the option and the reason when it refuses to start (Node::last_start_error()).
+  std::error_code start(transport::Identity identity, std::string& why) {
+    auto refuse = [&](std::error_code code, std::string reason) {
+      why = std::move(reason);
       log.log(LogLevel::error, "node", "not starting: " + why);
-      return ec;
-    }
+      return code;
+    };
+    std::error_code ec;
+    const std::string realm = options.realm;
+    options.realm = normalize_realm(realm, ec);
+    if (ec) return refuse(ec, "realm \"" + realm + "\": " + ec.message());
+    if (options.dht_record_ttl < std::chrono::seconds(30) || options.dht_record_ttl > std::chrono::hours(24))
+      return refuse(errc::options_invalid, "dht_record_ttl " + std::to_string(options.dht_record_ttl.count()) +
+                                               " s: must be 30 s to 1 day");
+    std::string gate_why;
+    if ((ec = ClientGate::resolve(options, gate, gate_why))) return refuse(ec, gate_why);
     udp::endpoint listen;
-    if ((ec = resolve_address(options.listen, listen))) {
-      log.log(LogLevel::error, "node", "not starting: listen " + options.listen + ": " + ec.message());
-      return ec;
-    }
+    if ((ec = resolve_address(options.listen, listen)))
+      return refuse(ec, "listen " + options.listen + ": " + ec.message());
     transport::EndpointOptions eo;
     eo.identity = std::move(identity);
     eo.max_clients = options.max_clients;
@@ -113,20 +114,16 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     if (!options.advertise_address.empty()) {
       udp::endpoint advertised;
       if (resolve_address(options.advertise_address, advertised) || advertised.address().is_unspecified() ||
-          advertised.port() == 0) {
-        log.log(LogLevel::error, "node",
-                "not starting: advertise_address " + options.advertise_address + " is not a host:port peers can dial");
-        return errc::options_invalid;
-      }
+          advertised.port() == 0)
+        return refuse(errc::options_invalid,
+                      "advertise_address " + options.advertise_address + " is not a host:port peers can dial");
       options.advertise_address = format_address(advertised);
     } else if (listen.address().is_unspecified() && !options.leaf) {
-      log.log(LogLevel::error, "node",
-              "not starting: listening on " + options.listen +
-                  " (any address) needs advertise_address: the address peers should dial");
-      return errc::options_invalid;
+      return refuse(errc::options_invalid, "listening on " + options.listen +
+                                               " (any address) needs advertise_address: the address peers should dial");
     }
     endpoint = transport::Endpoint::create(io_, std::move(eo), listen, ec);
-    if (ec) return ec;
+    if (ec) return refuse(ec, "listen " + options.listen + ": " + ec.message());
     if (options.advertise_address.empty()) options.advertise_address = format_address(endpoint->local_endpoint());
     strand.emplace(endpoint->strand());
     housekeeping_timer.emplace(*strand);
@@ -464,10 +461,10 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
 // ============================================================================ NodeCore
 
 std::shared_ptr<NodeCore> NodeCore::create(asio::io_context& io, const NodeOptions& options,
-                                           transport::Identity identity, std::error_code& ec) {
+                                           transport::Identity identity, std::error_code& ec, std::string& why) {
   auto impl = std::make_shared<Impl>(io, options);
   impl->init();
-  ec = impl->start(std::move(identity));
+  ec = impl->start(std::move(identity), why);
   if (ec) {
     if (impl->workers) impl->workers->join();
     return nullptr;

@@ -43,10 +43,10 @@ class Subscription;
 
 class NodeCore {
  public:
-  /// Binds and starts serving. Errors: invalid realm, address errors, those of
-  /// transport::Endpoint::create.
+  /// Binds and starts serving. Errors: invalid realm, address errors, options_invalid, those
+  /// of transport::Endpoint::create; then `why` names the option and the reason.
   static std::shared_ptr<NodeCore> create(boost::asio::io_context& io, const NodeOptions& options,
-                                          transport::Identity identity, std::error_code& ec);
+                                          transport::Identity identity, std::error_code& ec, std::string& why);
   ~NodeCore();
 
   const NodeId& node_id() const noexcept;

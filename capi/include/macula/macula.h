@@ -168,7 +168,10 @@ MACULA_API void macula_node_options_init_sized(macula_node_options *options, siz
 
 /* Creates a node (not started). `options` may be NULL (defaults); strings are copied. */
 MACULA_API int macula_node_new(macula_node **out, const macula_node_options *options);
-/* Binds, starts serving and starts linking to the bootstrap peers. */
+/* Binds, starts serving and starts linking to the bootstrap peers. When it refuses (an invalid
+ * or contradictory option, an unreadable key, an address that does not parse or bind),
+ * macula_last_error() names the option and the reason, e.g. "macula_node_start:
+ * dht_record_ttl 5 s: must be 30 s to 1 day: ..."; the node's log gets the same line. */
 MACULA_API int macula_node_start(macula_node *node);
 /* Graceful stop (waits up to 2 s for work in flight). Blocking. Idempotent. */
 MACULA_API int macula_node_stop(macula_node *node);

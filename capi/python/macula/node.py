@@ -246,7 +246,9 @@ class Node(Handle):
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "Node":
         """Binds, starts serving and starts linking to the bootstrap peers (``macula_node_start``).
-        Returns the node."""
+        Returns the node. A refusal raises the status's exception (:class:`OptionsInvalidError`,
+        :class:`AddressInvalidError`, :class:`IdentityInvalidError`, ...) whose message names the
+        option and the reason."""
         with self._use() as h:
             check(_ffi.lib.macula_node_start(h), "start")
         self._started = True

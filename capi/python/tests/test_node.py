@@ -142,6 +142,26 @@ def test_options_are_validated() -> None:
     assert n.closed
 
 
+@pytest.mark.parametrize("options, error, named", [
+    ({"dht_record_ttl_s": 5}, macula.OptionsInvalidError, "dht_record_ttl 5 s: must be 30 s to 1 day"),
+    ({"listen": "0.0.0.0:0"}, macula.OptionsInvalidError, "needs advertise_address"),
+    ({"advertise_address": "0.0.0.0:7000"}, macula.OptionsInvalidError, "advertise_address 0.0.0.0:7000"),
+    ({"listen": "localhost"}, macula.AddressInvalidError, "listen localhost"),
+    ({"realm_secret": "s3cret", "client_access": "open"}, macula.OptionsInvalidError, "client_access open"),
+    ({"client_token": "t", "client_access": "closed"}, macula.OptionsInvalidError, "client_token is set"),
+    ({"key_file": "/nonexistent.key"}, macula.IdentityInvalidError, "key_file is set without cert_file"),
+    ({"key_file": "/nonexistent.key", "cert_file": "/nonexistent.crt"}, macula.IdentityInvalidError,
+     "key_file /nonexistent.key: cannot be read"),
+    ({"bootstrap": ["nowhere"]}, macula.AddressInvalidError, "bootstrap nowhere"),
+])
+def test_refused_start_names_the_option(options: dict, error: type, named: str) -> None:
+    # The status alone says "invalid options"; the message has to say which one and why.
+    with pytest.raises(error) as e:
+        macula.Node(http_listen="", start=True, **options)
+    assert named in e.value.message
+    assert named in str(e.value)
+
+
 def test_not_started_node() -> None:
     with macula.Node(http_listen="", start=False) as n:
         pass  # __enter__ started it
