@@ -1,9 +1,10 @@
 /* The C ABI from plain C11: every function, and the contract cases (NULL arguments, drop
  * called once, no callback after free, blocking calls refused inside callbacks, a refused
- * start naming the option). */
+ * start naming the option, the reply handle's lifetime). */
 #define _POSIX_C_SOURCE 200809L
 #include "macula/macula.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -286,6 +287,95 @@ static void test_refused_start(void) {
   macula_node_free(n);
 }
 
+/* The reply handle outlives its handler call: it is answered (or released) from another thread,
+ * after the advertisement is withdrawn, and even after its node is gone. */
+static macula_reply *_Atomic held_reply = NULL;
+static void hold(void *ctx, const uint8_t *args, size_t len, macula_reply *reply) {
+  (void)args;
+  (void)len;
+  atomic_fetch_add(&((probe *)ctx)->calls, 1);
+  atomic_store(&held_reply, reply);
+}
+static macula_reply *take_held_reply(void) {
+  for (int i = 0; i < 5000 && atomic_load(&held_reply) == NULL; ++i) sleep_ms(1);
+  return atomic_exchange(&held_reply, NULL);
+}
+typedef struct answerer {
+  macula_reply *reply;
+  const char *answer; /* NULL: macula_reply_free */
+  int status;
+} answerer;
+static void *answer_from_thread(void *arg) {
+  answerer *a = arg;
+  sleep_ms(20); /* the handler call has long returned */
+  if (a->answer)
+    a->status = macula_reply_send(a->reply, (const uint8_t *)a->answer, strlen(a->answer));
+  else
+    macula_reply_free(a->reply);
+  return NULL;
+}
+static int answer_on_a_thread(macula_reply *reply, const char *answer) {
+  answerer a = {reply, answer, -100};
+  pthread_t t;
+  if (pthread_create(&t, NULL, answer_from_thread, &a) != 0) return -101;
+  pthread_join(t, NULL);
+  return answer ? a.status : MACULA_OK;
+}
+
+static void test_reply_lifetime(void) {
+  macula_mesh *mesh = NULL;
+  CHECK(macula_mesh_new(&mesh, 2, "c.reply") == MACULA_OK);
+  macula_node *n0 = macula_mesh_node(mesh, 0), *n1 = macula_mesh_node(mesh, 1);
+  probe h = {0};
+  macula_advertisement *adv = NULL;
+  CHECK(macula_advertise(&adv, n1, "c.hold", (macula_handler){&h, hold, on_drop}) == MACULA_OK);
+  CHECK(macula_mesh_settle(mesh) == MACULA_OK);
+
+  /* Answered later from a thread of our own. */
+  probe first = {0};
+  CHECK(macula_call(n0, "c.hold", NULL, 0, 3000, (macula_result_callback){&first, on_result, on_drop}) == MACULA_OK);
+  macula_reply *r = take_held_reply();
+  CHECK(r != NULL);
+  CHECK(answer_on_a_thread(r, "from a thread") == MACULA_OK);
+  CHECK(wait_for(&first.calls, 1));
+  CHECK(atomic_load(&first.last_status) == MACULA_OK && strcmp(first.last, "from a thread") == 0);
+
+  /* Released unanswered from a thread: the caller is told at once, not at its timeout. */
+  probe released = {0};
+  CHECK(macula_call(n0, "c.hold", NULL, 0, 3000, (macula_result_callback){&released, on_result, on_drop}) == MACULA_OK);
+  r = take_held_reply();
+  CHECK(r != NULL);
+  CHECK(answer_on_a_thread(r, NULL) == MACULA_OK);
+  CHECK(wait_for(&released.calls, 1));
+  CHECK(atomic_load(&released.last_status) == MACULA_EHANDLER && strcmp(released.last, "handler did not answer") == 0);
+
+  /* Still answerable after the advertisement was freed (its drop has run). */
+  probe withdrawn = {0};
+  CHECK(macula_call(n0, "c.hold", NULL, 0, 3000, (macula_result_callback){&withdrawn, on_result, on_drop}) == MACULA_OK);
+  r = take_held_reply();
+  CHECK(r != NULL);
+  macula_advertisement_free(adv);
+  CHECK(atomic_load(&h.drops) == 1);
+  CHECK(answer_on_a_thread(r, "after the free") == MACULA_OK);
+  CHECK(wait_for(&withdrawn.calls, 1));
+  CHECK(atomic_load(&withdrawn.last_status) == MACULA_OK && strcmp(withdrawn.last, "after the free") == 0);
+
+  /* Held across the node's end: its stop waits (bounded) for the answer, then goes on; the
+   * late answer is accepted and goes nowhere. */
+  CHECK(macula_advertise(&adv, n1, "c.hold", (macula_handler){&h, hold, on_drop}) == MACULA_OK);
+  CHECK(macula_mesh_settle(mesh) == MACULA_OK);
+  probe orphan = {0};
+  CHECK(macula_call(n0, "c.hold", NULL, 0, 10000, (macula_result_callback){&orphan, on_result, on_drop}) == MACULA_OK);
+  r = take_held_reply();
+  CHECK(r != NULL);
+  macula_advertisement_free(adv);
+  macula_mesh_free(mesh);
+  CHECK(answer_on_a_thread(r, "too late") == MACULA_OK);
+  CHECK(wait_for(&orphan.calls, 1) && atomic_load(&orphan.calls) == 1); /* the caller's node ended too */
+  CHECK(atomic_load(&orphan.last_status) != MACULA_OK);
+  CHECK(wait_for(&orphan.drops, 1));
+}
+
 static void test_mesh(void) {
   macula_mesh *mesh = NULL;
   CHECK(macula_mesh_new(&mesh, 0, NULL) == MACULA_EINVAL);
@@ -406,6 +496,7 @@ int main(void) {
   test_client_access();
   test_refused_start();
   test_mesh();
+  test_reply_lifetime();
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;

@@ -4,6 +4,14 @@
 // publication shares one body (topic, payload, publisher, sequence), so a fan-out to 1,000
 // local subscriptions copies no payload. Copying a Message costs two reference-count
 // increments. Any thread may read a Message; it stays valid as long as any copy lives.
+//
+// Lifetime: a Message owns its body jointly with its copies; nothing else (not the Node, the
+// Subscriber or the link it came on) has to outlive it. What topic(), pattern() and payload()
+// return are views into that body: valid while this Message (or a copy sharing the body) lives,
+// so keep the Message, not the view. A callback Subscriber's handler gets a `const Message&`
+// that is valid only during the call: copy the Message (cheap) to keep it, e.g. to hand it to
+// another thread. A pull-mode Subscriber hands out Messages by value. The bytes are shared with
+// the other subscriptions that received the same publication: never write through them.
 #pragma once
 
 #include <cstdint>

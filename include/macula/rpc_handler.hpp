@@ -1,14 +1,14 @@
 // What a node runs when it serves a procedure: the handler type, the responder it answers
 // through, and the options of an advertisement.
 //
-// A handler receives the call's argument bytes and an RpcResponder. It may answer at once
-// (before returning) or later from any thread (keep a copy of the responder). The first
-// reply() or fail() wins; later ones are ignored. A handler that throws answers the caller
-// with errc::handler_error and the exception's what() as the message; a handler that drops
-// every copy of its responder without answering answers with errc::handler_error too
-// ("handler did not answer"), so a caller never waits for a reply that cannot come.
-// Handlers run on the node's handler executor (default: its worker pool), never on the
-// network strand.
+// A handler receives the call's argument bytes (its own: a Bytes by value) and an RpcResponder.
+// It may answer at once (before returning) or later from any thread (keep a copy of the
+// responder). The first reply() or fail() wins; later ones are ignored. A handler that throws
+// answers the caller with errc::handler_error and the exception's what() as the message; a
+// handler that drops every copy of its responder without answering answers with
+// errc::handler_error too ("handler did not answer"), so a caller never waits for a reply that
+// cannot come. Handlers run on the node's handler executor (default: its worker pool), never on
+// the network strand. The lifetime of a responder is RpcResponder's comment.
 #pragma once
 
 #include <chrono>
@@ -25,12 +25,33 @@ namespace detail {
 struct ReplySlot;  // defined by the library: carries the answer back to the caller
 }
 
+/// The right to answer one call. Copies share it: the first reply() or fail() of any copy is
+/// the answer, and when the last copy is destroyed unanswered (the library's own goes when the
+/// handler returns) the caller gets handler_error ("handler did not answer") at once.
+///
+/// Lifetime: a responder may be kept and used from any thread for as long as you like: after
+/// the handler returned, after its Advertisement was destroyed (the answer still reaches the
+/// caller), and after its Node stopped or was destroyed (the answer is then dropped: nobody
+/// waits for it; this is safe). reply() and fail() never block: they hand the answer to the
+/// node's strand, and the caller may have it before they return, so they may be called from
+/// any library callback.
+///
+/// Until answered, the call counts as running on the serving node (Node::stop() waits up to
+/// NodeOptions::stop_timeout for it), and the responder keeps the procedure's handler alive,
+/// with what it captured: a handler that stores responders in its own captures must answer or
+/// drop them, or they and the handler keep each other alive. A responder that is never
+/// answered nor dropped leaves the caller to time out (it fails over to another provider when
+/// there is one). Once answered, a responder holds nothing of the node's.
+///
+/// A default-constructed responder answers nothing: reply() and fail() do nothing,
+/// answered() is false.
 class RpcResponder {
  public:
   RpcResponder() = default;
   explicit RpcResponder(std::shared_ptr<detail::ReplySlot> slot) noexcept : slot_(std::move(slot)) {}
 
-  /// Answers with a result. Thread-safe; only the first answer counts.
+  /// Answers with a result (moved; an oversized one reaches the caller as payload_too_large).
+  /// Thread-safe; only the first answer counts.
   void reply(Bytes result) const;
   /// Answers with an application error; the caller gets errc::handler_error and `message`.
   void fail(std::string message) const;
@@ -41,7 +62,8 @@ class RpcResponder {
   std::shared_ptr<detail::ReplySlot> slot_;
 };
 
-/// Serves one call: `args` is the caller's payload (owned by the handler).
+/// Serves one call: `args` is the caller's payload (owned by the handler: keep or move it);
+/// `responder` as above.
 using RpcHandler = std::function<void(Bytes args, RpcResponder responder)>;
 
 /// Adapts a synchronous function (args -> result; throw to fail) into an RpcHandler.

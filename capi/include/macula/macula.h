@@ -12,6 +12,12 @@
  * - Callbacks are {context, call, drop}: the library calls `call` zero or more times as
  *   documented, then `drop(context)` exactly once when it will not call `call` again (drop may
  *   be NULL). Data passed to `call` is valid only during that call: copy what you keep.
+ * - Ownership: the library owns every pointer it passes to a callback (messages, payloads,
+ *   results, RPC arguments, log strings) until that call returns; the one exception is an
+ *   RPC handler's macula_reply, which the handler owns (see macula_reply). What a function
+ *   returns through an output parameter (macula_call_blocking, macula_node_metrics) is the
+ *   caller's, released with macula_free. Buffers and strings the caller passes in are copied
+ *   before the function returns (context and log_user_data pointers are kept as given).
  * - After macula_<handle>_free returns, none of that handle's callbacks run any more (one that
  *   was running has finished, unless free is called from inside it).
  * - Threads: message and RPC handler callbacks run on the node's worker threads; completion
@@ -190,7 +196,10 @@ MACULA_API int macula_node_connect(macula_node *node, const char *address);
 MACULA_API int macula_node_metrics(char **out, const macula_node *node);
 
 /* ---- pub/sub -------------------------------------------------------------------------------- */
-/* One delivered message; valid only during the callback. Strings are not NUL-terminated. */
+/* One delivered message. The struct and everything it points to (topic, pattern, payload)
+ * belong to the library and are valid only until the `call` that received it returns: copy
+ * the bytes you keep; do not free or write through them. Strings are not NUL-terminated;
+ * payload may be NULL when payload_len is 0. */
 typedef struct macula_message {
   const char *topic;
   size_t topic_len;
@@ -210,7 +219,10 @@ typedef struct macula_message_callback {
 } macula_message_callback;
 
 /* Completion of an asynchronous operation: status, and for calls the result bytes (for
- * MACULA_EHANDLER, the handler's message). Runs on the I/O thread: must not block. */
+ * MACULA_EHANDLER, the handler's message, not NUL-terminated). `data` belongs to the library
+ * and is valid only during the call; len is 0 (data maybe NULL) when there is none, always
+ * for publish.
+ * Runs on the I/O thread: must not block. */
 typedef struct macula_result_callback {
   void *context;
   void (*call)(void *context, int status, const uint8_t *data, size_t len);
@@ -234,19 +246,36 @@ MACULA_API void macula_subscription_free(macula_subscription *subscription);
 MACULA_API uint64_t macula_subscription_dropped(const macula_subscription *subscription);
 
 /* ---- RPC ------------------------------------------------------------------------------------ */
-/* The right to answer one call. Exactly one of macula_reply_send / macula_reply_fail /
- * macula_reply_free consumes it; it may be passed to and used from any thread. */
+/* The right to answer one call, handed to the handler, which owns it from then on. Exactly one
+ * call of macula_reply_send, macula_reply_fail or macula_reply_free consumes it (frees it,
+ * whatever the status): any use after that is a use after free. Until then:
+ * - any thread may consume it, at any time: during the handler's `call` or after it returned,
+ *   after macula_advertisement_free (the answer still reaches the caller), and after the node
+ *   was stopped or freed (then it is accepted, MACULA_OK, and goes nowhere: no caller waits);
+ * - consuming it never blocks (the answer is handed to the node's I/O thread; the caller may
+ *   have it before the function returns), so it may be done from any libmacula callback;
+ * - the call counts as running on the serving node: macula_node_stop / _free wait for it up to
+ *   2 s, then stop anyway.
+ * Never consumed, it leaks, and the caller gets no answer through it: the caller's attempt
+ * times out and it fails over to another provider or fails with MACULA_ETIMED_OUT (or
+ * MACULA_ECANCELLED when the caller's own node stops first). */
 typedef struct macula_reply macula_reply;
-/* MACULA_EPAYLOAD_TOO_LARGE: `len` is above MACULA_MAX_PAYLOAD_BYTES; the caller gets the same
- * error. The reply is consumed either way. */
+/* Answers with `len` bytes at `data` (copied before it returns). MACULA_EPAYLOAD_TOO_LARGE:
+ * `len` is above MACULA_MAX_PAYLOAD_BYTES; the caller gets the same error. The reply is
+ * consumed either way, except by MACULA_EINVAL (a NULL reply, or NULL data with len > 0). */
 MACULA_API int macula_reply_send(macula_reply *reply, const uint8_t *data, size_t len);
+/* Answers with an application error: the caller gets MACULA_EHANDLER and `message` (copied;
+ * NULL: ""). Consumes the reply. */
 MACULA_API int macula_reply_fail(macula_reply *reply, const char *message);
-/* Releases a reply without answering: the caller gets MACULA_EHANDLER "handler did not answer". */
+/* Releases a reply without answering: the caller gets MACULA_EHANDLER "handler did not answer"
+ * at once. NULL is allowed. */
 MACULA_API void macula_reply_free(macula_reply *reply);
 
 typedef struct macula_handler {
   void *context;
-  /* Worker thread. Owns `reply`: answer now, or later from any thread. */
+  /* Worker thread. `args` (NULL when len is 0) belongs to the library and is valid only until
+   * `call` returns: copy it to answer later. `reply` belongs to the handler (see macula_reply):
+   * answer now, or keep it and answer later from any thread. */
   void (*call)(void *context, const uint8_t *args, size_t len, macula_reply *reply);
   void (*drop)(void *context);
 } macula_handler;
@@ -264,7 +293,8 @@ MACULA_API void macula_advertisement_free(macula_advertisement *advertisement);
 MACULA_API int macula_call(macula_node *node, const char *procedure, const uint8_t *args, size_t len,
                            uint32_t timeout_ms, macula_result_callback done);
 /* Blocking call. On MACULA_OK (and on MACULA_EHANDLER, with the handler's message) *out holds
- * *out_len bytes to release with macula_free. Not from libmacula callbacks. */
+ * *out_len bytes, followed by a NUL not counted in *out_len; they are the caller's, to release
+ * with macula_free. On any other status *out is NULL. Not from libmacula callbacks. */
 MACULA_API int macula_call_blocking(uint8_t **out, size_t *out_len, macula_node *node, const char *procedure,
                                     const uint8_t *args, size_t len, uint32_t timeout_ms);
 
