@@ -21,6 +21,8 @@ PACKAGES=(
   libunistring-dev
   # the Python package (capi/python): its tests, and pip install of the built tree
   python3-pytest python3-pip python3-setuptools python3-venv
+  # the command-line tool (examples/cli): its flags and its --config file
+  libcli11-dev libtomlplusplus-dev
 )
 
 missing=()

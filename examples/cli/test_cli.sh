@@ -18,17 +18,30 @@ trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$dir"/*; do echo "== $f"; cat "$f"; done; exit 1; }
 wait_for() { for _ in $(seq 100); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
-"$M" --help | grep -q "usage:" || fail "--help"
-"$M" bogus >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown command must exit 2"
+"$M" --help | grep -q "Usage: macula" || fail "--help"
+"$M" --version | grep -Eq "^macula [0-9]+\.[0-9]+\.[0-9]+$" || fail "--version"
+"$M" bogus 2> "$dir/bogus.err" >/dev/null; [ $? -eq 2 ] || fail "unknown command must exit 2"
+grep -q "unknown command 'bogus'" "$dir/bogus.err" || fail "unknown command is named"
 "$M" pub >/dev/null 2>&1; [ $? -eq 2 ] || fail "missing arguments must exit 2"
+# Each command has its own help; an unknown or misspelt flag is an error naming it, never ignored.
+"$M" pub --help | grep -q -- "--qos" || fail "pub --help lists --qos"
+"$M" pub --help | grep -q -- "--bootstrap" && fail "pub --help must not list node flags"
+"$M" node --help | grep -q -- "--bootstrap" || fail "node --help lists --bootstrap"
+"$M" node --lisen 127.0.0.1:9555 2> "$dir/lisen.err"; [ $? -eq 2 ] || fail "a misspelt flag must exit 2"
+grep -q -- "--lisen" "$dir/lisen.err" || fail "the misspelt flag is named"
+"$M" sub --count abc --node 127.0.0.1:1 'a.#' 2> "$dir/count.err"; [ $? -eq 2 ] || fail "--count abc must exit 2"
+grep -q -- "--count" "$dir/count.err" || fail "--count abc: the flag is named"
+"$M" pub --qos 2 --node 127.0.0.1:1 a.b 2>/dev/null; [ $? -eq 2 ] || fail "--qos 2 must exit 2"
+"$M" node --log-level loud 2>/dev/null; [ $? -eq 2 ] || fail "--log-level loud must exit 2"
 
-timeout 90 "$M" node --listen 127.0.0.1:0 --realm cli.realm --echo svc.echo --http 127.0.0.1:0 > "$dir/node.out" 2>&1 &
+# --flag=value and --flag value are the same; a global flag may follow the command.
+timeout 90 "$M" node --listen=127.0.0.1:0 --realm cli.realm --echo svc.echo --http=127.0.0.1:0 --log-level info > "$dir/node.out" 2>&1 &
 node_pid=$!
 wait_for "listening on" "$dir/node.out" || fail "node did not start"
 addr=$(sed -n 's/.*listening on \([^ ]*\) .*/\1/p' "$dir/node.out")
 echo "node at $addr"
 wait_for "status pages" "$dir/node.out" || fail "no status pages line"
-http=$(sed -n 's|.*http://\([^/]*\)/metrics.*|\1|p' "$dir/node.out")
+http=$(sed -n 's|^status pages on http://\([^/]*\)/metrics.*|\1|p' "$dir/node.out")
 exec 3<>"/dev/tcp/${http%:*}/${http##*:}" || fail "cannot reach $http"
 printf 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
 cat <&3 > "$dir/metrics.out"; exec 3<&-
@@ -84,9 +97,60 @@ timeout 20 "$M" sub --node "$addr" --realm not.this --count 1 'sensors.#' > /dev
 grep -q "its realm is cli.realm, not not.this" "$dir/realmsub.err" || fail "sub in another realm: message names the node's realm"
 [ "$(wc -l < "$dir/realmsub.err")" -eq 1 ] || fail "sub in another realm: one line"
 
+# sub --format: text escapes what would break a line (a NUL, a newline), json and raw keep
+# every byte.
+"$M" health --node "$addr" | grep -q "ok" || fail "health"
+for f in text json raw; do
+  timeout 30 "$M" sub --via-http3 --node "$addr" --count 1 --format $f 'bin.#' > "$dir/fmt.$f" 2> "$dir/fmt.$f.err" &
+  fpid=$!
+  wait_for "subscribed" "$dir/fmt.$f.err" || fail "sub --format $f did not subscribe"
+  printf 'a\0b\nc\\' | "$M" pub --node "$addr" bin.x - || fail "pub binary from stdin"
+  wait "$fpid" || fail "sub --format $f exit"
+done
+[ "$(cat "$dir/fmt.text")" = 'bin.x a\x00b\nc\\' ] || fail "sub --format text: $(cat "$dir/fmt.text")"
+[ "$(cat "$dir/fmt.json")" = '{"topic":"bin.x","payload":"YQBiCmNc","qos":0}' ] || fail "sub --format json: $(cat "$dir/fmt.json")"
+printf 'a\0b\nc\\' | cmp -s - "$dir/fmt.raw" || fail "sub --format raw: bytes differ"
+"$M" sub --format yaml --node "$addr" 'a.#' 2>/dev/null; [ $? -eq 2 ] || fail "--format yaml must exit 2"
+"$M" pub --node "$addr" --qos 1 nobody.listens x 2>/dev/null; [ $? -eq 3 ] || fail "pub --qos 1 to nobody must exit 3"
+
+# Settings from the environment and from --config; the flag beats the environment, which
+# beats the file.
+MACULA_NODE=$addr "$M" pub alerts.env x || fail "MACULA_NODE"
+printf 'log-level = "warn"\n[call]\nnode = "%s"\n' "$addr" > "$dir/client.toml"
+[ "$("$M" call --config "$dir/client.toml" svc.echo fromconfig)" = "fromconfig" ] || fail "call with node from --config"
+[ "$(MACULA_CONFIG=$dir/client.toml "$M" call svc.echo fromenvconfig)" = "fromenvconfig" ] || fail "MACULA_CONFIG"
+MACULA_NODE=127.0.0.1:1 "$M" call --config "$dir/client.toml" svc.echo x 2>/dev/null; [ $? -eq 6 ] || fail "env must beat the config file"
+[ "$(MACULA_NODE=127.0.0.1:1 "$M" call --node "$addr" svc.echo flag)" = "flag" ] || fail "the flag must beat the environment"
+printf '[call]\nnode = "%s"\nnodes = "x"\n' "$addr" > "$dir/typo.toml"
+"$M" call --config "$dir/typo.toml" svc.echo x 2> "$dir/typo.err"; [ $? -eq 2 ] || fail "an unknown config key must exit 2"
+grep -q "typo.toml:3: \[call\] nodes" "$dir/typo.err" || fail "the unknown key is named with its line: $(cat "$dir/typo.err")"
+printf '[pub]\nqos = 5\n' > "$dir/badqos.toml"
+"$M" pub --config "$dir/badqos.toml" --node "$addr" a.b 2>/dev/null; [ $? -eq 2 ] || fail "a bad config value must exit 2"
+printf '[bogus]\nx = 1\n' > "$dir/badtable.toml"
+"$M" call --config "$dir/badtable.toml" --node "$addr" svc.echo 2>/dev/null; [ $? -eq 2 ] || fail "an unknown config table must exit 2"
+printf 'node = [\n' > "$dir/broken.toml"
+"$M" call --config "$dir/broken.toml" --node "$addr" svc.echo 2>/dev/null; [ $? -eq 2 ] || fail "a malformed config must exit 2"
+
+# keygen: a key the node keeps its id with; never overwritten.
+id=$("$M" keygen --key "$dir/n.key" --cert "$dir/n.crt") || fail "keygen"
+[ ${#id} -eq 64 ] || fail "keygen prints the node id"
+[ "$(stat -c %a "$dir/n.key")" = 600 ] || fail "the key file is 0600"
+"$M" keygen --key "$dir/n.key" --cert "$dir/n2.crt" 2>/dev/null; [ $? -eq 2 ] || fail "keygen must not overwrite"
+[ ! -e "$dir/n2.crt" ] || fail "keygen refused but wrote the certificate"
+printf '[node]\nlisten = "127.0.0.1:0"\nhttp = "off"\nkey = "%s"\ncert = "%s"\necho = ["svc.a", "svc.b"]\n' \
+  "$dir/n.key" "$dir/n.crt" > "$dir/node.toml"
+timeout 30 "$M" node --config "$dir/node.toml" > "$dir/cnode.out" 2>&1 &
+cnode_pid=$!
+wait_for "listening on" "$dir/cnode.out" || fail "node from --config did not start"
+grep -q "node $id listening" "$dir/cnode.out" || fail "node from --config keeps the keygen id"
+caddr=$(sed -n 's/.*listening on \([^ ]*\) .*/\1/p' "$dir/cnode.out")
+[ "$("$M" call --node "$caddr" svc.b two)" = "two" ] || fail "--echo list from the config"
+kill -TERM "$cnode_pid"; wait "$cnode_pid"
+
 kill -TERM "$node_pid"; wait "$node_pid"; rc=$?; node_pid=""
 [ $rc -eq 0 ] || fail "node exit $rc after SIGTERM"
 grep -q "stopping" "$dir/node.out" || fail "node did not stop gracefully"
+grep -q "^info link: " "$dir/node.out" || fail "the node logs its links at info"
 
 # ---- a realm with a shared secret: clients need the token, nodes the secret ----
 "$M" token --realm sec.realm >/dev/null 2>&1; [ $? -eq 2 ] || fail "token without a secret must exit 2"

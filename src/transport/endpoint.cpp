@@ -2368,6 +2368,13 @@ void Session::close() {
     c->schedule_write();
   }
 }
+void Session::reset() {
+  if (impl_->closed) return;
+  if (auto c = impl_->conn.lock(); c && c->conn && impl_->stream_id >= 0) {
+    ngtcp2_conn_shutdown_stream(c->conn, impl_->stream_id, NGHTTP3_H3_REQUEST_CANCELLED);
+    c->schedule_write();
+  }
+}
 void Session::close_connection(CloseCode code, const std::string& reason) {
   if (auto c = impl_->conn.lock()) c->close_with_app_error(static_cast<std::uint64_t>(code), reason);
 }

@@ -173,6 +173,10 @@ class Session {
   void on_writable(std::function<void()> callback, std::size_t below);
   /// Ends the session cleanly (FIN after the queued bytes).
   void close();
+  /// Abandons the session in both directions (RESET_STREAM and STOP_SENDING with
+  /// H3_REQUEST_CANCELLED), discarding what is queued: for a dialer that no longer wants what
+  /// the peer streams. on_close follows with stream_reset. Strand only.
+  void reset();
   /// Closes the whole QUIC connection the session runs on with `code` (CONNECTION_CLOSE),
   /// discarding what is queued: for a peer that stopped reading, whose queued bytes would
   /// never drain. Strand only.
