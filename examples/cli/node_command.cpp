@@ -72,7 +72,8 @@ int run_node(const NodeCommand& n, macula::LogLevel level) {
   o.log_level = level;
   macula::Node node(o);
   if (auto ec = node.start()) {
-    std::fprintf(stderr, "macula node: %s\n", ec.message().c_str());
+    const std::string why = node.last_start_error();  // names the option, where one is at fault
+    std::fprintf(stderr, "macula node: %s\n", why.empty() ? ec.message().c_str() : why.c_str());
     return ec == macula::errc::address_invalid || ec == macula::errc::options_invalid ||
                    ec == macula::errc::address_unresolved || ec == macula::errc::identity_invalid
                ? kUsage

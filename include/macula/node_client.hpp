@@ -3,9 +3,10 @@
 // A client connects to one node over QUIC/HTTP/3 without a node certificate, so it needs no
 // key, joins no realm and is never dialed back: the node publishes and calls across its own
 // links on the client's behalf. This is how the `macula` command-line tool, scripts and
-// short-lived programs reach a mesh. The routes it speaks are documented in PROTOCOL.md
-// ("Client API"): POST /macula/v1/pub/<topic>, POST /macula/v1/rpc/<procedure>,
-// GET /macula/v1/sub/<pattern> (a stream), GET /metrics, GET /health.
+// short-lived programs reach a mesh. The routes it speaks are documented in docs/PROTOCOL.md
+// ("Client access", "Streaming subscriptions over HTTP/3"): POST /macula/v1/pub/<topic>,
+// POST /macula/v1/rpc/<procedure>, GET /macula/v1/sub/<pattern> (a stream), GET /metrics,
+// GET /health.
 //
 // Threads: a NodeClient runs one thread of its own. Every completion handler and stream
 // callback runs on it, one at a time; they must not block, nor destroy the NodeClient.
