@@ -1927,6 +1927,12 @@ void Endpoint::Impl::handle_datagram(const udp::endpoint& from, const std::uint8
     if (!c->closing) touch(c);
     return;
   }
+  if (vc.version == 0 && (data[0] & 0x80)) {
+    // A Version Negotiation packet for no connection of ours: never answered (RFC 9000 §6.1),
+    // and it cannot be a stateless reset, which always has a short header.
+    ++stats.datagrams_dropped;
+    return;
+  }
   if (vc.version == 0) {  // short header for no connection of ours
     auto [first, last] = by_remote.equal_range(remote_key(from));
     for (auto r = first; r != last; ++r) {
