@@ -395,6 +395,7 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
   void send_stateless_reset(const std::uint8_t* dcid, std::size_t dcidlen, std::size_t trigger_len,
                             const udp::endpoint& to);
   void send_retry(const ngtcp2_pkt_hd& hd, const udp::endpoint& to);
+  void send_version_negotiation(const ngtcp2_version_cid& vc, const udp::endpoint& to);
   static std::string remote_key(const udp::endpoint& e) {
     return std::string(reinterpret_cast<const char*>(e.data()), e.size());
   }
@@ -426,9 +427,22 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
   std::unordered_multimap<std::string, std::weak_ptr<Connection::Impl>> by_remote;
   // NEW_TOKEN tokens servers gave us, by server address, for the next dial (bounded).
   std::unordered_map<std::string, std::vector<std::uint8_t>> tokens;
-  // Token bucket for stateless resets: at most kResetBurst, refilled at kResetRate per second.
-  double reset_budget = 100;
-  std::chrono::steady_clock::time_point reset_refill = std::chrono::steady_clock::now();
+  // Answers to packets of no connection (stateless resets, Version Negotiation) go to
+  // whatever source address the packet claims: bounded so a spoofed flood cannot turn us into
+  // a reflector. Separate buckets, so a flood of one kind cannot starve the other.
+  struct AnswerBudget {
+    double tokens = 100;
+    std::chrono::steady_clock::time_point refill = std::chrono::steady_clock::now();
+    bool take() {  // at most 100 at once, refilled at 100 per second
+      const auto now = std::chrono::steady_clock::now();
+      tokens = std::min(100.0, tokens + 100.0 * std::chrono::duration<double>(now - refill).count());
+      refill = now;
+      if (tokens < 1.0) return false;
+      tokens -= 1.0;
+      return true;
+    }
+  };
+  AnswerBudget reset_budget, version_negotiation_budget;
   std::unordered_set<std::shared_ptr<Connection::Impl>> touched;
   std::unordered_set<std::shared_ptr<Connection::Impl>> blocked;  // waiting for send space
   std::atomic<std::size_t> clients{0};
@@ -449,7 +463,7 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
   struct Counters {
     std::atomic<std::uint64_t> datagrams_received{0}, datagrams_sent{0}, datagrams_dropped{0}, send_would_block{0},
         handshakes_completed{0}, clients_refused{0}, retries_sent{0}, tokens_accepted{0}, stateless_resets_sent{0},
-        stateless_resets_received{0}, session_sends_refused{0};
+        stateless_resets_received{0}, session_sends_refused{0}, version_negotiations_sent{0};
     std::atomic<std::size_t> sessions{0}, session_bytes_buffered{0};
     std::atomic<std::uint64_t> bodies_refused{0}, bodies_timed_out{0}, requests_refused{0};
   } stats;
@@ -1915,8 +1929,13 @@ void Endpoint::Impl::on_readable() {
 void Endpoint::Impl::handle_datagram(const udp::endpoint& from, const std::uint8_t* data, std::size_t len) {
   ngtcp2_version_cid vc;
   const int rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, kCidLen);
+  if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
+    // Only a datagram of at least 1200 bytes gets here (ngtcp2 refuses smaller ones of an
+    // unknown version), so the answer is never larger than what provoked it.
+    send_version_negotiation(vc, from);
+    return;
+  }
   if (rv != 0) {
-    // Includes version negotiation requests: we speak only QUIC v1 and do not answer them.
     ++stats.datagrams_dropped;
     return;
   }
@@ -1946,6 +1965,14 @@ void Endpoint::Impl::handle_datagram(const udp::endpoint& from, const std::uint8
     }
     ++stats.datagrams_dropped;
     send_stateless_reset(vc.dcid, vc.dcidlen, len, from);
+    return;
+  }
+  if (vc.version != NGTCP2_PROTO_VER_V1) {
+    // ngtcp2 also implements the QUIC drafts and the v2 draft, but we offer ALPN h3 in v1
+    // alone: such a client would fail its handshake, so it is steered to v1 instead. The
+    // size rule is ours to apply here, since ngtcp2 applies it only to versions it lacks.
+    if (len >= NGTCP2_MAX_UDP_PAYLOAD_SIZE) send_version_negotiation(vc, from);
+    else ++stats.datagrams_dropped;
     return;
   }
   accept(from, data, len);
@@ -2019,17 +2046,35 @@ void Endpoint::Impl::send_retry(const ngtcp2_pkt_hd& hd, const udp::endpoint& to
   ++stats.retries_sent;
 }
 
+void Endpoint::Impl::send_version_negotiation(const ngtcp2_version_cid& vc, const udp::endpoint& to) {
+  // Only a server that would take the connection invites the client to try again in v1.
+  if (closed || draining || !options.present_certificate || !version_negotiation_budget.take()) {
+    ++stats.datagrams_dropped;
+    return;
+  }
+  std::uint8_t unused;
+  random_bytes(&unused, 1);
+  // The reserved version (RFC 9000 §15) keeps clients honest about ignoring unknown ones.
+  std::uint32_t grease;
+  random_bytes(reinterpret_cast<std::uint8_t*>(&grease), sizeof grease);
+  const std::array<std::uint32_t, 2> versions = {(grease & ~0x0f0f0f0fu) | NGTCP2_RESERVED_VERSION_MASK,
+                                                 NGTCP2_PROTO_VER_V1};
+  std::uint8_t* buf = packet_buffer();
+  if (!buf) return;
+  const auto n = ngtcp2_pkt_write_version_negotiation(buf, kMaxUdpPayload, unused, vc.scid, vc.scidlen, vc.dcid,
+                                                      vc.dcidlen, versions.data(), versions.size());
+  if (n <= 0) return;
+  queue_packet(to, static_cast<std::size_t>(n));
+  ++stats.version_negotiations_sent;
+}
+
 void Endpoint::Impl::send_stateless_reset(const std::uint8_t* dcid, std::size_t dcidlen, std::size_t trigger_len,
                                           const udp::endpoint& to) {
   // Smaller than the packet that triggered it (so two endpoints cannot loop), and only
   // when it can still be a valid reset: 1 header byte + 5 random + 16 token.
   constexpr std::size_t kMin = 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN;
   if (trigger_len <= kMin || dcidlen != kCidLen) return;
-  const auto now = std::chrono::steady_clock::now();
-  reset_budget = std::min(100.0, reset_budget + 100.0 * std::chrono::duration<double>(now - reset_refill).count());
-  reset_refill = now;
-  if (reset_budget < 1.0) return;  // rate-limited: a flood of garbage gets no amplification
-  reset_budget -= 1.0;
+  if (!reset_budget.take()) return;
   ngtcp2_cid cid;
   ngtcp2_cid_init(&cid, dcid, dcidlen);
   std::array<std::uint8_t, NGTCP2_STATELESS_RESET_TOKENLEN> token;
@@ -2294,6 +2339,7 @@ EndpointStats Endpoint::stats() const {
   s.tokens_accepted = get(c.tokens_accepted);
   s.stateless_resets_sent = get(c.stateless_resets_sent);
   s.stateless_resets_received = get(c.stateless_resets_received);
+  s.version_negotiations_sent = get(c.version_negotiations_sent);
   s.sessions = c.sessions.load(std::memory_order_relaxed);
   s.session_bytes_buffered = c.session_bytes_buffered.load(std::memory_order_relaxed);
   s.session_sends_refused = get(c.session_sends_refused);

@@ -120,6 +120,7 @@ struct EndpointStats {
   std::uint64_t tokens_accepted = 0;        ///< Initials whose Retry or NEW_TOKEN token verified
   std::uint64_t stateless_resets_sent = 0;
   std::uint64_t stateless_resets_received = 0;  ///< our connections ended by a peer's reset
+  std::uint64_t version_negotiations_sent = 0;  ///< answers to Initials of a QUIC version we do not speak
   std::size_t sessions = 0;                 ///< open session / streaming-route streams
   std::size_t session_bytes_buffered = 0;   ///< unacknowledged bytes queued on all sessions
   std::uint64_t session_sends_refused = 0;  ///< send() answered queue_full (backpressure)
