@@ -22,7 +22,7 @@ int run_bench(const BenchCommand& b) {
   auto client = connect_client("bench", b.c, b.client, exit);
   if (!client) return exit;
   const bool rpc = b.kind == "rpc";
-  const std::string path = rpc ? "/macula/v1/rpc/" + b.procedure : "/macula/v1/pub/" + b.topic;
+  const std::string path = rpc ? macula::NodeClient::rpc_path(b.procedure) : macula::NodeClient::pub_path(b.topic);
   constexpr long kInFlight = 64;  // stays under the node's per-connection stream limit
   std::mutex m;
   std::condition_variable cv;

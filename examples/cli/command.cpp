@@ -6,6 +6,7 @@
 
 #include "macula/client_access.hpp"
 #include "macula/error.hpp"
+#include "macula/limits.hpp"
 
 namespace macula_cli {
 
@@ -88,12 +89,18 @@ void report(const char* command, bool had_token, int status, std::string_view bo
   }
 }
 
-macula::Bytes payload_arg(const std::string& text) {
-  if (text == "-") {
-    std::string in((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
-    return {in.begin(), in.end()};
+bool payload_arg(const char* command, const std::string& text, macula::Bytes& out) {
+  if (text != "-") {
+    out.assign(text.begin(), text.end());
+  } else {
+    out.resize(macula::kMaxPayloadBytes + 1);
+    std::cin.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(out.size()));
+    out.resize(static_cast<std::size_t>(std::cin.gcount()));
   }
-  return {text.begin(), text.end()};
+  if (out.size() <= macula::kMaxPayloadBytes) return true;
+  std::fprintf(stderr, "macula %s: the payload is larger than %zu bytes, the most a node takes\n", command,
+               macula::kMaxPayloadBytes);
+  return false;
 }
 
 macula::LogLevel parse_log_level(const std::string& text) {

@@ -81,8 +81,9 @@ int exit_for_status(int status);
 /// pass; anything else shows the node's status and text.
 void report(const char* command, bool had_token, int status, std::string_view body);
 
-/// The payload argument: the text itself, or "-" for standard input.
-macula::Bytes payload_arg(const std::string& text);
+/// The payload argument: the text itself, or "-" for standard input (read up to one byte past
+/// the largest payload a node takes). False, after saying so, when it is larger than that.
+bool payload_arg(const char* command, const std::string& text, macula::Bytes& out);
 
 /// "debug", "info", "warn", "error", "off".
 macula::LogLevel parse_log_level(const std::string& text);

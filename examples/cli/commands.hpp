@@ -24,6 +24,8 @@ struct NodeCommand {
   std::string client_token;
   CLI::Option* secret_opt = nullptr;
   CLI::Option* token_opt = nullptr;
+  CLI::Option* key_opt = nullptr;
+  CLI::Option* cert_opt = nullptr;
 };
 void add_node_command(CLI::App& app, NodeCommand& n);
 int run_node(const NodeCommand& n, macula::LogLevel level);

@@ -39,6 +39,10 @@ int run_keygen(const KeyCommand& k) {
     std::fprintf(stderr, "macula keygen: --key FILE and --cert FILE are required\n");
     return kUsage;
   }
+  if (k.key == k.cert) {
+    std::fprintf(stderr, "macula keygen: --key and --cert must be two files\n");
+    return kUsage;
+  }
   std::error_code ec;
   const auto id = macula::write_node_key(k.key, k.cert, ec);
   if (ec) {

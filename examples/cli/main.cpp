@@ -69,6 +69,16 @@ int main(int argc, char** argv) {
   std::vector<Command*> all{&node.c, &pub.c, &sub.c, &call.c, &bench.c, &metrics.c, &health.c, &token.c, &keygen.c};
   for (Command* c : all) c->app->fallthrough();  // global flags may follow the command
 
+  // `macula help` and `macula help <command>` read as --help.
+  std::vector<char*> args(argv, argv + argc);
+  if (args.size() >= 2 && std::strcmp(args[1], "help") == 0) {
+    static char help[] = "--help";
+    args.erase(args.begin() + 1);
+    args.push_back(help);
+  }
+  argc = static_cast<int>(args.size());
+  argv = args.data();
+
   Command* selected = nullptr;
   try {
     app.parse(argc, argv);

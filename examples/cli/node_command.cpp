@@ -20,9 +20,9 @@ void add_node_command(CLI::App& app, NodeCommand& n) {
                               "MACULA_REALM_SECRET");
   a->add_option("--bootstrap", n.bootstrap, "a node to join through, HOST:PORT (repeat for more)")
       ->allow_extra_args(false);
-  a->add_option("--key", n.key, "PEM key file (with --cert: the same node id across restarts; see 'macula keygen')")
+  n.key_opt = a->add_option("--key", n.key, "PEM key file (with --cert: the same node id across restarts; see 'macula keygen')")
 ;
-  a->add_option("--cert", n.cert, "PEM certificate file of the key");
+  n.cert_opt = a->add_option("--cert", n.cert, "PEM certificate file of the key");
   a->add_option("--echo", n.echo, "advertise a procedure that answers with its arguments (repeat for more)")
       ->allow_extra_args(false);
   a->add_option("--dht", n.dht, "DHT discovery")->check(CLI::IsMember({"on", "off"}))->capture_default_str();
@@ -45,8 +45,9 @@ int run_node(const NodeCommand& n, macula::LogLevel level) {
   if (!n.advertise.empty()) o.advertise_address = n.advertise;
   o.realm = n.realm;
   o.bootstrap = n.bootstrap;
-  if (!n.key.empty()) o.key_file = n.key;
-  if (!n.cert.empty()) o.cert_file = n.cert;
+  // Given, even empty (an unset shell variable), is given: it must name a readable file.
+  if (n.key_opt->count() > 0) o.key_file = n.key;
+  if (n.cert_opt->count() > 0) o.cert_file = n.cert;
   for (const auto& [flag, file] : {std::pair{"--key", o.key_file}, std::pair{"--cert", o.cert_file}})
     if (file && !std::ifstream(*file)) {
       std::fprintf(stderr, "macula node: %s %s: cannot read the file\n", flag, file->c_str());
@@ -68,7 +69,11 @@ int run_node(const NodeCommand& n, macula::LogLevel level) {
   if (n.client_access == "open") o.client_access = macula::ClientAccess::open;
   else if (n.client_access == "token") o.client_access = macula::ClientAccess::token;
   else if (n.client_access == "closed") o.client_access = macula::ClientAccess::closed;
-  o.log_sink = stderr_log();
+  // The refusal to start is printed once, below, naming the option.
+  o.log_sink = [sink = stderr_log()](macula::LogLevel l, std::string_view component, std::string_view message) {
+    if (component == "node" && message.starts_with("not starting: ")) return;
+    sink(l, component, message);
+  };
   o.log_level = level;
   macula::Node node(o);
   if (auto ec = node.start()) {

@@ -37,6 +37,8 @@ void add_pub_command(CLI::App& app, RequestCommand& r) {
       ->capture_default_str();
   r.c.app->add_option("TOPIC", r.name, "the topic, e.g. sensors.hall.temp")->required();
   r.c.app->add_option("MESSAGE", r.payload, "the payload; '-' reads standard input; empty when absent");
+  // Everything after TOPIC is the message, even when it starts with '-' (flags go first).
+  r.c.app->positionals_at_end();
 }
 
 void add_call_command(CLI::App& app, RequestCommand& r) {
@@ -44,6 +46,7 @@ void add_call_command(CLI::App& app, RequestCommand& r) {
   add_client_options(r.c, r.client);
   r.c.app->add_option("PROCEDURE", r.name, "the procedure, e.g. svc.echo")->required();
   r.c.app->add_option("PAYLOAD", r.payload, "the arguments; '-' reads standard input; empty when absent");
+  r.c.app->positionals_at_end();
 }
 
 void add_metrics_command(CLI::App& app, RequestCommand& r) {
@@ -57,13 +60,17 @@ void add_health_command(CLI::App& app, RequestCommand& r) {
 }
 
 int run_pub(const RequestCommand& r) {
-  // The topic goes into the path as it is: the node checks it and answers 400 for a bad one.
-  return one_request("pub", r, "POST", "/macula/v1/pub/" + r.name + (r.qos == 1 ? "?qos=1" : ""),
-                     payload_arg(r.payload), false);
+  macula::Bytes payload;
+  if (!payload_arg("pub", r.payload, payload)) return kUsage;
+  return one_request("pub", r, "POST",
+                     macula::NodeClient::pub_path(r.name, r.qos == 1 ? macula::Qos::at_least_once : macula::Qos::at_most_once),
+                     std::move(payload), false);
 }
 
 int run_call(const RequestCommand& r) {
-  const int exit = one_request("call", r, "POST", "/macula/v1/rpc/" + r.name, payload_arg(r.payload), true);
+  macula::Bytes payload;
+  if (!payload_arg("call", r.payload, payload)) return kUsage;
+  const int exit = one_request("call", r, "POST", macula::NodeClient::rpc_path(r.name), std::move(payload), true);
   if (exit == kOk) std::printf("\n");
   return exit;
 }

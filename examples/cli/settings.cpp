@@ -30,17 +30,23 @@ std::string where(const std::string& path, const toml::node& n, const std::strin
   return s.str();
 }
 
-// A TOML value as the strings CLI11 parses: scalars as one, arrays element by element.
-std::vector<std::string> as_results(const toml::node& n, const std::string& at) {
+// A TOML value as the strings CLI11 parses, scalars as one and arrays element by element,
+// of the type the option takes: a boolean for a flag, an integer for a number, a string for
+// text (so `realm-secret = true` is an error, not the secret "true").
+std::vector<std::string> as_results(const CLI::Option* o, const toml::node& n, const std::string& at) {
+  const std::string type = o->get_type_name();
+  const bool flag = o->get_expected_max() == 0;
+  const bool integer = !flag && (type.starts_with("INT") || type.starts_with("UINT"));
+  const char* wanted = flag ? "true or false" : integer ? "a whole number" : "a string";
   std::vector<std::string> out;
   auto scalar = [&](const toml::node& v) {
-    if (auto s = v.as_string()) out.push_back(s->get());
-    else if (auto i = v.as_integer()) out.push_back(std::to_string(i->get()));
-    else if (auto b = v.as_boolean()) out.push_back(b->get() ? "true" : "false");
-    else if (auto f = v.as_floating_point()) out.push_back(std::to_string(f->get()));
-    else throw CLI::ConversionError(at + ": expected a string, number, boolean or an array of them");
+    if (auto b = v.as_boolean(); b && flag) out.push_back(b->get() ? "true" : "false");
+    else if (auto i = v.as_integer(); i && integer) out.push_back(std::to_string(i->get()));
+    else if (auto s = v.as_string(); s && !flag && !integer) out.push_back(s->get());
+    else throw CLI::ConversionError(at + ": expected " + wanted);
   };
   if (auto arr = n.as_array()) {
+    if (o->get_expected_max() <= 1) throw CLI::ConversionError(at + ": takes one value, not a list");
     for (const auto& v : *arr) scalar(v);
   } else {
     scalar(n);
@@ -50,8 +56,6 @@ std::vector<std::string> as_results(const toml::node& n, const std::string& at) 
 
 void set(Command& c, CLI::Option* o, std::vector<std::string> results, Origin origin, const std::string& what) {
   try {
-    if (o->get_expected_max() <= 1 && results.size() > 1)
-      throw CLI::ConversionError(what + ": takes one value, not a list");
     for (auto& r : results) o->add_result(r);
     o->run_callback();
   } catch (const CLI::ParseError& e) {
@@ -91,31 +95,31 @@ void apply_settings(Command& global, Command* selected, const std::vector<Comman
     s << ": " << e.description();
     throw CLI::FileError(s.str());
   }
-  auto apply = [&](Command& c, const toml::table& table, const std::string& table_name, bool live) {
+  // Every table is applied, the other commands' too: their options are never used, and
+  // applying is what checks each value's type and range.
+  auto apply = [&](Command& c, const toml::table& table, const std::string& table_name, bool top_level) {
     for (const auto& [k, v] : table) {
+      if (top_level && v.is_table()) continue;
       const std::string key = option_key(std::string(k.str()));
       const std::string at = where(config_path, v, table_name, std::string(k.str()));
       CLI::Option* o = find_option(c, key);
       if (!o || key == "config" || key == "help" || key == "version")
         throw CLI::ValidationError(at + ": not a setting of " +
                                    (table_name.empty() ? std::string("macula (top level)") : "'macula " + table_name + "'"));
-      if (live && o->count() == 0) set(c, o, as_results(v, at), Origin::config, at);
+      if (o->count() == 0) set(c, o, as_results(o, v, at), Origin::config, at);
     }
   };
-  toml::table top;
+  apply(global, file, "", true);
   for (const auto& [k, v] : file) {
+    const auto* t = v.as_table();
+    if (!t) continue;
     const std::string name(k.str());
-    if (const auto* t = v.as_table()) {
-      Command* target = nullptr;
-      for (Command* c : all)
-        if (c->app->get_name() == name) target = c;
-      if (!target) throw CLI::ValidationError(where(config_path, v, "", "[" + name + "]") + ": not a command");
-      apply(*target, *t, name, target == selected);
-    } else {
-      top.insert(k, v);
-    }
+    Command* target = nullptr;
+    for (Command* c : all)
+      if (c->app->get_name() == name) target = c;
+    if (!target) throw CLI::ValidationError(where(config_path, v, "", "[" + name + "]") + ": not a command");
+    apply(*target, *t, name, false);
   }
-  apply(global, top, "", true);
 }
 
 }  // namespace macula_cli

@@ -16,12 +16,18 @@ namespace macula_cli {
 
 namespace {
 
-// Valid UTF-8 sequence length at `p`, 0 when none starts there.
+// The length of the well-formed UTF-8 sequence at `p` (RFC 3629: no overlong forms, no
+// surrogates, nothing past U+10FFFF) that is not a C1 control (U+0080..U+009F, which
+// terminals obey); 0 when there is none.
 std::size_t utf8_length(std::span<const std::uint8_t> s, std::size_t p) {
   const auto c = s[p];
-  std::size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
-  if (c >= 0xf5 || n == 0 || p + n > s.size()) return 0;
-  for (std::size_t k = 1; k < n; ++k)
+  std::size_t n = 0;
+  std::uint8_t lo = 0x80, hi = 0xbf;  // the allowed range of the second byte
+  if (c >= 0xc2 && c <= 0xdf) n = 2, lo = c == 0xc2 ? 0xa0 : 0x80;
+  else if (c >= 0xe0 && c <= 0xef) n = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+  else if (c >= 0xf0 && c <= 0xf4) n = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+  if (n == 0 || p + n > s.size() || s[p + 1] < lo || s[p + 1] > hi) return 0;
+  for (std::size_t k = 2; k < n; ++k)
     if ((s[p + k] & 0xc0) != 0x80) return 0;
   return n;
 }

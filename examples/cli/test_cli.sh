@@ -23,6 +23,8 @@ wait_for() { for _ in $(seq 100); do grep -q "$1" "$2" 2>/dev/null && return 0; 
 "$M" bogus 2> "$dir/bogus.err" >/dev/null; [ $? -eq 2 ] || fail "unknown command must exit 2"
 grep -q "unknown command 'bogus'" "$dir/bogus.err" || fail "unknown command is named"
 "$M" pub >/dev/null 2>&1; [ $? -eq 2 ] || fail "missing arguments must exit 2"
+"$M" help | grep -q "Usage: macula" || fail "macula help"
+"$M" help pub | grep -q -- "--qos" || fail "macula help pub"
 # Each command has its own help; an unknown or misspelt flag is an error naming it, never ignored.
 "$M" pub --help | grep -q -- "--qos" || fail "pub --help lists --qos"
 "$M" pub --help | grep -q -- "--bootstrap" && fail "pub --help must not list node flags"
@@ -87,6 +89,7 @@ grep -q "^alerts.fire n3$" "$dir/hsub.out" || fail "sub --via-http3 output"
 "$M" bench rpc --node "$addr" --procedure nobody.serves --count 20 > /dev/null 2> "$dir/benchfail.err"; rc=$?
 [ $rc -eq 1 ] || fail "bench against a missing procedure must exit 1 (got $rc)"
 grep -q "the first failure: 404" "$dir/benchfail.err" || fail "bench names why its requests failed"
+"$M" node --listen 127.0.0.1:0 --http off --key "" --cert "" 2>/dev/null; [ $? -eq 2 ] || fail "node --key '' must exit 2, not run with a throw-away key"
 "$M" node --listen 127.0.0.1:0 --key "$dir/no.key" --cert "$dir/no.crt" 2> "$dir/nokey.err"; rc=$?
 [ $rc -eq 2 ] || fail "node with a missing key file must exit 2 (got $rc)"
 grep -q -- "--key $dir/no.key: cannot read the file" "$dir/nokey.err" || fail "the missing key file is named"
@@ -108,10 +111,28 @@ for f in text json raw; do
   wait "$fpid" || fail "sub --format $f exit"
 done
 [ "$(cat "$dir/fmt.text")" = 'bin.x a\x00b\nc\\' ] || fail "sub --format text: $(cat "$dir/fmt.text")"
+# text: well-formed UTF-8 prints as it is; overlong forms, surrogates and C1 controls do not.
+timeout 30 "$M" sub --via-http3 --node "$addr" --count 1 'utf.#' > "$dir/utf.out" 2> "$dir/utf.err" &
+fpid=$!
+wait_for "subscribed" "$dir/utf.err" || fail "sub (utf) did not subscribe"
+printf 'h\xc3\xa9 \xe0\x80\x8a \xed\xa0\x80 \xc2\x9b \xf4\x90\x80\x80' | "$M" pub --node "$addr" utf.x - || fail "pub utf"
+wait "$fpid" || fail "sub (utf) exit"
+[ "$(cat "$dir/utf.out")" = "utf.x hé \\xe0\\x80\\x8a \\xed\\xa0\\x80 \\xc2\\x9b \\xf4\\x90\\x80\\x80" ] || fail "sub --format text utf-8: $(cat "$dir/utf.out")"
 [ "$(cat "$dir/fmt.json")" = '{"topic":"bin.x","payload":"YQBiCmNc","qos":0}' ] || fail "sub --format json: $(cat "$dir/fmt.json")"
 printf 'a\0b\nc\\' | cmp -s - "$dir/fmt.raw" || fail "sub --format raw: bytes differ"
 "$M" sub --format yaml --node "$addr" 'a.#' 2>/dev/null; [ $? -eq 2 ] || fail "--format yaml must exit 2"
 "$M" pub --node "$addr" --qos 1 nobody.listens x 2>/dev/null; [ $? -eq 3 ] || fail "pub --qos 1 to nobody must exit 3"
+# A name cannot smuggle a query or a route: it is refused as a name.
+"$M" pub --node "$addr" 'a.b?qos=1' x 2>/dev/null; [ $? -eq 2 ] || fail "a topic with '?' must be refused (exit 2)"
+# After the topic everything is the message, even text that looks like a flag.
+timeout 30 "$M" sub --via-http3 --node "$addr" --count 1 'dash.#' > "$dir/dash.out" 2> "$dir/dash.err" &
+fpid=$!
+wait_for "subscribed" "$dir/dash.err" || fail "sub (dash) did not subscribe"
+"$M" pub --node "$addr" dash.x -hello > "$dir/dash.pub" || fail "pub of a message starting with '-'"
+wait "$fpid" || fail "sub (dash) exit"
+[ "$(cat "$dir/dash.out")" = "dash.x -hello" ] || fail "the message '-hello' was published: $(cat "$dir/dash.out")"
+[ ! -s "$dir/dash.pub" ] || fail "pub printed something (help?) instead of publishing"
+[ "$("$M" call --node "$addr" svc.echo --help)" = "--help" ] || fail "call with a payload that looks like a flag"
 
 # Settings from the environment and from --config; the flag beats the environment, which
 # beats the file.
@@ -128,6 +149,14 @@ printf '[pub]\nqos = 5\n' > "$dir/badqos.toml"
 "$M" pub --config "$dir/badqos.toml" --node "$addr" a.b 2>/dev/null; [ $? -eq 2 ] || fail "a bad config value must exit 2"
 printf '[bogus]\nx = 1\n' > "$dir/badtable.toml"
 "$M" call --config "$dir/badtable.toml" --node "$addr" svc.echo 2>/dev/null; [ $? -eq 2 ] || fail "an unknown config table must exit 2"
+printf '[token]\nrealm = "r"\nrealm-secret = true\n' > "$dir/badtype.toml"
+"$M" token --config "$dir/badtype.toml" 2> "$dir/badtype.err"; [ $? -eq 2 ] || fail "a boolean for a string option must exit 2"
+grep -q "badtype.toml:3: \[token\] realm-secret: expected a string" "$dir/badtype.err" || fail "wrong type: $(cat "$dir/badtype.err")"
+printf 'log-level = "loud"\n' > "$dir/toplevel.toml"
+"$M" token --config "$dir/toplevel.toml" 2> "$dir/toplevel.err"; [ $? -eq 2 ] || fail "a bad top-level value must exit 2"
+grep -q "toplevel.toml:1: log-level" "$dir/toplevel.err" || fail "top-level key line: $(cat "$dir/toplevel.err")"
+printf '[node]\ndht-record-ttl = 10\n' > "$dir/othercmd.toml"
+"$M" token --config "$dir/othercmd.toml" --realm r --realm-secret s 2>/dev/null; [ $? -eq 2 ] || fail "a bad value in another command's table must exit 2"
 printf 'node = [\n' > "$dir/broken.toml"
 "$M" call --config "$dir/broken.toml" --node "$addr" svc.echo 2>/dev/null; [ $? -eq 2 ] || fail "a malformed config must exit 2"
 
@@ -136,6 +165,7 @@ id=$("$M" keygen --key "$dir/n.key" --cert "$dir/n.crt") || fail "keygen"
 [ ${#id} -eq 64 ] || fail "keygen prints the node id"
 [ "$(stat -c %a "$dir/n.key")" = 600 ] || fail "the key file is 0600"
 "$M" keygen --key "$dir/n.key" --cert "$dir/n2.crt" 2>/dev/null; [ $? -eq 2 ] || fail "keygen must not overwrite"
+"$M" keygen --key "$dir/same" --cert "$dir/same" 2>/dev/null; [ $? -eq 2 ] || fail "keygen with one path for both must exit 2"
 [ ! -e "$dir/n2.crt" ] || fail "keygen refused but wrote the certificate"
 printf '[node]\nlisten = "127.0.0.1:0"\nhttp = "off"\nkey = "%s"\ncert = "%s"\necho = ["svc.a", "svc.b"]\n' \
   "$dir/n.key" "$dir/n.crt" > "$dir/node.toml"

@@ -14,7 +14,8 @@
 // NodeClient callback (they return errc::would_deadlock).
 //
 // Lifetime: destroying the NodeClient closes the connection; handlers still pending complete
-// with errc::endpoint_closed before the destructor returns, and stream callbacks stop.
+// with errc::connection_closed (or endpoint_closed) before the destructor returns, and stream
+// callbacks stop. Destroy it from a thread of your own, not from one of its callbacks.
 #pragma once
 
 #include <chrono>
@@ -61,7 +62,7 @@ class NodeClient {
   /// Connects to the node at `address` ("host:port"; a host name is resolved once).
   /// Blocks until the handshake completes or fails. Errors: address_invalid,
   /// address_unresolved, handshake_timeout, connection_refused (the node's max_clients),
-  /// transport_error, would_deadlock (called from a NodeClient callback).
+  /// transport_error, would_deadlock (called from any NodeClient's callback).
   static std::unique_ptr<NodeClient> connect(std::string_view address, NodeClientOptions options,
                                              std::error_code& ec);
   ~NodeClient();
@@ -112,6 +113,12 @@ class NodeClient {
   /// `status` the node's answer (-1: none).
   std::unique_ptr<Stream> subscribe(std::string_view pattern, StreamCallbacks callbacks, std::error_code& ec,
                                     int* status = nullptr);
+
+  /// The request paths of the client API, with the name percent-encoded so that '?', '#'
+  /// or '/' in it cannot change the route (the node then refuses the name with 400).
+  static std::string pub_path(std::string_view topic, Qos qos = Qos::at_most_once);
+  static std::string rpc_path(std::string_view procedure);
+  static std::string sub_path(std::string_view pattern);
 
   /// The address connected to, as resolved ("ip:port").
   std::string remote_address() const;

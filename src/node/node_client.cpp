@@ -1,5 +1,6 @@
 #include "macula/node_client.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <future>
@@ -138,6 +139,11 @@ std::optional<NodeClient::StreamedMessage> parse_line(std::string_view line) {
 
 }  // namespace
 
+namespace {
+// Set on every NodeClient's own thread: blocking calls made there would wait for themselves.
+thread_local bool on_a_client_thread = false;
+}  // namespace
+
 std::error_code client_status_error(int status, std::string_view route) {
   if (status >= 200 && status < 300) return {};
   switch (status) {
@@ -175,12 +181,17 @@ struct NodeClient::Impl {
   std::shared_ptr<transport::Connection> conn;
   std::thread thread;
   std::atomic<std::thread::id> thread_id{};
+  std::atomic<bool> closing{false};  // set by ~NodeClient: no new requests from then on
 };
 
 NodeClient::NodeClient(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 std::unique_ptr<NodeClient> NodeClient::connect(std::string_view address, NodeClientOptions options,
                                                 std::error_code& ec) {
+  if (on_a_client_thread) {
+    ec = errc::would_deadlock;
+    return nullptr;
+  }
   auto impl = std::make_shared<Impl>(std::move(options));
   if ((ec = node::resolve_address(address, impl->target))) return nullptr;
   transport::EndpointOptions o;
@@ -202,6 +213,7 @@ std::unique_ptr<NodeClient> NodeClient::connect(std::string_view address, NodeCl
   std::promise<void> started;
   impl->thread = std::thread([impl, &started] {
     impl->thread_id = std::this_thread::get_id();
+    on_a_client_thread = true;
     started.set_value();
     impl->io.run();
   });
@@ -219,21 +231,30 @@ std::unique_ptr<NodeClient> NodeClient::connect(std::string_view address, NodeCl
 
 NodeClient::~NodeClient() {
   auto& i = *impl_;
-  if (i.endpoint) i.endpoint->close();  // pending handlers complete with endpoint_closed
-  i.work.reset();
+  i.closing = true;
   if (!i.thread.joinable()) return;
+  // The close runs as a handler of its own on the client thread, never inside a callback that
+  // may hold a stream's lock: it completes pending handlers (connection_closed) and sends
+  // CONNECTION_CLOSE; then the loop stops, without waiting for the connection's timers.
+  auto teardown = [impl = impl_] {
+    if (impl->endpoint) impl->endpoint->close();
+    impl->conn.reset();
+    impl->work.reset();
+    impl->io.stop();
+  };
   if (i.on_own_thread()) {
-    i.thread.detach();  // run() returns once the endpoint's work is done; the thread owns Impl
+    // Destroyed from one of its callbacks, against the documented rule: the thread holds the
+    // Impl, so it can finish on its own once the current handler returns.
+    asio::post(i.io, std::move(teardown));
+    i.thread.detach();
     return;
   }
-  // The endpoint's close flushes CONNECTION_CLOSE and ends its timers, after which run()
-  // returns by itself; stop() is the bound if the kernel holds the last packet back.
-  for (int k = 0; k < 200 && !i.io.stopped(); ++k) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  i.io.stop();
+  asio::post(i.io, std::move(teardown));
   i.thread.join();
 }
 
 void NodeClient::request(std::string_view method, std::string_view path, Bytes body, ResponseHandler done) {
+  if (impl_->closing) return done(errc::endpoint_closed, {});
   if (!impl_->conn) return done(errc::not_connected, {});
   impl_->conn->request(impl_->make_request(method, path, std::move(body)), impl_->options.request_timeout,
                        [done = std::move(done)](std::error_code e, transport::Response r) {
@@ -243,7 +264,7 @@ void NodeClient::request(std::string_view method, std::string_view path, Bytes b
 }
 
 ClientResponse NodeClient::request(std::string_view method, std::string_view path, Bytes body, std::error_code& ec) {
-  if (impl_->on_own_thread()) {
+  if (on_a_client_thread) {
     ec = errc::would_deadlock;
     return {};
   }
@@ -256,14 +277,13 @@ ClientResponse NodeClient::request(std::string_view method, std::string_view pat
 
 std::error_code NodeClient::publish(std::string_view topic, std::span<const std::uint8_t> payload, Qos qos) {
   std::error_code ec;
-  const auto r = request("POST", "/macula/v1/pub/" + path_segment(topic) + (qos == Qos::at_least_once ? "?qos=1" : ""),
-                         Bytes(payload.begin(), payload.end()), ec);
+  const auto r = request("POST", pub_path(topic, qos), Bytes(payload.begin(), payload.end()), ec);
   return ec ? ec : client_status_error(r.status, "pub");
 }
 
 Bytes NodeClient::call(std::string_view procedure, std::span<const std::uint8_t> args, std::error_code& ec,
                        std::string* message) {
-  auto r = request("POST", "/macula/v1/rpc/" + path_segment(procedure), Bytes(args.begin(), args.end()), ec);
+  auto r = request("POST", rpc_path(procedure), Bytes(args.begin(), args.end()), ec);
   if (ec) return {};
   if ((ec = client_status_error(r.status, "rpc"))) {
     if (message) message->assign(r.body.begin(), r.body.end());
@@ -282,6 +302,7 @@ struct StreamState {
   bool live = true;
   NodeClient::StreamCallbacks callbacks;
   std::string partial;  // an unterminated line, between on_data calls
+  std::size_t scanned = 0;  // how much of `partial` holds no newline: each byte is searched once
   std::shared_ptr<transport::Session> session;
 };
 
@@ -312,7 +333,7 @@ class StreamImpl final : public NodeClient::Stream {
 std::unique_ptr<NodeClient::Stream> NodeClient::subscribe(std::string_view pattern, StreamCallbacks callbacks,
                                                           std::error_code& ec, int* status) {
   if (status) *status = -1;
-  if (impl_->on_own_thread()) {
+  if (on_a_client_thread) {
     ec = errc::would_deadlock;
     return nullptr;
   }
@@ -329,7 +350,8 @@ std::unique_ptr<NodeClient::Stream> NodeClient::subscribe(std::string_view patte
     if (!state->live) return;
     state->partial.append(bytes.begin(), bytes.end());
     std::size_t start = 0;
-    for (std::size_t nl; (nl = state->partial.find('\n', start)) != std::string::npos; start = nl + 1) {
+    for (std::size_t nl; (nl = state->partial.find('\n', std::max(start, state->scanned))) != std::string::npos;
+         start = nl + 1) {
       const std::string_view line(state->partial.data() + start, nl - start);
       if (auto m = parse_line(line)) {
         if (state->callbacks.on_message) state->callbacks.on_message(std::move(*m));
@@ -339,11 +361,13 @@ std::unique_ptr<NodeClient::Stream> NodeClient::subscribe(std::string_view patte
       if (!state->live) return;  // the callback destroyed the stream
     }
     state->partial.erase(0, start);
+    state->scanned = state->partial.size();
     // A line longer than any message the node can send (a 1 MiB payload in base64 and its
     // topic) is not one: the buffer stays bounded.
     if (state->partial.size() > 2 * 1024 * 1024) {
       if (state->callbacks.on_garbage) state->callbacks.on_garbage("(an over-long line, dropped)");
       state->partial.clear();
+      state->scanned = 0;
     }
   };
   cb.on_close = [state](std::error_code e) {
@@ -354,7 +378,7 @@ std::unique_ptr<NodeClient::Stream> NodeClient::subscribe(std::string_view patte
   };
   cb.on_refused = [refused](int s, const std::vector<transport::Header>&) { *refused = s; };
   std::promise<std::error_code> opened;
-  impl_->conn->open_session(impl_->make_request("GET", "/macula/v1/sub/" + path_segment(pattern), {}), std::move(cb),
+  impl_->conn->open_session(impl_->make_request("GET", sub_path(pattern), {}), std::move(cb),
                             impl_->options.request_timeout,
                             [state, &opened](std::error_code e, std::shared_ptr<transport::Session> s) {
                               if (!e) {
@@ -375,6 +399,12 @@ std::unique_ptr<NodeClient::Stream> NodeClient::subscribe(std::string_view patte
   ec.clear();
   return std::make_unique<StreamImpl>(state, impl_, impl_->io, [impl = impl_.get()] { return impl->on_own_thread(); });
 }
+
+std::string NodeClient::pub_path(std::string_view topic, Qos qos) {
+  return "/macula/v1/pub/" + path_segment(topic) + (qos == Qos::at_least_once ? "?qos=1" : "");
+}
+std::string NodeClient::rpc_path(std::string_view procedure) { return "/macula/v1/rpc/" + path_segment(procedure); }
+std::string NodeClient::sub_path(std::string_view pattern) { return "/macula/v1/sub/" + path_segment(pattern); }
 
 std::string NodeClient::remote_address() const { return node::format_address(impl_->target); }
 bool NodeClient::has_token() const noexcept { return impl_->options.token.has_value(); }

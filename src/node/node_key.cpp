@@ -29,10 +29,11 @@ std::error_code write_new_file(const std::string& path, const std::string& text,
     }
     done += static_cast<std::size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const std::error_code ec(errno, std::system_category());
+  const int synced = ::fsync(fd) == 0 ? 0 : errno;
+  const int closed = ::close(fd) == 0 ? 0 : errno;
+  if (synced || closed) {
     ::unlink(path.c_str());
-    return ec;
+    return {synced ? synced : closed, std::system_category()};
   }
   return {};
 }

@@ -119,6 +119,8 @@ TEST_CASE("NodeClient: a stream delivers every byte, and ending it ends the node
   cb.on_message = [&](NodeClient::StreamedMessage msg) {
     // A blocking call from the client's own thread would wait for itself: refused.
     if (client->publish("x.y", bytes("z")) == errc::would_deadlock) ++deadlock_checks;
+    std::error_code e2;
+    if (!NodeClient::connect("127.0.0.1:1", {}, e2) && e2 == errc::would_deadlock) ++deadlock_checks;
     std::lock_guard lock(m);
     got.push_back(std::move(msg));
   };
@@ -145,7 +147,7 @@ TEST_CASE("NodeClient: a stream delivers every byte, and ending it ends the node
     CHECK(got[1].payload == Bytes(70'000, 0x5a));
     CHECK(got[1].qos == Qos::at_least_once);
   }
-  CHECK(deadlock_checks == 2);
+  CHECK(deadlock_checks == 4);
 
   stream.reset();
   CHECK(eventually([&] { return metric(s.node, "macula_http_subscriptions") == 0; }));
@@ -215,9 +217,20 @@ TEST_CASE("NodeClient: destroying the client completes what is pending", "[node_
     std::lock_guard lock(m);
     return held.size() == 1;
   }));
+  const auto t0 = std::chrono::steady_clock::now();
   client.reset();
   CHECK(completed == 1);
-  CHECK(seen);
+  CHECK(seen == errc::connection_closed);
+  // Closing does not wait for the connection's timers (the request had a 10 s deadline).
+  CHECK(std::chrono::steady_clock::now() - t0 < 500ms);
+}
+
+TEST_CASE("NodeClient: names are percent-encoded into paths, so they cannot change the route", "[node_client]") {
+  CHECK(NodeClient::pub_path("a.b?qos=1") == "/macula/v1/pub/a.b%3Fqos%3D1");
+  CHECK(NodeClient::pub_path("a.b", Qos::at_least_once) == "/macula/v1/pub/a.b?qos=1");
+  CHECK(NodeClient::rpc_path("svc/../x") == "/macula/v1/rpc/svc%2F..%2Fx");
+  CHECK(NodeClient::sub_path("sensors.#") == "/macula/v1/sub/sensors.%23");
+  CHECK(NodeClient::sub_path("*.hall.temp") == "/macula/v1/sub/*.hall.temp");
 }
 
 TEST_CASE("node key files: written once, the node keeps the id they prove", "[node_key]") {
