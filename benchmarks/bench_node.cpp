@@ -90,11 +90,15 @@ macula::testing::LocalMeshOptions mesh_options(std::size_t nodes, std::size_t io
 // decides the figure; msgs/s is measured at the subscriber.
 const std::size_t kWindow = std::getenv("MACULA_BENCH_WINDOW") ? std::strtoul(std::getenv("MACULA_BENCH_WINDOW"), nullptr, 10) : 20000;
 
+// Arg 0: the handler on the worker pool (the default); 1: inline on the io thread
+// (SubscribeOptions::inline_handler).
 void MaculaPubSub1to1(benchmark::State& state) {
   macula::testing::LocalMesh mesh(mesh_options(2));
   std::atomic<std::uint64_t> got{0};
+  macula::SubscribeOptions options{1 << 17};
+  options.inline_handler = state.range(0) == 1;
   macula::Subscriber sub(mesh[1], "bench.x", [&](const macula::Message&) { got.fetch_add(1, std::memory_order_relaxed); },
-                         macula::SubscribeOptions{1 << 17});
+                         options);
   mesh.settle();
   macula::Publisher pub(mesh[0]);
   const macula::Bytes payload(64, 7);
@@ -321,12 +325,20 @@ void report_latencies(benchmark::State& state, std::vector<double>& us) {
   state.counters["p99_us"] = us[us.size() * 99 / 100];
 }
 
+// The echo procedure; range(1) = 1 advertises it with an inline handler (on the io thread).
+macula::Advertisement advertise_echo(macula::Node& node, const benchmark::State& state) {
+  macula::AdvertiseOptions o;
+  o.inline_handler = state.range(1) == 1;
+  return node.advertise("bench.echo", [](macula::Bytes a, macula::RpcResponder r) { r.reply(std::move(a)); }, o);
+}
+
 // range(0) = 2: caller and provider on two nodes (the Node issue's row); 1: the provider is
 // the calling node itself (no network: the thread hand-overs alone, for the latency breakdown).
+// range(1): the handler on the worker pool (0) or inline (1).
 void MaculaRpcSequential(benchmark::State& state) {
   const std::size_t nodes = static_cast<std::size_t>(state.range(0));
   macula::testing::LocalMesh mesh(mesh_options(nodes, 1));
-  auto echo = mesh[nodes - 1].advertise("bench.echo", [](macula::Bytes a, macula::RpcResponder r) { r.reply(std::move(a)); });
+  auto echo = advertise_echo(mesh[nodes - 1], state);
   mesh.settle();
   macula::RpcClient client(mesh[0]);
   const macula::Bytes payload(64, 7);
@@ -380,7 +392,7 @@ void NatsRpcSequential(benchmark::State& state) {
 void MaculaRpcInFlight(benchmark::State& state) {
   const std::size_t window = static_cast<std::size_t>(state.range(0));
   macula::testing::LocalMesh mesh(mesh_options(2, 1));
-  auto echo = mesh[1].advertise("bench.echo", [](macula::Bytes a, macula::RpcResponder r) { r.reply(std::move(a)); });
+  auto echo = advertise_echo(mesh[1], state);
   mesh.settle();
   macula::RpcClient client(mesh[0]);
   const macula::Bytes payload(64, 7);
@@ -500,16 +512,16 @@ void MaculaDhtLookup(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(MaculaDhtLookup)->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
-BENCHMARK(MaculaPubSub1to1)->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
+BENCHMARK(MaculaPubSub1to1)->Arg(0)->Arg(1)->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
 BENCHMARK(NatsPubSub1to1)->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
 BENCHMARK(MaculaPubSubQos1)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(MaculaPubSubLarge)->Arg(65536)->Arg(524288)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(NatsPubSubLarge)->Arg(65536)->Arg(524288)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(MaculaFanout)->Arg(1)->Arg(11)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(NatsFanout)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
-BENCHMARK(MaculaRpcSequential)->Arg(2)->Arg(1)->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(MaculaRpcSequential)->Args({2, 0})->Args({1, 0})->Args({2, 1})->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(NatsRpcSequential)->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
-BENCHMARK(MaculaRpcInFlight)->Arg(100)->Arg(4096)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(MaculaRpcInFlight)->Args({100, 0})->Args({4096, 0})->Args({100, 1})->Args({4096, 1})->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(NatsRpcInFlight)->Arg(100)->Arg(4096)->UseManualTime()->Iterations(2)->Unit(benchmark::kMillisecond);
 
 int main(int argc, char** argv) {

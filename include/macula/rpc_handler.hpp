@@ -79,6 +79,13 @@ struct AdvertiseOptions {
   /// Calls of this procedure running at once on this node; past it the caller is told
   /// errc::overloaded and fails over to another provider. 0: no limit but the node's.
   std::size_t max_concurrency = 0;
+  /// false (the default): the handler runs on the handler executor (the worker pool), so a
+  /// slow handler holds a worker, never the node. true: it runs *inline*, on the node's io
+  /// thread that received the call, with no hand-over, which saves two thread wake-ups per
+  /// call — for handlers that answer quickly (or keep the responder and answer later) and never
+  /// block. While it runs, that io thread does nothing else for the node. Blocking calls made
+  /// from it fail with would_deadlock, as from any handler; it must not destroy the Node.
+  bool inline_handler = false;
 };
 
 }  // namespace macula

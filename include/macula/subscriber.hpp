@@ -42,10 +42,21 @@ struct SubscribeOptions {
   std::size_t queue_capacity = 1024;
   SubscriberOverflow overflow = SubscriberOverflow::drop_oldest;
   std::size_t batch = 64;  ///< messages one handler task takes before yielding its thread
+  /// Callback mode only. false (the default): the handler runs on the handler executor (the
+  /// worker pool), after the message went through this subscription's bounded queue, so a
+  /// slow handler delays only itself. true: the handler runs *inline*, on the node's io thread
+  /// that matched the message, with no queue and no thread hand-over (as Zenoh runs subscriber
+  /// callbacks on its receive thread) — for handlers that return quickly and never block.
+  /// While an inline handler runs, that io thread does nothing else: every link, request and
+  /// timer of the node waits for it. Blocking calls made from it fail with would_deadlock,
+  /// as from any handler; it must not destroy the Node. queue_capacity, overflow and batch do
+  /// not apply (nothing is queued, so nothing is dropped for this subscription).
+  bool inline_handler = false;
 };
 
-/// Runs once per delivered message, on the handler executor. May throw: the exception is
-/// counted (macula_subscriber_handler_errors_total) and the next message is delivered.
+/// Runs once per delivered message, on the handler executor (or inline: see
+/// SubscribeOptions::inline_handler). May throw: the exception is counted
+/// (Subscriber::handler_errors()) and the next message is delivered.
 using MessageHandler = std::function<void(const Message&)>;
 
 class Subscriber {
@@ -82,6 +93,7 @@ class Subscriber {
   std::size_t high_water() const noexcept;  ///< the most ever queued at once
   std::uint64_t dropped() const noexcept;   ///< messages this subscription lost to overflow
   std::uint64_t received() const noexcept;  ///< messages queued to it since it started
+  std::uint64_t handler_errors() const noexcept;  ///< handler calls that threw
   explicit operator bool() const noexcept { return state_ != nullptr; }
 
  private:

@@ -207,7 +207,8 @@ bool RpcEngine::on_frame(PeerKey peer, LinkId link, wire::Frame& frame) {
 
 // ---- serving ----------------------------------------------------------------------------------
 
-// Runs the procedure's handler on the handler executor; `answer` runs on the strand.
+// Runs the procedure's handler on the handler executor, or inline on the strand when the
+// procedure asked for it; `answer` runs on the strand.
 void RpcEngine::run_procedure(const std::shared_ptr<Procedure>& proc, Bytes args, Answer answer) {
   std::string key;
   if (proc->options.idempotent) {
@@ -239,7 +240,7 @@ void RpcEngine::run_procedure(const std::shared_ptr<Procedure>& proc, Bytes args
           answer(st, std::move(b));
         });
       });
-  tasks_->push(core::detail::UniqueFunction<void()>([proc, slot, args = std::move(args)]() mutable {
+  auto task = [proc, slot, args = std::move(args)]() mutable {
     CallbackScope scope;
     try {
       proc->handler(std::move(args), RpcResponder(slot));
@@ -248,7 +249,9 @@ void RpcEngine::run_procedure(const std::shared_ptr<Procedure>& proc, Bytes args
     } catch (...) {
       slot->give(wire::RpcStatus::handler_error, to_bytes("handler threw a non-standard exception"));
     }
-  }));
+  };
+  if (proc->options.inline_handler) return task();  // on the strand (AdvertiseOptions)
+  tasks_->push(core::detail::UniqueFunction<void()>(std::move(task)));
 }
 
 void RpcEngine::serve(PeerKey peer, LinkId link, wire::RpcCall call) {

@@ -80,5 +80,6 @@ std::size_t Subscriber::queued() const noexcept { return state_ ? state_->queued
 std::size_t Subscriber::high_water() const noexcept { return state_ ? state_->high_water() : 0; }
 std::uint64_t Subscriber::dropped() const noexcept { return state_ ? state_->dropped() : 0; }
 std::uint64_t Subscriber::received() const noexcept { return state_ ? state_->received() : 0; }
+std::uint64_t Subscriber::handler_errors() const noexcept { return state_ ? state_->handler_errors() : 0; }
 
 }  // namespace macula

@@ -45,7 +45,8 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
         queue_(options.queue_capacity == 0 ? 1 : options.queue_capacity,
                options.overflow == SubscriberOverflow::drop_oldest ? core::OverflowPolicy::drop_oldest
                                                                    : core::OverflowPolicy::reject),
-        batch_(options.batch == 0 ? 1 : options.batch) {}
+        batch_(options.batch == 0 ? 1 : options.batch),
+        inline_(options.inline_handler && handler_) {}
 
   const std::shared_ptr<const std::string>& pattern() const noexcept { return pattern_; }
   bool pull_mode() const noexcept { return !handler_; }
@@ -57,6 +58,17 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
   std::uint64_t deliver(const std::shared_ptr<const detail::MessageBody>& body, bool& schedule_me) {
     schedule_me = false;
     if (closed_.load(std::memory_order_relaxed)) return 1;
+    if (inline_) {
+      // The caller's thread is the handler's: no queue, no hand-over (SubscribeOptions).
+      received_.fetch_add(1, std::memory_order_relaxed);
+      CallbackScope scope;
+      try {
+        handler_(Message(body, pattern_));
+      } catch (...) {
+        handler_errors_.fetch_add(1, std::memory_order_relaxed);
+      }
+      return 0;
+    }
     const std::uint64_t before = queue_.dropped();
     Message m(body, pattern_);
     if (queue_.try_push(m)) return 1;  // drop_newest refused it (or the queue closed)
@@ -157,6 +169,7 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
   MessageHandler handler_;
   core::BoundedQueue<Message> queue_;
   std::size_t batch_;
+  const bool inline_;
   std::vector<Message> batch_buffer_;  // only the (single) running drain task touches it
   std::atomic<bool> scheduled_{false};
   std::atomic<bool> closed_{false};
