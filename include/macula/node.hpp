@@ -8,7 +8,8 @@
 //
 // Threading: every member function may be called from any thread unless it says otherwise.
 // Network state lives on one strand; subscription and RPC handlers run on the handler
-// executor (default: the node's worker pool), never on that strand. Completion handlers of
+// executor (default: the node's worker pool), never on that strand unless they opted in to
+// running inline (SubscribeOptions / AdvertiseOptions::inline_handler). Completion handlers of
 // async_* operations run on the token's associated executor, by default the io_context's
 // (not the strand): they must not block. Blocking functions (connect(), stop()) must not be
 // called from library callbacks; they detect it and return errc::would_deadlock instead.

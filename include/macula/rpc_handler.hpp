@@ -8,7 +8,8 @@
 // handler that drops every copy of its responder without answering answers with
 // errc::handler_error too ("handler did not answer"), so a caller never waits for a reply that
 // cannot come. Handlers run on the node's handler executor (default: its worker pool), never on
-// the network strand. The lifetime of a responder is RpcResponder's comment.
+// the network strand unless advertised with AdvertiseOptions::inline_handler. The lifetime of
+// a responder is RpcResponder's comment.
 #pragma once
 
 #include <chrono>
@@ -84,7 +85,10 @@ struct AdvertiseOptions {
   /// thread that received the call, with no hand-over, which saves two thread wake-ups per
   /// call — for handlers that answer quickly (or keep the responder and answer later) and never
   /// block. While it runs, that io thread does nothing else for the node. Blocking calls made
-  /// from it fail with would_deadlock, as from any handler; it must not destroy the Node.
+  /// from it fail with would_deadlock, as from any handler; it must not stop or destroy any
+  /// Node, nor call another node's stats() (SubscribeOptions::inline_handler says why). An
+  /// answer given before the handler returns goes out in the same strand turn, so
+  /// max_concurrency counts only calls still unanswered when their handler returned.
   bool inline_handler = false;
 };
 

@@ -8,7 +8,8 @@
 // and counts the drop on this subscription (dropped()) and in the node's metrics.
 // Two modes:
 // - callback: `handler` runs on the node's handler executor, one message at a time per
-//   subscription (in order), concurrently with other subscriptions' handlers;
+//   subscription (in order), concurrently with other subscriptions' handlers; or, with
+//   SubscribeOptions::inline_handler, on the io thread that matched the message, unqueued;
 // - pull: async_receive() / try_receive() take messages from the queue.
 // Destroying the Subscriber (or unsubscribe()) stops delivery: no handler call starts after
 // it returns (one already running may finish), and a pending async_receive completes with
@@ -49,8 +50,10 @@ struct SubscribeOptions {
   /// callbacks on its receive thread) — for handlers that return quickly and never block.
   /// While an inline handler runs, that io thread does nothing else: every link, request and
   /// timer of the node waits for it. Blocking calls made from it fail with would_deadlock,
-  /// as from any handler; it must not destroy the Node. queue_capacity, overflow and batch do
-  /// not apply (nothing is queued, so nothing is dropped for this subscription).
+  /// as from any handler (connect, RpcClient::call); it must not stop or destroy any Node,
+  /// nor call another node's stats() (on a shared io thread that waits for itself). Keep it
+  /// short: a Node::stop() elsewhere waits at most 2 s for the node's io thread. queue_capacity,
+  /// overflow and batch do not apply (nothing is queued, so nothing is dropped for it).
   bool inline_handler = false;
 };
 
@@ -92,7 +95,7 @@ class Subscriber {
   std::size_t queued() const noexcept;      ///< messages waiting in this subscription's queue
   std::size_t high_water() const noexcept;  ///< the most ever queued at once
   std::uint64_t dropped() const noexcept;   ///< messages this subscription lost to overflow
-  std::uint64_t received() const noexcept;  ///< messages queued to it since it started
+  std::uint64_t received() const noexcept;  ///< messages queued to it (inline: handed to its handler)
   std::uint64_t handler_errors() const noexcept;  ///< handler calls that threw
   explicit operator bool() const noexcept { return state_ != nullptr; }
 

@@ -1,6 +1,7 @@
 #include "node/rpc_engine.hpp"
 
 #include <algorithm>
+#include <thread>
 
 #include "macula/error.hpp"
 #include "macula/limits.hpp"
@@ -222,10 +223,20 @@ void RpcEngine::run_procedure(const std::shared_ptr<Procedure>& proc, Bytes args
     return answer(wire::RpcStatus::overloaded, {});
   ++proc->in_flight;
   ++serving_;
+  // An inline handler that answers before it returns is on the strand already: its answer is
+  // finished right after it, in this turn, so the call stops counting against max_concurrency
+  // (and its result is cached) before the next call of the same read is looked at.
+  struct AnsweredInline {
+    std::thread::id strand_thread = std::this_thread::get_id();
+    bool running = true;
+    core::detail::UniqueFunction<void()> finish;
+  };
+  auto now = proc->options.inline_handler ? std::make_shared<AnsweredInline>() : nullptr;
   auto slot = std::make_shared<detail::ReplySlot>(
-      [this, owner = owner_, to_strand = to_strand_, proc, key = std::move(key), answer = std::move(answer)](
+      [this, owner = owner_, to_strand = to_strand_, proc, key = std::move(key), answer = std::move(answer), now](
           wire::RpcStatus st, Bytes b) mutable {
-        to_strand([this, owner, proc, key = std::move(key), answer = std::move(answer), st, b = std::move(b)]() mutable {
+        core::detail::UniqueFunction<void()> finish([this, owner, proc, key = std::move(key), answer = std::move(answer), st,
+                                                     b = std::move(b)]() mutable {
           --proc->in_flight;
           if (!owner.lock()) return;
           --serving_;
@@ -239,6 +250,12 @@ void RpcEngine::run_procedure(const std::shared_ptr<Procedure>& proc, Bytes args
           m_.calls_served->inc();
           answer(st, std::move(b));
         });
+        // The thread test first: a responder answered from another thread never reads `running`.
+        if (now && now->strand_thread == std::this_thread::get_id() && now->running) {
+          now->finish = std::move(finish);
+          return;
+        }
+        to_strand(std::move(finish));
       });
   auto task = [proc, slot, args = std::move(args)]() mutable {
     CallbackScope scope;
@@ -250,8 +267,13 @@ void RpcEngine::run_procedure(const std::shared_ptr<Procedure>& proc, Bytes args
       slot->give(wire::RpcStatus::handler_error, to_bytes("handler threw a non-standard exception"));
     }
   };
-  if (proc->options.inline_handler) return task();  // on the strand (AdvertiseOptions)
-  tasks_->push(core::detail::UniqueFunction<void()>(std::move(task)));
+  if (!now) {
+    tasks_->push(core::detail::UniqueFunction<void()>(std::move(task)));
+    return;
+  }
+  task();  // on the strand (AdvertiseOptions::inline_handler)
+  now->running = false;
+  if (now->finish) now->finish();
 }
 
 void RpcEngine::serve(PeerKey peer, LinkId link, wire::RpcCall call) {

@@ -42,7 +42,8 @@ class Subscription : public std::enable_shared_from_this<Subscription> {
   Subscription(std::string pattern, MessageHandler handler, const SubscribeOptions& options)
       : pattern_(std::make_shared<const std::string>(std::move(pattern))),
         handler_(std::move(handler)),
-        queue_(options.queue_capacity == 0 ? 1 : options.queue_capacity,
+        // An inline subscription queues nothing: one slot, not queue_capacity of them.
+        queue_(options.queue_capacity == 0 || (options.inline_handler && handler_) ? 1 : options.queue_capacity,
                options.overflow == SubscriberOverflow::drop_oldest ? core::OverflowPolicy::drop_oldest
                                                                    : core::OverflowPolicy::reject),
         batch_(options.batch == 0 ? 1 : options.batch),
