@@ -19,10 +19,13 @@
 #include "macula/rpc_client.hpp"
 #include "macula/rpc_handler.hpp"
 #include "macula/subscriber.hpp"
+#include "support/node_helpers.hpp"
 #include "macula/testing/local_mesh.hpp"
 
 using namespace macula;
 using namespace std::chrono_literals;
+using macula::test::bytes;
+using macula::test::eventually;
 using macula::testing::LocalMesh;
 using macula::testing::LocalMeshOptions;
 
@@ -37,17 +40,7 @@ LocalMeshOptions mesh_of(std::size_t n) {
   return o;
 }
 
-Bytes bytes(std::string_view s) { return {s.begin(), s.end()}; }
 
-template <class Pred>
-bool eventually(Pred p, std::chrono::milliseconds limit = 5s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (p()) return true;
-    std::this_thread::sleep_for(2ms);
-  }
-  return p();
-}
 
 std::thread::id io_thread_of(Node& n) {
   std::promise<std::thread::id> id;

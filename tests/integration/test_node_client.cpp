@@ -20,9 +20,12 @@
 #include "macula/node_client.hpp"
 #include "macula/node_key.hpp"
 #include "macula/subscriber.hpp"
+#include "support/node_helpers.hpp"
 
 using namespace macula;
 using namespace std::chrono_literals;
+using macula::test::bytes;
+using macula::test::eventually;
 
 namespace {
 
@@ -34,18 +37,8 @@ NodeOptions node_options() {
   return o;
 }
 
-Bytes bytes(std::string_view s) { return {s.begin(), s.end()}; }
 std::string text(const Bytes& b) { return {b.begin(), b.end()}; }
 
-template <class Pred>
-bool eventually(Pred p, std::chrono::milliseconds limit = 5s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (p()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return p();
-}
 
 double metric(const Node& n, const std::string& series) {
   const std::string t = n.metrics_text();
