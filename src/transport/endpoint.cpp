@@ -1,6 +1,10 @@
 // QUIC endpoint on Asio UDP (ngtcp2 0.12 + GnuTLS) with HTTP/3 (nghttp3 0.8).
 // Design notes: docs/ARCHITECTURE.md "Transport"; pitfalls: quic-stack-notes.md.
 #include "transport/endpoint.hpp"
+#include "transport/answer_budget.hpp"
+#include "transport/body_ledger.hpp"
+#include "transport/h3_frame_guard.hpp"
+#include "transport/http3_headers.hpp"
 #include "transport/route_table.hpp"
 
 #include <gnutls/crypto.h>
@@ -77,73 +81,6 @@ std::string_view rcbuf_view(nghttp3_rcbuf* b) {
   const nghttp3_vec v = nghttp3_rcbuf_get_buf(b);
   return {reinterpret_cast<const char*>(v.base), v.len};
 }
-
-nghttp3_nv make_nv(const std::string& name, const std::string& value) {
-  // nghttp3 0.8 takes non-const pointers but only reads through them.
-  return nghttp3_nv{reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
-                    reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
-                    NGHTTP3_NV_FLAG_NONE};
-}
-
-// nghttp3 0.8 gives up on the whole connection's QPACK decoder (decoder->ctx.bad, every
-// later header block fails with NGHTTP3_ERR_QPACK_FATAL) when one field value is longer than
-// 65536 encoded bytes (NGHTTP3_ERR_QPACK_HEADER_TOO_LARGE, lib/nghttp3_qpack.c). So a HEADERS
-// frame longer than we accept never reaches nghttp3: only the frame headers of a request
-// stream are looked at here, payloads pass through untouched.
-struct H3FrameGuard {
-  std::array<std::uint8_t, 16> hdr{};  // type and length varints of the next frame, partial
-  std::size_t hdr_len = 0;
-  std::uint64_t left = 0;  // payload bytes of the current frame still to pass
-  bool rejected = false;
-};
-
-std::uint64_t quic_varint(const std::uint8_t* p, std::size_t n) {
-  std::uint64_t v = p[0] & 0x3f;
-  for (std::size_t k = 1; k < n; ++k) v = (v << 8) | p[k];
-  return v;
-}
-
-// How many of `len` bytes may go to nghttp3: all of them, or up to the first byte of a
-// HEADERS frame payload longer than `limit`.
-std::size_t h3_guard_scan(H3FrameGuard& g, const std::uint8_t* data, std::size_t len, std::uint64_t limit) {
-  std::size_t i = 0;
-  while (i < len) {
-    if (g.left > 0) {
-      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(g.left, len - i));
-      g.left -= n;
-      i += n;
-      continue;
-    }
-    g.hdr[g.hdr_len++] = data[i++];
-    const std::size_t tlen = std::size_t{1} << (g.hdr[0] >> 6);
-    if (g.hdr_len <= tlen) continue;
-    const std::size_t llen = std::size_t{1} << (g.hdr[tlen] >> 6);
-    if (g.hdr_len < tlen + llen) continue;
-    const std::uint64_t type = quic_varint(g.hdr.data(), tlen);
-    const std::uint64_t length = quic_varint(g.hdr.data() + tlen, llen);
-    g.hdr_len = 0;
-    if (type == 0x01 /* HEADERS */ && length > limit) return i;
-    g.left = length;
-  }
-  return len;
-}
-
-// Bytes of request bodies held in memory, against a bound. One per connection and one per
-// endpoint; each Stream holds both and gives its bytes back when it goes, whoever destroys
-// it last (shared ownership: a connection's streams may outlive the endpoint's strand).
-struct BodyLedger {
-  explicit BodyLedger(std::size_t c) : cap(c) {}
-  const std::size_t cap;
-  std::atomic<std::size_t> bytes{0};
-  bool charge(std::size_t n) {
-    std::size_t cur = bytes.load(std::memory_order_relaxed);
-    do {
-      if (cur + n > cap) return false;
-    } while (!bytes.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed));
-    return true;
-  }
-  void refund(std::size_t n) { bytes.fetch_sub(n, std::memory_order_relaxed); }
-};
 
 }  // namespace
 
@@ -246,7 +183,7 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
     }
     // Sending side: stable until the stream closes, as nghttp3 and ngtcp2 keep pointers into
     // it until the peer acknowledges the bytes.
-    std::vector<std::string> nv_strings;
+    Http3Headers send_fields;
     std::vector<std::uint8_t> send_body;
     std::size_t send_offset = 0;
     // Client requests.
@@ -427,21 +364,8 @@ class Endpoint::Impl : public std::enable_shared_from_this<Endpoint::Impl> {
   std::unordered_multimap<std::string, std::weak_ptr<Connection::Impl>> by_remote;
   // NEW_TOKEN tokens servers gave us, by server address, for the next dial (bounded).
   std::unordered_map<std::string, std::vector<std::uint8_t>> tokens;
-  // Answers to packets of no connection (stateless resets, Version Negotiation) go to
-  // whatever source address the packet claims: bounded so a spoofed flood cannot turn us into
-  // a reflector. Separate buckets, so a flood of one kind cannot starve the other.
-  struct AnswerBudget {
-    double tokens = 100;
-    std::chrono::steady_clock::time_point refill = std::chrono::steady_clock::now();
-    bool take() {  // at most 100 at once, refilled at 100 per second
-      const auto now = std::chrono::steady_clock::now();
-      tokens = std::min(100.0, tokens + 100.0 * std::chrono::duration<double>(now - refill).count());
-      refill = now;
-      if (tokens < 1.0) return false;
-      tokens -= 1.0;
-      return true;
-    }
-  };
+  // Answers to packets of no connection: separate budgets, so a flood of one kind cannot
+  // starve the other.
   AnswerBudget reset_budget, version_negotiation_budget;
   std::unordered_set<std::shared_ptr<Connection::Impl>> touched;
   std::unordered_set<std::shared_ptr<Connection::Impl>> blocked;  // waiting for send space
@@ -1212,17 +1136,10 @@ void Connection::Impl::submit_response(std::int64_t sid, Response r) {
   // Answered: whatever the handler still holds is its own bound's business, and a peer that
   // never reads the answer must not keep the request's bytes charged.
   s.refund();
-  s.nv_strings.clear();
-  s.nv_strings.push_back(":status");
-  s.nv_strings.push_back(std::to_string(r.status));
-  s.nv_strings.push_back("content-length");
-  s.nv_strings.push_back(std::to_string(r.body.size()));
-  for (auto& h : r.headers) {
-    s.nv_strings.push_back(std::move(h.name));
-    s.nv_strings.push_back(std::move(h.value));
-  }
-  std::vector<nghttp3_nv> nva;
-  for (std::size_t i = 0; i + 1 < s.nv_strings.size(); i += 2) nva.push_back(make_nv(s.nv_strings[i], s.nv_strings[i + 1]));
+  s.send_fields = Http3Headers::response(r.status);
+  s.send_fields.add("content-length", std::to_string(r.body.size()));
+  s.send_fields.add_all(r.headers);
+  const auto nva = s.send_fields.nv();
   s.send_body = std::move(r.body);
   s.send_offset = 0;
   nghttp3_data_reader dr{transport::h3_read_data};
@@ -1264,9 +1181,9 @@ int Connection::Impl::h3_stream_close(std::int64_t sid, std::uint64_t code) {
   }
   if (it->second->session)
     it->second->session->finish(code == NGHTTP3_H3_NO_ERROR ? std::error_code{} : make_error_code(errc::stream_reset));
-  if (!is_server && it->second->on_response)
-    complete_request(*it->second, code == NGHTTP3_H3_NO_ERROR ? make_error_code(errc::stream_reset)
-                                                              : make_error_code(errc::stream_reset));
+  // Still waiting for its response: the stream ended before the response did (h3_end_stream
+  // completes it otherwise), so it is incomplete whatever the close code says.
+  if (!is_server && it->second->on_response) complete_request(*it->second, errc::stream_reset);
   streams.erase(it);
   return 0;
 }
@@ -1324,18 +1241,11 @@ bool Connection::Impl::start_request(Request& req, std::chrono::nanoseconds time
   s->on_response = std::move(handler);
   s->handle = handle;
   if (handle) handle->stream_id = sid;
-  s->nv_strings = {":method", req.method, ":scheme", "https", ":authority",
-                   req.authority.empty() ? std::string("macula") : req.authority, ":path", req.path};
-  if (!req.body.empty() || req.method == "POST" || req.method == "PUT") {
-    s->nv_strings.push_back("content-length");
-    s->nv_strings.push_back(std::to_string(req.body.size()));
-  }
-  for (auto& h : req.headers) {
-    s->nv_strings.push_back(std::move(h.name));
-    s->nv_strings.push_back(std::move(h.value));
-  }
-  std::vector<nghttp3_nv> nva;
-  for (std::size_t i = 0; i + 1 < s->nv_strings.size(); i += 2) nva.push_back(make_nv(s->nv_strings[i], s->nv_strings[i + 1]));
+  s->send_fields = Http3Headers::request(req.method, std::move(req.authority), req.path);
+  if (!req.body.empty() || req.method == "POST" || req.method == "PUT")
+    s->send_fields.add("content-length", std::to_string(req.body.size()));
+  s->send_fields.add_all(req.headers);
+  const auto nva = s->send_fields.nv();
   s->send_body = std::move(req.body);
   s->deadline = std::chrono::steady_clock::now() + timeout;
   add_deadline(s->deadline, sid);
@@ -1507,17 +1417,13 @@ int Connection::Impl::h3_end_headers(std::int64_t sid) {
     return 0;
   }
   s.responded = true;
-  s.nv_strings = {":status", "200"};
-  for (auto& h : callbacks.response_headers) {
-    s.nv_strings.push_back(std::move(h.name));
-    s.nv_strings.push_back(std::move(h.value));
-  }
+  s.send_fields = Http3Headers::response(200);
+  s.send_fields.add_all(callbacks.response_headers);
   callbacks.response_headers.clear();
   session->callbacks = std::move(callbacks);
   session->attach(e->stats.session_bytes_buffered, e->stats.sessions, e->stats.session_sends_refused);
   s.session = session;
-  std::vector<nghttp3_nv> nva;
-  for (std::size_t i = 0; i + 1 < s.nv_strings.size(); i += 2) nva.push_back(make_nv(s.nv_strings[i], s.nv_strings[i + 1]));
+  const auto nva = s.send_fields.nv();
   nghttp3_data_reader dr{transport::h3_read_data};
   nghttp3_conn_submit_response(h3, sid, nva.data(), nva.size(), &dr);
   return 0;
@@ -1541,14 +1447,10 @@ void Connection::Impl::start_session(Request head, SessionCallbacks callbacks, s
     s->session->attach(e->stats.session_bytes_buffered, e->stats.sessions, e->stats.session_sends_refused);
   }
   s->on_session = std::move(handler);
-  s->nv_strings = {":method", head.method.empty() ? std::string("POST") : head.method, ":scheme", "https",
-                   ":authority", head.authority.empty() ? std::string("macula") : head.authority, ":path", head.path};
-  for (auto& h : head.headers) {
-    s->nv_strings.push_back(std::move(h.name));
-    s->nv_strings.push_back(std::move(h.value));
-  }
-  std::vector<nghttp3_nv> nva;
-  for (std::size_t i = 0; i + 1 < s->nv_strings.size(); i += 2) nva.push_back(make_nv(s->nv_strings[i], s->nv_strings[i + 1]));
+  s->send_fields = Http3Headers::request(head.method.empty() ? std::string("POST") : head.method, std::move(head.authority),
+                                  head.path);
+  s->send_fields.add_all(head.headers);
+  const auto nva = s->send_fields.nv();
   s->deadline = std::chrono::steady_clock::now() + timeout;
   add_deadline(s->deadline, sid);
   nghttp3_data_reader dr{transport::h3_read_data};
