@@ -785,7 +785,7 @@ int Connection::Impl::on_recv_stream_data(std::uint32_t flags, std::int64_t sid,
     const std::uint64_t limit = is_server ? std::min<std::uint64_t>(ep()->options.max_header_bytes, 65536) : 65536;
     pass = h3_guard_scan(*guard, data, len, limit);
   }
-  const bool fin = (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0 && pass == len;
+  const bool fin = (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0 && !(guard && guard->rejected);
   const nghttp3_ssize consumed = nghttp3_conn_read_stream(h3, sid, data, pass, fin);
   if (consumed < 0) {  // malformed HTTP/3: the connection closes, with an HTTP/3 error code
     h3_close_code_ = nghttp3_err_infer_quic_app_error_code(static_cast<int>(consumed));
@@ -795,8 +795,7 @@ int Connection::Impl::on_recv_stream_data(std::uint32_t flags, std::int64_t sid,
   // returned in h3_recv_data when the application has taken them.
   ngtcp2_conn_extend_max_stream_offset(conn, sid, static_cast<std::uint64_t>(consumed));
   ngtcp2_conn_extend_max_offset(conn, static_cast<std::uint64_t>(consumed));
-  if (pass < len) {
-    guard->rejected = true;
+  if (guard && guard->rejected) {
     ngtcp2_conn_extend_max_offset(conn, len - pass);  // the rest of this chunk is dropped
     reject_header_block(sid);
   }

@@ -30,8 +30,10 @@ inline std::uint64_t quic_varint(const std::uint8_t* p, std::size_t n) {
 }
 
 /// How many of `len` bytes may go to nghttp3: all of them, or up to the first byte of a
-/// HEADERS frame payload longer than `limit`. Frame headers split across calls are carried in
-/// `g`, so the stream may arrive in any chunking.
+/// HEADERS frame payload longer than `limit`, in which case `g.rejected` is set. Frame headers
+/// split across calls are carried in `g`, so the stream may arrive in any chunking; a chunk
+/// may end right after the refused frame's header, so only `g.rejected` tells a refusal from
+/// a chunk that passes whole.
 inline std::size_t h3_guard_scan(H3FrameGuard& g, const std::uint8_t* data, std::size_t len, std::uint64_t limit) {
   std::size_t i = 0;
   while (i < len) {
@@ -49,7 +51,10 @@ inline std::size_t h3_guard_scan(H3FrameGuard& g, const std::uint8_t* data, std:
     const std::uint64_t type = quic_varint(g.hdr.data(), tlen);
     const std::uint64_t length = quic_varint(g.hdr.data() + tlen, llen);
     g.hdr_len = 0;
-    if (type == 0x01 /* HEADERS */ && length > limit) return i;
+    if (type == 0x01 /* HEADERS */ && length > limit) {
+      g.rejected = true;
+      return i;
+    }
     g.left = length;
   }
   return len;

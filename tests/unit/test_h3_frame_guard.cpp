@@ -38,6 +38,20 @@ std::vector<std::uint8_t> concat(std::initializer_list<std::vector<std::uint8_t>
   return out;
 }
 
+// Feeds `bytes` in chunks of `step`; the offset of the first byte held back, or the size.
+std::size_t scan_chunked(const std::vector<std::uint8_t>& bytes, std::size_t step) {
+  H3FrameGuard g;
+  std::size_t off = 0;
+  while (off < bytes.size()) {
+    const std::size_t n = std::min(step, bytes.size() - off);
+    const std::size_t pass = h3_guard_scan(g, bytes.data() + off, n, kLimit);
+    if (g.rejected) return off + pass;
+    REQUIRE(pass == n);
+    off += n;
+  }
+  return off;
+}
+
 }  // namespace
 
 TEST_CASE("quic varint: RFC 9000 A.1 examples", "[transport][h3guard]") {
@@ -65,6 +79,7 @@ TEST_CASE("h3 guard: an over-long HEADERS frame stops at its first payload byte"
   const auto bytes = concat({data, big});
   H3FrameGuard g;
   CHECK(h3_guard_scan(g, bytes.data(), bytes.size(), kLimit) == data.size() + 3);
+  CHECK(g.rejected);
 }
 
 TEST_CASE("h3 guard: DATA frames are not bounded, and their payload is never parsed", "[transport][h3guard]") {
@@ -80,6 +95,28 @@ TEST_CASE("h3 guard: DATA frames are not bounded, and their payload is never par
   CHECK(h3_guard_scan(g, bytes.data(), bytes.size(), kLimit) == bytes.size());
 }
 
+TEST_CASE("h3 guard: the answer does not depend on how the stream is chunked", "[transport][h3guard]") {
+  // A long length encoding (8 bytes for a small value) and a 2-byte frame type (a reserved
+  // type, 0x21 + 0x1f * 3) make frame headers that straddle chunk boundaries.
+  const auto ok = concat({frame(0x00, 7, 0x01, 8), frame(0x21 + 0x1f * 3, 70), frame(0x01, 50, 0x01, 4)});
+  const auto bad = concat({ok, frame(0x01, 5000, 0x01, 8)});
+  const std::size_t reject_at = ok.size() + 1 + 8;
+  for (std::size_t step : {1u, 2u, 3u, 7u, 64u, 100000u}) {
+    INFO("chunk size " << step);
+    CHECK(scan_chunked(ok, step) == ok.size());
+    CHECK(scan_chunked(bad, step) == reject_at);
+  }
+}
+
+TEST_CASE("h3 guard: a refusal is seen when the chunk ends right after the frame header", "[transport][h3guard]") {
+  // The length varint's last byte is the chunk's last byte: every byte may pass (nghttp3
+  // sees a frame header and nothing of the payload), and the refusal is in the guard.
+  const auto big = frame(0x01, 5000);
+  H3FrameGuard g;
+  CHECK(h3_guard_scan(g, big.data(), 3, kLimit) == 3);
+  CHECK(g.rejected);
+}
+
 TEST_CASE("h3 guard: the limit is inclusive", "[transport][h3guard]") {
   for (std::uint64_t limit : {0ull, 1ull, 16384ull}) {
     INFO("limit " << limit);
@@ -87,6 +124,8 @@ TEST_CASE("h3 guard: the limit is inclusive", "[transport][h3guard]") {
     const auto over = frame(0x01, limit + 1);
     H3FrameGuard g1, g2;
     CHECK(h3_guard_scan(g1, at.data(), at.size(), limit) == at.size());
+    CHECK_FALSE(g1.rejected);
     CHECK(h3_guard_scan(g2, over.data(), over.size(), limit) < over.size());
+    CHECK(g2.rejected);
   }
 }
