@@ -24,6 +24,10 @@
 // - drop: a message a full link cannot take is dropped for that link; publish() returns
 //   queue_full at once when the node's publish queue is full. Every drop is counted in the
 //   node's metrics (macula_messages_dropped_total by reason) and in this Publisher's dropped().
+//   When this publisher's last message of a topic found every interested link full (and no
+//   subscriber on this node), later ones of that topic are dropped in publish() itself, without
+//   copying the payload, until a link has room again or a subscription changes: a producer
+//   faster than its links pays for its own drops instead of the node's io thread.
 // Default: block for QoS 1, drop for QoS 0.
 //
 // Order: one publisher's block-policy messages reach each subscriber in publish order;
@@ -45,6 +49,7 @@
 #include <system_error>
 
 #include "macula/detail/completion.hpp"
+#include "macula/detail/publisher_state.hpp"
 #include "macula/message.hpp"
 #include "macula/node.hpp"
 
@@ -103,7 +108,7 @@ class Publisher {
   const PublisherOptions& options() const noexcept { return options_; }
   /// Messages of this publisher (and its copies) lost to the drop policy: refused by a full
   /// publish queue, a full link, or sent while an interested peer had no link.
-  std::uint64_t dropped() const noexcept { return drops_->load(std::memory_order_relaxed); }
+  std::uint64_t dropped() const noexcept { return state_->drops.load(std::memory_order_relaxed); }
 
  private:
   void publish_impl(std::string topic, Bytes payload, Qos qos, detail::Completion<std::error_code> done);
@@ -111,7 +116,7 @@ class Publisher {
 
   Node* node_;
   PublisherOptions options_;
-  std::shared_ptr<std::atomic<std::uint64_t>> drops_ = std::make_shared<std::atomic<std::uint64_t>>(0);
+  std::shared_ptr<detail::PublisherState> state_ = std::make_shared<detail::PublisherState>();
 };
 
 }  // namespace macula

@@ -34,20 +34,40 @@ using DiscoveryRef = std::function<discovery::Discovery&()>;
 /// The "provider" key of this node itself in provider choices.
 inline constexpr PeerKey kLocalPeer = 0;
 
+/// Versions everything that decides where a publish goes and whether its links have room:
+/// routes (subscriptions, peers' interest, links up and down) and a full link getting room
+/// again. A PublisherState memo of "every link full" holds only at the epoch it was taken at.
+/// `pending` counts subscriptions made on user threads and not yet applied on the strand: while
+/// any is pending no memo is trusted, so a thread that subscribes and then publishes never has
+/// that publish dropped on a verdict reached before its subscription.
+/// Threading: `value` is bumped on the strand only; `pending` on any thread; both read anywhere.
+struct RouteEpoch {
+  std::atomic<std::uint64_t> value{1};
+  std::atomic<std::uint32_t> pending{0};
+
+  void bump() noexcept { value.fetch_add(1, std::memory_order_acq_rel); }
+  /// Any thread: the epoch a memo must carry to be trusted now; 0 (no memo carries it) while a
+  /// subscription is on its way to the strand.
+  std::uint64_t trusted() const noexcept {
+    if (pending.load(std::memory_order_acquire) != 0) return 0;
+    return value.load(std::memory_order_acquire);
+  }
+};
+
 /// A publish handed to the node, until the strand has matched it and every link took it.
 struct Outgoing {
   std::string topic;
   Bytes payload;
   Qos qos = Qos::at_most_once;
   CongestionControl congestion = CongestionControl::drop;
-  std::shared_ptr<std::atomic<std::uint64_t>> drops;  ///< the publisher's counter (may be null)
+  std::shared_ptr<detail::PublisherState> publisher;  ///< its drop counter and memo (may be null)
   detail::Completion<std::error_code> done;           ///< may be empty
   /// kLocalPeer for this node's own publishes; otherwise the leaf this gateway relays it for
   /// (never sent back to it, and not counted in the publish queue).
   PeerKey from = 0;
 
   void count_drop() const {
-    if (drops) drops->fetch_add(1, std::memory_order_relaxed);
+    if (publisher) publisher->drops.fetch_add(1, std::memory_order_relaxed);
   }
 };
 

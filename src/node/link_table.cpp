@@ -496,7 +496,10 @@ void LinkTable::pump(Link& link) {
   } else {
     link.stuck_since = {};
   }
-  if (link.room_wanted && link.data_bytes < options_.link_queue_bytes) {
+  // Room is reported at half the bound, not just below it (high and low water marks, as
+  // Netty's writability): each report then admits a burst worth waking waiters and resetting
+  // publishers' "link full" memos for, not one message per packet sent.
+  if (link.room_wanted && link.data_bytes <= options_.link_queue_bytes / 2) {
     link.room_wanted = false;
     events_.on_room(link.peer);
   }

@@ -79,6 +79,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     dispatch = std::make_shared<DispatchQueue>(executor, options.worker_threads);
     tasks = std::make_shared<TaskQueue>(executor, options.worker_threads);
     pubsub.set_dispatch(dispatch);
+    pubsub.set_route_epoch(&route_epoch);
     rpc.set_tasks(tasks);
     register_metrics();
   }
@@ -384,12 +385,13 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
       --subscription_count;
       return errc::too_many_subscriptions;
     }
+    // Publishers' "every link full" memos are not trusted until the strand has the
+    // subscription (and moved the route epoch): this thread's next publish must see it.
+    route_epoch.pending.fetch_add(1, std::memory_order_acq_rel);
     to_strand([this, s] {
-      if (s->closed()) {
-        --subscription_count;
-        return;
-      }
-      pubsub.subscribe(s);
+      if (s->closed()) --subscription_count;
+      else pubsub.subscribe(s);
+      route_epoch.pending.fetch_sub(1, std::memory_order_acq_rel);
     });
     return {};
   }
@@ -437,6 +439,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   std::optional<asio::steady_timer> housekeeping_timer;
   std::atomic<bool> stopping_flag{false};
   LinkTable links;
+  RouteEpoch route_epoch;  // before pubsub, which points at it
   PubSubEngine pubsub;
   RpcEngine rpc;
   Inbox inbox;
@@ -506,6 +509,14 @@ std::error_code NodeCore::publish(Outgoing&& m, std::optional<Clock::time_point>
 
 bool NodeCore::refuses(std::size_t bytes, std::atomic<std::uint64_t>* drops) const {
   return !impl_->stopping_flag && impl_->inbox.refuse_if_full(bytes, drops);
+}
+
+bool NodeCore::drops_for_full_links(std::string_view topic, detail::PublisherState& publisher) const {
+  const std::uint64_t epoch = impl_->route_epoch.trusted();
+  if (epoch == 0 || impl_->stopping_flag || !publisher.full_at(topic, epoch)) return false;
+  impl_->metrics.drop_backpressure->inc();
+  publisher.drops.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 std::error_code NodeCore::subscribe(const std::shared_ptr<Subscription>& s) { return impl_->subscribe(s); }

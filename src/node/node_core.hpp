@@ -65,6 +65,10 @@ class NodeCore {
   /// `drops`) when the publish queue would refuse `bytes` now. A producer in a tight loop then
   /// costs no allocation and no copy per refused message.
   bool refuses(std::size_t bytes, std::atomic<std::uint64_t>* drops) const;
+  /// Any thread: whether a drop-policy QoS 0 publish of `topic` is lost to full links now, as
+  /// `publisher`'s memo says (its last message of that topic found every interested link full
+  /// and nothing changed since); if so it is counted (node and publisher) like the strand would.
+  bool drops_for_full_links(std::string_view topic, detail::PublisherState& publisher) const;
 
   /// Registers a subscription (its pattern validated by the caller). Errors:
   /// too_many_subscriptions, not_started. Delivery may start before this returns.

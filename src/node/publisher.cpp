@@ -8,9 +8,9 @@ namespace macula {
 
 namespace {
 node::Outgoing outgoing(std::string topic, Bytes payload, Qos qos, const PublisherOptions& o,
-                        const std::shared_ptr<std::atomic<std::uint64_t>>& drops) {
+                        const std::shared_ptr<detail::PublisherState>& state) {
   return node::Outgoing{std::move(topic), std::move(payload), qos, o.congestion.value_or(node::default_congestion(qos)),
-                        drops, {}};
+                        state, {}};
 }
 }  // namespace
 
@@ -21,10 +21,12 @@ std::error_code Publisher::publish(std::string_view topic, std::span<const std::
   auto core = node::NodeAccess::core(*node_);
   if (!core) return errc::not_started;
   const auto congestion = options_.congestion.value_or(node::default_congestion(qos));
-  if (congestion == CongestionControl::drop && payload.size() <= kMaxPayloadBytes && !validate_topic(topic) &&
-      core->refuses(payload.size(), drops_.get()))
-    return errc::queue_full;  // refused before the payload is copied
-  auto m = outgoing(std::string(topic), Bytes(payload.begin(), payload.end()), qos, options_, drops_);
+  // A refused or lost publish costs the producer no copy and the io thread nothing.
+  if (congestion == CongestionControl::drop && payload.size() <= kMaxPayloadBytes && !validate_topic(topic)) {
+    if (core->refuses(payload.size(), &state_->drops)) return errc::queue_full;
+    if (qos == Qos::at_most_once && core->drops_for_full_links(topic, *state_)) return {};  // as the strand would
+  }
+  auto m = outgoing(std::string(topic), Bytes(payload.begin(), payload.end()), qos, options_, state_);
   std::optional<node::Clock::time_point> wait;
   if (m.congestion == CongestionControl::block) wait = node::Clock::now() + options_.block_timeout;
   return core->publish(std::move(m), wait);
@@ -34,7 +36,7 @@ void Publisher::publish_impl(std::string topic, Bytes payload, Qos qos, detail::
   auto core = node::NodeAccess::core(*node_);
   if (!core) return done(errc::not_started);
   auto slot = std::make_shared<detail::Completion<std::error_code>>(std::move(done));
-  auto m = outgoing(std::move(topic), std::move(payload), qos, options_, drops_);
+  auto m = outgoing(std::move(topic), std::move(payload), qos, options_, state_);
   m.done = [slot](std::error_code e) { (*slot)(e); };
   // publish() hands `done` over only when it accepts the message; errors it returns now.
   if (auto ec = core->publish(std::move(m), std::nullopt)) (*slot)(ec);

@@ -39,7 +39,7 @@ void PubSubEngine::subscribe(const std::shared_ptr<Subscription>& s) {
   // A held QoS 1 message waits for room in this queue: the consumer tells us when it frees.
   s->set_room_callback([to_strand = to_strand_, this] { to_strand([this] { release_held(); }); });
   (void)trie_.add(*s->pattern(), id);
-  routes_.clear();
+  invalidate_routes();
   announce(*s->pattern());
 }
 
@@ -89,7 +89,7 @@ bool PubSubEngine::unsubscribe(const std::shared_ptr<Subscription>& s) {
   const std::uint64_t id = it->second;
   subscription_ids_.erase(it);
   trie_.remove(*s->pattern(), id);
-  routes_.clear();
+  invalidate_routes();
   {
     std::lock_guard lock(subscriptions_mutex_);
     subscriptions_.erase(id);
@@ -115,10 +115,15 @@ void PubSubEngine::deep_subscriptions(std::size_t threshold, std::vector<std::pa
 
 // ---- routes and local delivery ----------------------------------------------------------------
 
+void PubSubEngine::invalidate_routes() {
+  routes_.clear();
+  if (epoch_) epoch_->bump();
+}
+
 const PubSubEngine::Route& PubSubEngine::route_for(const std::string& topic) {
   auto it = routes_.find(topic);
   if (it != routes_.end()) return it->second;
-  if (routes_.size() >= kMaxRoutes) routes_.clear();
+  if (routes_.size() >= kMaxRoutes) routes_.clear();  // eviction: no route changed
   Route r;
   match_scratch_.clear();
   trie_.match(topic, match_scratch_);
@@ -220,7 +225,7 @@ void PubSubEngine::finish_lookup(const std::string& topic) {
   if (it == lookups_.end() || !it->second.pending) return;
   it->second.pending = false;
   --lookups_pending_;
-  routes_.clear();
+  invalidate_routes();
   if (!starting_lookup_) retry_blocked();  // else the publish that started it is still deciding
 }
 
@@ -340,7 +345,7 @@ bool PubSubEngine::try_publish(Outgoing& m) {
   if (!qos1) {
     // Decide per peer first: a message no link can take and no local subscriber wants is
     // counted and gone without being built (an overloaded node drops most of what it gets).
-    std::size_t kept = 0;
+    std::size_t kept = 0, full = 0;
     for (PeerKey p : peer_scratch_) {
       const auto room = links_.room(p);
       if (room == LinkTable::Room::no_link) {
@@ -349,10 +354,15 @@ bool PubSubEngine::try_publish(Outgoing& m) {
       } else if (!block && room == LinkTable::Room::full) {
         m_.drop_backpressure->inc();
         m.count_drop();
+        ++full;
       } else {
         peer_scratch_[kept++] = p;
       }
     }
+    // Lost entirely to full links: the publisher drops the next ones of this topic itself
+    // until the epoch moves (a link gets room, a route changes).
+    if (full != 0 && full == peer_scratch_.size() && route->subscriptions.empty() && m.publisher && !m.from && epoch_)
+      m.publisher->remember_full(detail::topic_hash(m.topic), epoch_->value.load(std::memory_order_acquire));
     peer_scratch_.resize(kept);
     if (!peer_scratch_.empty() || !route->subscriptions.empty()) {
       auto body = std::make_shared<detail::MessageBody>(
@@ -410,8 +420,9 @@ void PubSubEngine::send_backlog(PeerKey peer) {
 // ---- link events ------------------------------------------------------------------------------
 
 void PubSubEngine::on_link_up(PeerKey peer, LinkId link) {
+  if (epoch_) epoch_->bump();  // a peer whose link was missing or full has a fresh one
   if (options_.leaf) {
-    routes_.clear();  // a leaf's routes name one live gateway
+    invalidate_routes();  // a leaf's routes name one live gateway
     gateway_hold_until_ = Clock::now() + options_.discovery_hold;
     if (!primary_ || primary_ == peer || !links_.linked(primary_)) primary_ = peer;
   }
@@ -437,8 +448,9 @@ void PubSubEngine::resend_owed(PeerKey peer) {
 
 void PubSubEngine::on_link_down(PeerKey peer, LinkId link, bool last) {
   interest_synced_.erase(link);
+  if (epoch_) epoch_->bump();  // the full link is gone: what it held no longer decides
   if (options_.leaf) {
-    routes_.clear();
+    invalidate_routes();
     if (last && peer == primary_) {
       // Another live gateway takes over the leaf's interest (it had an empty snapshot: adds).
       const auto live = links_.linked_peers();
@@ -466,7 +478,7 @@ void PubSubEngine::on_peer_gone(PeerKey peer) {
   withdraw_leaf(peer);  // its interest leaves the DHT and our peers with it
   remote_.drop_link(peer);
   lookups_awaiting_interest_.erase(peer);
-  routes_.clear();
+  invalidate_routes();
   flow_.erase(peer);
   tracker_.forget_peer(peer, [&](detail::Completion<std::error_code> done) {
     m_.qos1_expired->inc();
@@ -501,7 +513,7 @@ bool PubSubEngine::on_frame(PeerKey peer, LinkId link, wire::Frame& frame) {
       withdraw_leaf(peer);
       remote_.drop_link(peer);
     }
-    routes_.clear();
+    invalidate_routes();
     for (const auto& p : ia->patterns) {
       if (remote_.add(peer, p)) {
         links_.protocol_error(link);
@@ -534,7 +546,7 @@ bool PubSubEngine::on_frame(PeerKey peer, LinkId link, wire::Frame& frame) {
       remote_.remove(peer, p);
       if (mine != leaf_patterns_.end() && mine->second.erase(canonical_pattern(p))) withdraw(p);
     }
-    routes_.clear();
+    invalidate_routes();
   } else {
     return false;
   }
@@ -676,7 +688,10 @@ void PubSubEngine::on_read_done(PeerKey peer) {
   if (auto in = inbound_.find(peer); in != inbound_.end() && !in->second.acks.empty()) send_acks(peer, in->second);
 }
 
-void PubSubEngine::on_room(PeerKey) { retry_blocked(); }
+void PubSubEngine::on_room(PeerKey) {
+  if (epoch_) epoch_->bump();  // publishers' "every link full" memos no longer hold
+  retry_blocked();
+}
 
 void PubSubEngine::housekeeping() {
   // Lookups past discovery_hold stop holding publishes: they go to whom we know by now.
@@ -685,7 +700,7 @@ void PubSubEngine::housekeeping() {
     if (l.pending && now >= l.hold_until) {
       l.pending = false;
       --lookups_pending_;
-      routes_.clear();
+      invalidate_routes();
     }
   for (auto it = lookups_awaiting_interest_.begin(); it != lookups_awaiting_interest_.end();)
     it = links_.linked(it->first) ? std::next(it) : lookups_awaiting_interest_.erase(it);

@@ -73,6 +73,9 @@ class PubSubEngine {
     owner_ = std::move(owner);
   }
   void set_dispatch(std::shared_ptr<DispatchQueue> dispatch) { dispatch_ = std::move(dispatch); }
+  /// The node's route epoch (it outlives this engine): bumped whenever a route or a full
+  /// link's room changes, so publishers' "every link full" memos stop holding.
+  void set_route_epoch(RouteEpoch* epoch) { epoch_ = epoch; }
 
   // ---- the API's side
   void subscribe(const std::shared_ptr<Subscription>& s);
@@ -198,6 +201,8 @@ class PubSubEngine {
   std::set<LinkId> interest_synced_;  // links whose peer's snapshot arrived
 
   std::unordered_map<std::string, Route> routes_;
+  RouteEpoch* epoch_ = nullptr;
+  void invalidate_routes();
   std::vector<core::SubscriberId> match_scratch_;
   std::vector<std::shared_ptr<Subscription>> ready_scratch_;
   std::vector<PeerKey> peer_scratch_;
