@@ -106,6 +106,10 @@ class Session::Impl {
   std::size_t writable_below = 0;  // `writable` runs once buffered is at or below this
 
   std::error_code send(std::span<const std::uint8_t> bytes);
+  // The byte queue itself, apart from the connection (send() checks and wakes it): appends
+  // `bytes` (the caller checked the bound); read() hands nghttp3 what it has not seen yet;
+  // on_acked() frees what the peer acknowledged.
+  void queue(std::span<const std::uint8_t> bytes);
   nghttp3_ssize read(nghttp3_vec* vec, std::size_t veccnt, std::uint32_t* pflags);
   void on_acked(std::uint64_t len);
   // Endpoint-wide aggregates (sessions open, bytes buffered, refused sends) for metrics.

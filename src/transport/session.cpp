@@ -18,6 +18,13 @@ std::error_code Session::Impl::send(std::span<const std::uint8_t> bytes) {
     if (total_refused) total_refused->fetch_add(1, std::memory_order_relaxed);
     return errc::queue_full;
   }
+  queue(bytes);
+  nghttp3_conn_resume_stream(c->h3, stream_id);
+  c->schedule_write();
+  return {};
+}
+
+void Session::Impl::queue(std::span<const std::uint8_t> bytes) {
   if (total_buffered) total_buffered->fetch_add(bytes.size(), std::memory_order_relaxed);
   while (!bytes.empty()) {
     if (chunks.empty() || chunks.back().size == kChunk) chunks.emplace_back();
@@ -29,9 +36,6 @@ std::error_code Session::Impl::send(std::span<const std::uint8_t> bytes) {
     bytes = bytes.subspan(n);
   }
   high_water = std::max(high_water, buffered);
-  nghttp3_conn_resume_stream(c->h3, stream_id);
-  c->schedule_write();
-  return {};
 }
 
 nghttp3_ssize Session::Impl::read(nghttp3_vec* vec, std::size_t veccnt, std::uint32_t* pflags) {
