@@ -37,14 +37,30 @@ enum class Qos : std::uint8_t {
 };
 
 namespace detail {
-/// The shared, immutable part of a publication (one allocation per publish, not per delivery).
+/// The shared, immutable part of a publication: one heap allocation per publication holds the
+/// reference counts, these fields, and the topic and payload bytes they view, whatever the
+/// number of deliveries. Made only by make_message_body(); not copyable (the views point into
+/// its own allocation).
 struct MessageBody {
-  std::string topic;
-  Bytes payload;
+  MessageBody() = default;
+  MessageBody(const MessageBody&) = delete;
+  MessageBody& operator=(const MessageBody&) = delete;
+
+  std::string_view topic;
+  std::span<const std::uint8_t> payload;
   NodeId publisher;
   std::uint64_t sequence = 0;
   Qos qos = Qos::at_most_once;
+  Bytes owned_payload;  ///< the payload when it was moved in rather than copied
 };
+
+/// A body holding copies of `topic` and `payload`, in one allocation. Mutable until shared:
+/// the node stamps publisher and sequence before any other thread sees it.
+std::shared_ptr<MessageBody> make_message_body(std::string_view topic, std::span<const std::uint8_t> payload,
+                                               Qos qos = Qos::at_most_once);
+/// The same, keeping a payload the caller hands over (no copy of a large payload; its buffer
+/// is a second allocation, made by the caller).
+std::shared_ptr<MessageBody> make_message_body(std::string_view topic, Bytes&& payload, Qos qos = Qos::at_most_once);
 }  // namespace detail
 
 class Message {
@@ -54,11 +70,11 @@ class Message {
       : body_(std::move(body)), pattern_(std::move(pattern)) {}
 
   /// The concrete topic it was published to, e.g. "sensors.kitchen.temp".
-  std::string_view topic() const noexcept { return body_ ? std::string_view(body_->topic) : std::string_view(); }
+  std::string_view topic() const noexcept { return body_ ? body_->topic : std::string_view(); }
   /// The subscription's pattern that matched, e.g. "sensors.*.temp".
   std::string_view pattern() const noexcept { return pattern_ ? std::string_view(*pattern_) : std::string_view(); }
   std::span<const std::uint8_t> payload() const noexcept {
-    return body_ ? std::span<const std::uint8_t>(body_->payload) : std::span<const std::uint8_t>();
+    return body_ ? body_->payload : std::span<const std::uint8_t>();
   }
   /// The payload as text, for payloads that are text (a copy).
   std::string payload_string() const { return {payload().begin(), payload().end()}; }

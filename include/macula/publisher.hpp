@@ -24,10 +24,13 @@
 // - drop: a message a full link cannot take is dropped for that link; publish() returns
 //   queue_full at once when the node's publish queue is full. Every drop is counted in the
 //   node's metrics (macula_messages_dropped_total by reason) and in this Publisher's dropped().
-//   When this publisher's last message of a topic found every interested link full (and no
-//   subscriber on this node), later ones of that topic are dropped in publish() itself, without
-//   copying the payload, until a link has room again or a subscription changes: a producer
-//   faster than its links pays for its own drops instead of the node's io thread.
+//   A link that filled up refuses drop-policy messages until it drained to half its bound
+//   (NodeOptions::link_queue_bytes), so losses come in runs. When this publisher's message of
+//   a topic found every interested link full (and no subscriber on this node), later ones of
+//   that topic are dropped in publish() itself, without copying the payload, until one of those
+//   links drained to half or a route changed; they are counted exactly as the node would have
+//   counted them. A producer faster than its links pays for its own drops instead of the
+//   node's io thread.
 // Default: block for QoS 1, drop for QoS 0.
 //
 // Order: one publisher's block-policy messages reach each subscriber in publish order;

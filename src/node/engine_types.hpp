@@ -42,10 +42,16 @@ inline constexpr PeerKey kLocalPeer = 0;
 /// that publish dropped on a verdict reached before its subscription.
 /// Threading: `value` is bumped on the strand only; `pending` on any thread; both read anywhere.
 struct RouteEpoch {
-  std::atomic<std::uint64_t> value{1};
+  // Each node starts from its own range: a memo a Publisher kept from an earlier node that lived
+  // at the same address never matches a new one.
+  std::atomic<std::uint64_t> value{next_base()};
   std::atomic<std::uint32_t> pending{0};
 
   void bump() noexcept { value.fetch_add(1, std::memory_order_acq_rel); }
+  static std::uint64_t next_base() noexcept {
+    static std::atomic<std::uint64_t> base{0};
+    return base.fetch_add(std::uint64_t{1} << 40, std::memory_order_relaxed) + 1;
+  }
   /// Any thread: the epoch a memo must carry to be trusted now; 0 (no memo carries it) while a
   /// subscription is on its way to the strand.
   std::uint64_t trusted() const noexcept {
@@ -56,8 +62,9 @@ struct RouteEpoch {
 
 /// A publish handed to the node, until the strand has matched it and every link took it.
 struct Outgoing {
-  std::string topic;
-  Bytes payload;
+  /// Topic and payload, in the one allocation every delivery and link will share; the strand
+  /// stamps publisher, sequence and QoS on it before sharing it.
+  std::shared_ptr<detail::MessageBody> body;
   Qos qos = Qos::at_most_once;
   CongestionControl congestion = CongestionControl::drop;
   std::shared_ptr<detail::PublisherState> publisher;  ///< its drop counter and memo (may be null)
@@ -66,6 +73,8 @@ struct Outgoing {
   /// (never sent back to it, and not counted in the publish queue).
   PeerKey from = 0;
 
+  std::string_view topic() const noexcept { return body->topic; }
+  std::size_t payload_size() const noexcept { return body->payload.size(); }
   void count_drop() const {
     if (publisher) publisher->drops.fetch_add(1, std::memory_order_relaxed);
   }

@@ -102,7 +102,7 @@ void HttpApi::install(transport::Endpoint& endpoint, std::shared_ptr<const HttpA
         respond(ec ? text_response(http_status(ec), ec.message() + "\n") : text_response(200, "delivered\n"));
       });
     const bool answered_later = static_cast<bool>(done);
-    if (auto ec = api->publish(Outgoing{std::move(topic), std::move(req.body), qos, default_congestion(qos), nullptr,
+    if (auto ec = api->publish(Outgoing{detail::make_message_body(topic, std::move(req.body)), qos, default_congestion(qos), nullptr,
                                         std::move(done)}))
       return respond(text_response(http_status(ec), ec.message() + "\n"));
     if (!answered_later) respond(text_response(202, "published\n"));

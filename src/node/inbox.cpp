@@ -26,7 +26,7 @@ void Inbox::wake_strand_locked(bool& post) {
 }
 
 std::error_code Inbox::push_publish(Outgoing&& m, std::optional<Clock::time_point> wait_until, bool on_strand_thread) {
-  const std::size_t bytes = m.payload.size();
+  const std::size_t bytes = m.payload_size();
   auto refuse = [&] {
     metrics_.drop_queue_full->inc();
     m.count_drop();

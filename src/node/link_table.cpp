@@ -367,12 +367,15 @@ std::size_t LinkTable::ping_all(std::uint64_t nonce) {
   return n;
 }
 
-LinkTable::Room LinkTable::room(PeerKey peer) {
+LinkTable::Room LinkTable::room(PeerKey peer, bool drop) {
   Link* l = live_link(peer);
   if (!l) return Room::no_link;
-  if (l->data_bytes < options_.link_queue_bytes) return Room::ok;
-  l->room_wanted = true;
-  return Room::full;
+  if (l->data_bytes >= options_.link_queue_bytes) {
+    l->room_wanted = true;
+    l->drop_hold = l->drop_hold || drop;
+    return Room::full;
+  }
+  return drop && l->drop_hold ? Room::full : Room::ok;
 }
 
 bool LinkTable::has_room(PeerKey peer) {
@@ -496,10 +499,11 @@ void LinkTable::pump(Link& link) {
   } else {
     link.stuck_since = {};
   }
-  // Room is reported at half the bound, not just below it (high and low water marks, as
-  // Netty's writability): each report then admits a burst worth waking waiters and resetting
-  // publishers' "link full" memos for, not one message per packet sent.
-  if (link.room_wanted && link.data_bytes <= options_.link_queue_bytes / 2) {
+  if (link.drop_hold && link.data_bytes <= options_.link_queue_bytes / 2) {
+    link.drop_hold = false;
+    if (epoch_) epoch_->bump();  // memos of this link being full no longer hold
+  }
+  if (link.room_wanted && link.data_bytes < options_.link_queue_bytes) {
     link.room_wanted = false;
     events_.on_room(link.peer);
   }

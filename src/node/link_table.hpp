@@ -117,8 +117,13 @@ class LinkTable {
   /// follows when it can.
   bool has_room(PeerKey peer);
   enum class Room { no_link, full, ok };
-  /// linked() and has_room() in one look-up.
-  Room room(PeerKey peer);
+  /// linked() and has_room() in one look-up. For a drop-policy publish (`drop`) a link that
+  /// filled up stays full until it drained to half its bound (high and low water marks, as
+  /// Netty's writability): publishers' "link full" memos then hold for a burst's worth of
+  /// draining, not one packet, and the route epoch moves when the link is open to them again.
+  Room room(PeerKey peer, bool drop);
+  /// The node's route epoch (outlives this table).
+  void set_route_epoch(RouteEpoch* epoch) { epoch_ = epoch; }
   /// Queues a PUBLISH of `body` on `peer`'s live link; false when there is none.
   bool queue_publish(PeerKey peer, const BodyPtr& body);
 
@@ -164,6 +169,7 @@ class LinkTable {
     bool dirty = false;          // listed in dirty_
     bool writable_armed = false;
     bool room_wanted = false;
+    bool drop_hold = false;  // refused a drop-policy publish when full: refuses them until half
     bool closing = false;
     Clock::time_point stuck_since{};  // bytes waiting and none written since then
   };
@@ -197,6 +203,7 @@ class LinkTable {
   NodeMetrics& metrics_;
   const observe::Logger& log_;
   LinkEvents& events_;
+  RouteEpoch* epoch_ = nullptr;
   std::shared_ptr<transport::Endpoint> endpoint_;
   std::optional<Strand> strand_;
   std::weak_ptr<void> owner_;  // the node: callbacks do nothing once it is gone

@@ -80,6 +80,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
     tasks = std::make_shared<TaskQueue>(executor, options.worker_threads);
     pubsub.set_dispatch(dispatch);
     pubsub.set_route_epoch(&route_epoch);
+    links.set_route_epoch(&route_epoch);
     rpc.set_tasks(tasks);
     register_metrics();
   }
@@ -360,7 +361,7 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   // Strand (HTTP/3 API): a publish that is on the strand already skips the inbox, but counts
   // in the publish queue like any other.
   std::error_code publish_on_strand(Outgoing&& m) {
-    if (auto ec = inbox.count_publish(m.payload.size())) return ec;
+    if (auto ec = inbox.count_publish(m.payload_size())) return ec;
     pubsub.publish(std::move(m));
     pubsub.report_released();
     links.flush();
@@ -438,8 +439,8 @@ class NodeCore::Impl : public std::enable_shared_from_this<NodeCore::Impl>, publ
   std::optional<LinkTable::Strand> strand;
   std::optional<asio::steady_timer> housekeeping_timer;
   std::atomic<bool> stopping_flag{false};
+  RouteEpoch route_epoch;  // before links and pubsub, which point at it
   LinkTable links;
-  RouteEpoch route_epoch;  // before pubsub, which points at it
   PubSubEngine pubsub;
   RpcEngine rpc;
   Inbox inbox;
@@ -495,11 +496,11 @@ void NodeCore::connect(const udp::endpoint& address, std::optional<NodeId> expec
 }
 
 std::error_code NodeCore::publish(Outgoing&& m, std::optional<Clock::time_point> wait_until) {
-  if (auto ec = validate_topic(m.topic)) return ec;
-  if (m.payload.size() > kMaxPayloadBytes) {
+  if (auto ec = validate_topic(m.topic())) return ec;
+  if (m.payload_size() > kMaxPayloadBytes) {
     impl_->metrics.payload_refused->inc();
     impl_->log.log_with(LogLevel::warn, "publish", [&] {
-      return "publish to " + m.topic + " refused: payload of " + std::to_string(m.payload.size()) +
+      return "publish to " + std::string(m.topic()) + " refused: payload of " + std::to_string(m.payload_size()) +
              " bytes is larger than the maximum of " + std::to_string(kMaxPayloadBytes) + " bytes";
     });
     return errc::payload_too_large;
@@ -513,9 +514,14 @@ bool NodeCore::refuses(std::size_t bytes, std::atomic<std::uint64_t>* drops) con
 
 bool NodeCore::drops_for_full_links(std::string_view topic, detail::PublisherState& publisher) const {
   const std::uint64_t epoch = impl_->route_epoch.trusted();
-  if (epoch == 0 || impl_->stopping_flag || !publisher.full_at(topic, epoch)) return false;
-  impl_->metrics.drop_backpressure->inc();
-  publisher.drops.fetch_add(1, std::memory_order_relaxed);
+  if (epoch == 0 || impl_->stopping_flag) return false;
+  const std::uint32_t links = publisher.full_links_at(topic, epoch);
+  if (links == 0) return false;
+  // Counted as the strand counts it: published, and dropped once per full link.
+  impl_->metrics.published[0]->inc();
+  impl_->metrics.drop_backpressure->inc(links);
+  impl_->metrics.edge_drops->inc();
+  publisher.drops.fetch_add(links, std::memory_order_relaxed);
   return true;
 }
 

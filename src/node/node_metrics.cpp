@@ -16,6 +16,9 @@ NodeMetrics::NodeMetrics(const NodeOptions& options) : options_(options) {
   const char* dh = "Messages dropped, by reason";
   drop_queue_full = &m.counter("macula_messages_dropped_total", dh, {{"reason", "publish_queue_full"}});
   drop_backpressure = &m.counter("macula_messages_dropped_total", dh, {{"reason", "link_backpressure"}});
+  edge_drops = &m.counter("macula_publish_edge_drops_total",
+                          "Publishes dropped in publish() itself, before any copy, because the publisher's last message "
+                          "of that topic found every interested link full (also in macula_messages_dropped_total)");
   drop_no_link = &m.counter("macula_messages_dropped_total", dh, {{"reason", "no_link"}});
   drop_subscriber = &m.counter("macula_messages_dropped_total", dh, {{"reason", "subscriber_overflow"}});
   drop_no_route = &m.counter("macula_messages_dropped_total", dh, {{"reason", "no_route"}});

@@ -34,6 +34,7 @@ class NodeMetrics {
   core::Counter* forwarded;
   core::Counter* drop_queue_full;
   core::Counter* drop_backpressure;
+  core::Counter* edge_drops;  ///< the part of drop_backpressure dropped in publish() itself
   core::Counter* drop_no_link;
   core::Counter* drop_subscriber;
   core::Counter* drop_no_route;      ///< no local subscriber and no peer wanted it (after discovery)

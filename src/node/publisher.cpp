@@ -7,9 +7,9 @@
 namespace macula {
 
 namespace {
-node::Outgoing outgoing(std::string topic, Bytes payload, Qos qos, const PublisherOptions& o,
+node::Outgoing outgoing(std::shared_ptr<detail::MessageBody> body, Qos qos, const PublisherOptions& o,
                         const std::shared_ptr<detail::PublisherState>& state) {
-  return node::Outgoing{std::move(topic), std::move(payload), qos, o.congestion.value_or(node::default_congestion(qos)),
+  return node::Outgoing{std::move(body), qos, o.congestion.value_or(node::default_congestion(qos)),
                         state, {}};
 }
 }  // namespace
@@ -26,7 +26,7 @@ std::error_code Publisher::publish(std::string_view topic, std::span<const std::
     if (core->refuses(payload.size(), &state_->drops)) return errc::queue_full;
     if (qos == Qos::at_most_once && core->drops_for_full_links(topic, *state_)) return {};  // as the strand would
   }
-  auto m = outgoing(std::string(topic), Bytes(payload.begin(), payload.end()), qos, options_, state_);
+  auto m = outgoing(detail::make_message_body(topic, payload), qos, options_, state_);  // the one copy
   std::optional<node::Clock::time_point> wait;
   if (m.congestion == CongestionControl::block) wait = node::Clock::now() + options_.block_timeout;
   return core->publish(std::move(m), wait);
@@ -36,7 +36,7 @@ void Publisher::publish_impl(std::string topic, Bytes payload, Qos qos, detail::
   auto core = node::NodeAccess::core(*node_);
   if (!core) return done(errc::not_started);
   auto slot = std::make_shared<detail::Completion<std::error_code>>(std::move(done));
-  auto m = outgoing(std::move(topic), std::move(payload), qos, options_, state_);
+  auto m = outgoing(detail::make_message_body(topic, std::move(payload)), qos, options_, state_);
   m.done = [slot](std::error_code e) { (*slot)(e); };
   // publish() hands `done` over only when it accepts the message; errors it returns now.
   if (auto ec = core->publish(std::move(m), std::nullopt)) (*slot)(ec);

@@ -115,12 +115,19 @@ void PubSubEngine::deep_subscriptions(std::size_t threshold, std::vector<std::pa
 
 // ---- routes and local delivery ----------------------------------------------------------------
 
+BodyPtr PubSubEngine::stamp(Outgoing& m) {
+  m.body->publisher = self_;
+  m.body->sequence = ++sequence_;
+  m.body->qos = m.qos;
+  return std::move(m.body);
+}
+
 void PubSubEngine::invalidate_routes() {
   routes_.clear();
   if (epoch_) epoch_->bump();
 }
 
-const PubSubEngine::Route& PubSubEngine::route_for(const std::string& topic) {
+const PubSubEngine::Route& PubSubEngine::route_for(std::string_view topic) {
   auto it = routes_.find(topic);
   if (it != routes_.end()) return it->second;
   if (routes_.size() >= kMaxRoutes) routes_.clear();  // eviction: no route changed
@@ -138,7 +145,7 @@ const PubSubEngine::Route& PubSubEngine::route_for(const std::string& topic) {
     auto live = std::find_if(r.peers.begin(), r.peers.end(), [this](PeerKey p) { return links_.linked(p); });
     r.peers.assign(1, live != r.peers.end() ? *live : r.peers.front());
   }
-  return routes_.emplace(topic, std::move(r)).first->second;
+  return routes_.emplace(std::string(topic), std::move(r)).first->second;
 }
 
 void PubSubEngine::deliver_local(const BodyPtr& body, const Route& route) {
@@ -158,11 +165,11 @@ void PubSubEngine::deliver_local(const BodyPtr& body, const Route& route) {
 // empty answer); the nodes found are dialed and their interest arrives over the new links.
 // A lookup is finished when every dial failed or its link's interest snapshot came, or at
 // discovery_hold.
-bool PubSubEngine::discovery_pending(const std::string& topic) {
+bool PubSubEngine::discovery_pending(std::string_view topic) {
   const auto now = Clock::now();
   auto it = lookups_.find(topic);
   if (it == lookups_.end() || (!it->second.pending && now - it->second.at >= kDiscoveryTtl)) {
-    start_lookup(topic);
+    start_lookup(std::string(topic));
     it = lookups_.find(topic);
   }
   return it != lookups_.end() && it->second.pending && now < it->second.hold_until;
@@ -239,7 +246,7 @@ void PubSubEngine::publish(Outgoing&& m) {
   }
   // Behind the ones already waiting, so order holds: every block-policy publish, and a
   // drop-policy one whose topic has publishes waiting (for discovery or room).
-  if (!blocked_.empty() && (m.congestion == CongestionControl::block || blocked_topics_.count(m.topic)))
+  if (!blocked_.empty() && (m.congestion == CongestionControl::block || blocked_topics_.count(m.topic())))
     return push_blocked(std::move(m));
   if (try_publish(m)) return;
   if (held_now_) {
@@ -253,14 +260,14 @@ void PubSubEngine::publish(Outgoing&& m) {
 void PubSubEngine::push_blocked(Outgoing&& m) {
   if (m.from && m.qos == Qos::at_most_once) {
     // A leaf's QoS 0 messages are not in our publish queue: bound what waits of them here.
-    const std::size_t bytes = m.payload.size() + m.topic.size();
+    const std::size_t bytes = body_bytes(*m.body);
     if (relay_held_bytes_ + bytes > options_.max_publish_queue_bytes) {
       m_.drop_queue_full->inc();
       return;
     }
     relay_held_bytes_ += bytes;
   }
-  ++blocked_topics_[m.topic];
+  if (++blocked_topics_[std::string(m.topic())] == 1 && epoch_) epoch_->bump();  // see try_publish's memo
   blocked_.push_back(std::move(m));
 }
 
@@ -274,7 +281,7 @@ void PubSubEngine::popped_blocked(const std::string& topic, const Outgoing& m, s
 void PubSubEngine::release(const Outgoing& m) {
   if (m.from) return;
   ++released_count_;
-  released_bytes_ += m.payload.size();
+  released_bytes_ += m.payload_size();
 }
 
 void PubSubEngine::report_released() {
@@ -286,8 +293,8 @@ void PubSubEngine::report_released() {
 void PubSubEngine::retry_blocked() {
   while (!blocked_.empty()) {
     Outgoing& front = blocked_.front();
-    const std::string topic = front.topic;  // try_publish moves it out
-    const std::size_t bytes = front.payload.size() + front.topic.size();
+    const std::string topic(front.topic());  // try_publish moves the body out
+    const std::size_t bytes = body_bytes(*front.body);
     if (!try_publish(front)) break;
     popped_blocked(topic, front, bytes);
     blocked_.pop_front();
@@ -299,16 +306,16 @@ void PubSubEngine::retry_blocked() {
 // (held_now_); nothing done, try again later.
 bool PubSubEngine::try_publish(Outgoing& m) {
   held_now_ = false;
-  const Route* route = &route_for(m.topic);
+  const Route* route = &route_for(m.topic());
   if (discovers_) {
     // Only a topic with nobody known, here or elsewhere, waits; a known one refreshes its
     // lookup in the background.
-    const bool pending = discovery_pending(m.topic);
+    const bool pending = discovery_pending(m.topic());
     if (pending && route->peers.empty() && route->subscriptions.empty()) {
       held_now_ = true;
       return false;
     }
-    route = &route_for(m.topic);  // a lookup answered at once may have changed it
+    route = &route_for(m.topic());  // a lookup answered at once may have changed it
   } else if (options_.leaf && route->peers.empty() && Clock::now() < gateway_hold_until_ && !links_.linked_peers().empty()) {
     // The gateway's "#" is on its way (released when it arrives, or by housekeeping). Also with
     // a local subscriber: delivered only here, the message would miss the mesh.
@@ -317,7 +324,7 @@ bool PubSubEngine::try_publish(Outgoing& m) {
   }
   peer_scratch_.assign(route->peers.begin(), route->peers.end());  // the route may be dropped below
   if (m.from) peer_scratch_.erase(std::remove(peer_scratch_.begin(), peer_scratch_.end(), m.from), peer_scratch_.end());
-  const std::size_t bytes = m.payload.size() + m.topic.size();
+  const std::size_t bytes = body_bytes(*m.body);
   const bool qos1 = m.qos == Qos::at_least_once;
   const bool block = m.congestion == CongestionControl::block;
   if (block) {
@@ -347,7 +354,7 @@ bool PubSubEngine::try_publish(Outgoing& m) {
     // counted and gone without being built (an overloaded node drops most of what it gets).
     std::size_t kept = 0, full = 0;
     for (PeerKey p : peer_scratch_) {
-      const auto room = links_.room(p);
+      const auto room = links_.room(p, !block);
       if (room == LinkTable::Room::no_link) {
         m_.drop_no_link->inc();
         m.count_drop();
@@ -359,22 +366,23 @@ bool PubSubEngine::try_publish(Outgoing& m) {
         peer_scratch_[kept++] = p;
       }
     }
-    // Lost entirely to full links: the publisher drops the next ones of this topic itself
-    // until the epoch moves (a link gets room, a route changes).
-    if (full != 0 && full == peer_scratch_.size() && route->subscriptions.empty() && m.publisher && !m.from && epoch_)
-      m.publisher->remember_full(detail::topic_hash(m.topic), epoch_->value.load(std::memory_order_acquire));
+    // Lost entirely to full links: the publisher drops the next ones of this topic itself until
+    // the epoch moves (a full link drained to half, a route changed). Not while publishes of
+    // this topic wait in blocked_: the next one would wait behind them, not be dropped now.
+    if (full != 0 && full == peer_scratch_.size() && route->subscriptions.empty() && m.publisher && !m.from && epoch_ &&
+        !blocked_topics_.contains(m.topic()))
+      m.publisher->remember_full(detail::topic_hash(m.topic()), epoch_->value.load(std::memory_order_acquire),
+                                 static_cast<std::uint32_t>(full));
     peer_scratch_.resize(kept);
     if (!peer_scratch_.empty() || !route->subscriptions.empty()) {
-      auto body = std::make_shared<detail::MessageBody>(
-          detail::MessageBody{std::move(m.topic), std::move(m.payload), self_, ++sequence_, m.qos});
+      const BodyPtr body = stamp(m);
       deliver_local(body, *route);
       for (PeerKey p : peer_scratch_) links_.queue_publish(p, body);
     }
     if (m.done) m.done({});
     return true;
   }
-  auto body = std::make_shared<detail::MessageBody>(
-      detail::MessageBody{std::move(m.topic), std::move(m.payload), self_, ++sequence_, m.qos});
+  const BodyPtr body = stamp(m);
   deliver_local(body, *route);
   if (peer_scratch_.empty()) {
     if (m.done) m.done({});
@@ -553,13 +561,21 @@ bool PubSubEngine::on_frame(PeerKey peer, LinkId link, wire::Frame& frame) {
   return true;
 }
 
+// The decoder's body (the message's one allocation), or one built from a frame made in memory.
+std::shared_ptr<detail::MessageBody> PubSubEngine::received_body(wire::Publish& pub) {
+  if (pub.body) return std::move(pub.body);
+  auto body = detail::make_message_body(pub.topic, std::move(pub.payload), static_cast<Qos>(pub.qos));
+  body->publisher = pub.publisher;
+  body->sequence = pub.sequence;
+  return body;
+}
+
 void PubSubEngine::on_publish(PeerKey peer, LinkId link, wire::Publish& pub) {
   // One hop: the publisher must be the peer at the other end (its certificate says so).
   if (pub.publisher != links_.peer_id(peer)) return links_.protocol_error(link);
   if (!options_.leaf && links_.leaf(peer)) return publish_for_leaf(peer, link, pub);
   const std::uint64_t message_id = pub.message_id;
-  auto body = std::make_shared<detail::MessageBody>(
-      detail::MessageBody{std::move(pub.topic), std::move(pub.payload), pub.publisher, pub.sequence, static_cast<Qos>(pub.qos)});
+  const BodyPtr body = received_body(pub);
   const Route& route = route_for(body->topic);
   if (body->qos == Qos::at_most_once) {
     deliver_local(body, route);
@@ -589,7 +605,7 @@ void PubSubEngine::on_publish(PeerKey peer, LinkId link, wire::Publish& pub) {
 // so the leaf's credit window bounds what it can make us hold.
 void PubSubEngine::publish_for_leaf(PeerKey leaf, LinkId link, wire::Publish& pub) {
   const std::uint64_t message_id = pub.message_id;
-  Outgoing m{std::move(pub.topic), std::move(pub.payload), static_cast<Qos>(pub.qos), CongestionControl::drop, nullptr, {}, leaf};
+  Outgoing m{received_body(pub), static_cast<Qos>(pub.qos), CongestionControl::drop, nullptr, {}, leaf};
   if (m.qos == Qos::at_least_once) {
     PeerInbound& in = inbound_[leaf];
     if (!dedup_.first_time(pub.publisher, message_id)) {
@@ -624,11 +640,14 @@ void PubSubEngine::relay_to_leaves(const BodyPtr& body, const Route& route) {
   peer_scratch_.clear();
   for (PeerKey p : route.peers)
     if (links_.leaf(p)) peer_scratch_.push_back(p);
-  auto relay = std::make_shared<detail::MessageBody>(detail::MessageBody{body->topic, body->payload, self_, ++sequence_, body->qos});
+  auto fresh = detail::make_message_body(body->topic, body->payload, body->qos);
+  fresh->publisher = self_;
+  fresh->sequence = ++sequence_;
+  const BodyPtr relay = std::move(fresh);
   m_.relayed->inc();
   if (body->qos == Qos::at_most_once) {
     for (PeerKey p : peer_scratch_) {
-      const auto room = links_.room(p);
+      const auto room = links_.room(p, true);
       if (room == LinkTable::Room::no_link) m_.drop_no_link->inc();
       else if (room == LinkTable::Room::full) m_.drop_backpressure->inc();
       else links_.queue_publish(p, relay);
@@ -688,10 +707,7 @@ void PubSubEngine::on_read_done(PeerKey peer) {
   if (auto in = inbound_.find(peer); in != inbound_.end() && !in->second.acks.empty()) send_acks(peer, in->second);
 }
 
-void PubSubEngine::on_room(PeerKey) {
-  if (epoch_) epoch_->bump();  // publishers' "every link full" memos no longer hold
-  retry_blocked();
-}
+void PubSubEngine::on_room(PeerKey) { retry_blocked(); }
 
 void PubSubEngine::housekeeping() {
   // Lookups past discovery_hold stop holding publishes: they go to whom we know by now.

@@ -140,7 +140,7 @@ class PubSubEngine {
     std::size_t relaying = 0;  // a leaf's QoS 1 messages this gateway has not finished
   };
 
-  const Route& route_for(const std::string& topic);
+  const Route& route_for(std::string_view topic);
   bool try_publish(Outgoing& m);
   void retry_blocked();
   void deliver_local(const BodyPtr& body, const Route& route);
@@ -150,6 +150,7 @@ class PubSubEngine {
   bool queues_have_room(const Route& route, std::size_t bytes);
   void accept_qos1(PeerInbound& in, const BodyPtr& body, std::uint64_t message_id, const Route& route);
   void on_publish(PeerKey peer, LinkId link, wire::Publish& pub);
+  static std::shared_ptr<detail::MessageBody> received_body(wire::Publish& pub);
   void release_held();
   void send_acks(PeerKey peer, PeerInbound& in);
   // Subscriber discovery per topic (see the header comment).
@@ -161,7 +162,7 @@ class PubSubEngine {
   };
   static constexpr std::size_t kMaxLookups = 10'000;
   /// Starts a lookup of `topic` when none is fresh; true while publishes should wait for it.
-  bool discovery_pending(const std::string& topic);
+  bool discovery_pending(std::string_view topic);
   void start_lookup(const std::string& topic);
   void lookup_found(const std::string& topic, std::vector<discovery::PeerAddress> found);
   void lookup_step(const std::string& topic);
@@ -200,19 +201,30 @@ class PubSubEngine {
   pubsub::RemoteInterest remote_;
   std::set<LinkId> interest_synced_;  // links whose peer's snapshot arrived
 
-  std::unordered_map<std::string, Route> routes_;
+  // Looked up by the topic's view (a publish's topic lives in its message body): no string is
+  // built per publish.
+  struct TopicHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  template <class V>
+  using TopicMap = std::unordered_map<std::string, V, TopicHash, std::equal_to<>>;
+  TopicMap<Route> routes_;
   RouteEpoch* epoch_ = nullptr;
   void invalidate_routes();
+  // The publish's body, stamped with this node, the next sequence number and its QoS: ready
+  // to share. Moves it out of `m`.
+  BodyPtr stamp(Outgoing& m);
   std::vector<core::SubscriberId> match_scratch_;
   std::vector<std::shared_ptr<Subscription>> ready_scratch_;
   std::vector<PeerKey> peer_scratch_;
-  std::unordered_map<std::string, Lookup> lookups_;
+  TopicMap<Lookup> lookups_;
   std::unordered_map<PeerKey, std::vector<std::string>> lookups_awaiting_interest_;
   std::size_t lookups_pending_ = 0;
   bool starting_lookup_ = false;  // a lookup answering at once must not re-enter retry_blocked
   bool held_now_ = false;         // try_publish said "wait" for discovery, not for room
   std::size_t relay_held_bytes_ = 0;  // QoS 0 relays for leaves waiting in blocked_
-  std::unordered_map<std::string, std::size_t> blocked_topics_;  // entries of blocked_ per topic
+  TopicMap<std::size_t> blocked_topics_;  // entries of blocked_ per topic
   // Patterns announced on behalf of each leaf (exactly these are withdrawn when it goes).
   std::unordered_map<PeerKey, std::set<std::string>> leaf_patterns_;
   PeerKey primary_ = 0;  // a leaf: the one gateway its interest goes to

@@ -68,7 +68,7 @@ bool valid_patterns(const std::vector<std::string>& patterns) {
 }
 bool valid(const InterestAdd& f) { return valid_patterns(f.patterns); }
 bool valid(const InterestRemove& f) { return valid_patterns(f.patterns); }
-bool valid(const Publish& f) { return f.qos <= 1 && !validate_topic(f.topic); }
+bool valid(const Publish& f) { return f.qos <= 1 && !validate_topic(f.topic_view()); }
 bool valid(const PublishAck& f) { return list_ok(f.message_ids); }
 bool valid(const RpcCall& f) { return !validate_procedure(f.procedure); }
 bool valid(const RpcReply& f) { return static_cast<std::uint8_t>(f.status) <= static_cast<std::uint8_t>(RpcStatus::result_too_large); }
@@ -134,8 +134,8 @@ void put(Writer& w, const Publish& f) {
   w.u64(f.message_id);
   w.u64(f.sequence);
   w.u8(f.qos);
-  w.str(f.topic);
-  w.bytes(f.payload);
+  w.str(f.topic_view());
+  w.bytes(f.payload_view());
 }
 void put(Writer& w, const PublishAck& f) {
   w.u16(static_cast<std::uint16_t>(f.message_ids.size()));
@@ -209,6 +209,21 @@ class Reader {
     std::string s(reinterpret_cast<const char*>(d_.data() + pos_), n);
     pos_ += n;
     return s;
+  }
+  /// str() and bytes() without the copy: views into the payload being read.
+  std::string_view str_view() {
+    const std::size_t n = u16();
+    if (!need(n)) return {};
+    std::string_view s(reinterpret_cast<const char*>(d_.data() + pos_), n);
+    pos_ += n;
+    return s;
+  }
+  std::span<const std::uint8_t> bytes_view() {
+    const std::size_t n = u32();
+    if (!need(n)) return {};
+    auto b = d_.subspan(pos_, n);
+    pos_ += n;
+    return b;
   }
   std::vector<std::uint8_t> bytes() {
     const std::size_t n = u32();
@@ -297,8 +312,12 @@ template <> Publish get<Publish>(Reader& r) {
   f.message_id = r.u64();
   f.sequence = r.u64();
   f.qos = r.u8();
-  f.topic = r.str();
-  f.payload = r.bytes();
+  const std::string_view topic = r.str_view();
+  const std::span<const std::uint8_t> payload = r.bytes_view();
+  if (!r.ok()) return f;
+  f.body = macula::detail::make_message_body(topic, payload, f.qos == 1 ? Qos::at_least_once : Qos::at_most_once);
+  f.body->publisher = f.publisher;
+  f.body->sequence = f.sequence;
   return f;
 }
 template <> PublishAck get<PublishAck>(Reader& r) {

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -16,6 +17,7 @@
 #include <variant>
 #include <vector>
 
+#include "macula/message.hpp"
 #include "macula/node_id.hpp"
 
 namespace macula::wire {
@@ -96,8 +98,17 @@ struct Publish {
   std::uint64_t message_id = 0;  ///< unique per publisher; QoS 1 de-duplication key
   std::uint64_t sequence = 0;    ///< per-publisher order
   std::uint8_t qos = 0;          ///< 0 or 1
-  std::string topic;
+  std::string topic;             ///< frames built to encode; empty in decoded ones (see body)
   std::vector<std::uint8_t> payload;
+  /// Decoded frames: topic and payload already in the message body every local delivery will
+  /// share (one allocation, with publisher, sequence and QoS stamped), so a received message is
+  /// copied out of the stream once and allocated once.
+  std::shared_ptr<detail::MessageBody> body{};
+
+  std::string_view topic_view() const noexcept { return body ? body->topic : std::string_view(topic); }
+  std::span<const std::uint8_t> payload_view() const noexcept {
+    return body ? body->payload : std::span<const std::uint8_t>(payload);
+  }
 };
 struct PublishAck {
   std::vector<std::uint64_t> message_ids;

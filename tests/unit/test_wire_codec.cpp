@@ -65,8 +65,12 @@ TEST_CASE("wire: every frame type round-trips, back to back in one buffer", "[wi
   }
   CHECK(in.empty());
   const auto p = std::get<Publish>([&] { Frame f; decode(enc(frames[7]), f); return f; }());
-  CHECK(p.topic == "sensors.temp");
-  CHECK(p.payload == std::vector<std::uint8_t>{1, 2, 3});
+  CHECK(p.topic_view() == "sensors.temp");
+  CHECK(std::vector<std::uint8_t>(p.payload_view().begin(), p.payload_view().end()) == std::vector<std::uint8_t>{1, 2, 3});
+  REQUIRE(p.body);  // decoded straight into a shareable message body
+  CHECK(p.body->publisher == id_of(3));
+  CHECK(p.body->sequence == 5);
+  CHECK(p.body->qos == Qos::at_least_once);
   CHECK(p.message_id == 77);
   CHECK(p.publisher == id_of(3));
 }
