@@ -174,8 +174,8 @@ class Connection::Impl : public std::enable_shared_from_this<Connection::Impl> {
       charged = 0;
     }
     // Sending side: stable until the stream closes, as nghttp3 and ngtcp2 keep pointers into
-    // it until the peer acknowledges the bytes.
-    Http3Headers send_fields;
+    // it until the peer acknowledges the bytes. (Header fields are not kept: nghttp3 copies the
+    // list when it is submitted.)
     std::vector<std::uint8_t> send_body;
     std::size_t send_offset = 0;
     // Client requests.

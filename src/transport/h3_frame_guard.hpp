@@ -35,6 +35,7 @@ inline std::uint64_t quic_varint(const std::uint8_t* p, std::size_t n) {
 /// may end right after the refused frame's header, so only `g.rejected` tells a refusal from
 /// a chunk that passes whole.
 inline std::size_t h3_guard_scan(H3FrameGuard& g, const std::uint8_t* data, std::size_t len, std::uint64_t limit) {
+  if (g.rejected) return 0;  // nothing more of a refused stream goes to nghttp3
   std::size_t i = 0;
   while (i < len) {
     if (g.left > 0) {

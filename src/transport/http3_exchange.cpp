@@ -372,10 +372,10 @@ void Connection::Impl::submit_response(std::int64_t sid, Response r) {
   // Answered: whatever the handler still holds is its own bound's business, and a peer that
   // never reads the answer must not keep the request's bytes charged.
   s.refund();
-  s.send_fields = Http3Headers::response(r.status);
-  s.send_fields.add("content-length", std::to_string(r.body.size()));
-  s.send_fields.add_all(r.headers);
-  const auto nva = s.send_fields.nv();
+  Http3Headers fields = Http3Headers::response(r.status);
+  fields.add("content-length", std::to_string(r.body.size()));
+  fields.add_all(r.headers);
+  const auto nva = fields.nv();
   s.send_body = std::move(r.body);
   s.send_offset = 0;
   const nghttp3_data_reader dr = h3_body_reader();
@@ -458,11 +458,11 @@ bool Connection::Impl::start_request(Request& req, std::chrono::nanoseconds time
   s->on_response = std::move(handler);
   s->handle = handle;
   if (handle) handle->stream_id = sid;
-  s->send_fields = Http3Headers::request(req.method, std::move(req.authority), req.path);
+  Http3Headers fields = Http3Headers::request(req.method, std::move(req.authority), req.path);
   if (!req.body.empty() || req.method == "POST" || req.method == "PUT")
-    s->send_fields.add("content-length", std::to_string(req.body.size()));
-  s->send_fields.add_all(req.headers);
-  const auto nva = s->send_fields.nv();
+    fields.add("content-length", std::to_string(req.body.size()));
+  fields.add_all(req.headers);
+  const auto nva = fields.nv();
   s->send_body = std::move(req.body);
   s->deadline = std::chrono::steady_clock::now() + timeout;
   add_deadline(s->deadline, sid);

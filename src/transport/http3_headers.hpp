@@ -2,8 +2,9 @@
 //
 // nghttp3_nv holds pointers, not strings, so the strings live here and the nv array is built
 // from them only once the list is complete (a std::string moved by a growing vector takes a
-// short value's bytes with it). A stream keeps its Http3Headers until it closes, so the
-// pointers handed to nghttp3 stay valid as long as nghttp3 may look at them.
+// short value's bytes with it). nghttp3 copies names and values when the list is submitted
+// (nghttp3_conn_submit_request/response, NGHTTP3_NV_FLAG_NONE), so an Http3Headers need only
+// outlive that call: the call sites keep it on the stack.
 #pragma once
 
 #include <nghttp3/nghttp3.h>

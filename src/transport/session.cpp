@@ -103,10 +103,10 @@ void Connection::Impl::start_session(Request head, SessionCallbacks callbacks, s
   s->session->callbacks = std::move(callbacks);
   s->session->attach(e->stats.session_bytes_buffered, e->stats.sessions, e->stats.session_sends_refused);
   s->on_session = std::move(handler);
-  s->send_fields =
+  Http3Headers fields =
       Http3Headers::request(head.method.empty() ? std::string("POST") : head.method, std::move(head.authority), head.path);
-  s->send_fields.add_all(head.headers);
-  const auto nva = s->send_fields.nv();
+  fields.add_all(head.headers);
+  const auto nva = fields.nv();
   s->deadline = std::chrono::steady_clock::now() + timeout;
   add_deadline(s->deadline, sid);
   const nghttp3_data_reader dr = h3_body_reader();
@@ -142,13 +142,13 @@ int Connection::Impl::accept_session(std::int64_t sid, Stream& s, const SessionA
     return 0;
   }
   s.responded = true;
-  s.send_fields = Http3Headers::response(200);
-  s.send_fields.add_all(callbacks.response_headers);
+  Http3Headers fields = Http3Headers::response(200);
+  fields.add_all(callbacks.response_headers);
   callbacks.response_headers.clear();
   session->callbacks = std::move(callbacks);
   session->attach(e->stats.session_bytes_buffered, e->stats.sessions, e->stats.session_sends_refused);
   s.session = session;
-  const auto nva = s.send_fields.nv();
+  const auto nva = fields.nv();
   const nghttp3_data_reader dr = h3_body_reader();
   nghttp3_conn_submit_response(h3, sid, nva.data(), nva.size(), &dr);
   return 0;

@@ -84,8 +84,8 @@ TEST_CASE("h3 guard: an over-long HEADERS frame stops at its first payload byte"
 
 TEST_CASE("h3 guard: DATA frames are not bounded, and their payload is never parsed", "[transport][h3guard]") {
   // The payload is full of bytes that would read as an over-long HEADERS frame header.
-  std::vector<std::uint8_t> data = frame(0x00, 64);
-  for (std::size_t i = 2; i + 2 < data.size(); i += 3) {
+  std::vector<std::uint8_t> data = frame(0x00, 64);  // type (1 byte), length (2 bytes), payload
+  for (std::size_t i = 3; i + 2 < data.size(); i += 3) {
     data[i] = 0x01;
     data[i + 1] = 0x7f;
     data[i + 2] = 0xff;
@@ -93,6 +93,9 @@ TEST_CASE("h3 guard: DATA frames are not bounded, and their payload is never par
   const auto bytes = concat({frame(0x00, 1'000'000, 0x01), data, frame(0x01, 10)});
   H3FrameGuard g;
   CHECK(h3_guard_scan(g, bytes.data(), bytes.size(), kLimit) == bytes.size());
+  CHECK_FALSE(g.rejected);
+  CHECK(g.left == 0);  // the last frame ended where the bytes end: every frame was framed right
+  CHECK(g.hdr_len == 0);
 }
 
 TEST_CASE("h3 guard: the answer does not depend on how the stream is chunked", "[transport][h3guard]") {
