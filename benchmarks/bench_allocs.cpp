@@ -23,6 +23,7 @@
 #include "macula/subscriber.hpp"
 #include "macula/testing/local_mesh.hpp"
 #include "nats_peer.hpp"
+#include "node_workloads.hpp"
 
 // ---- the counting allocator ------------------------------------------------------------------
 // glibc's own entry points, under the names it exports for exactly this kind of wrapper. The
@@ -76,29 +77,16 @@ int posix_memalign(void** out, std::size_t a, std::size_t n) noexcept {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using macula::bench::Clock;
+using macula::bench::mesh_options;
+using macula::bench::nats_counter;
+using macula::bench::nats_echo;
 using macula::bench::NatsPeer;
+using macula::bench::seconds_since;
+using macula::bench::wait_until;
 
-template <class Pred>
-bool wait_until(Pred p, std::chrono::seconds limit = std::chrono::seconds(30)) {
-  const auto until = Clock::now() + limit;
-  while (!p()) {
-    if (Clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::microseconds(50));
-  }
-  return true;
-}
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-macula::testing::LocalMeshOptions mesh_options(std::size_t io_threads) {
-  macula::testing::LocalMeshOptions o;
-  o.size = 2;
-  o.io_threads = io_threads;
-  o.node.realm = "bench.realm";
-  o.node.worker_threads = 2;
-  return o;
-}
 
 constexpr std::size_t kWarmup = 20'000;
 constexpr std::size_t kWindow = 5'000;
@@ -120,7 +108,7 @@ void count_per_unit(benchmark::State& state, std::size_t n, Work&& work) {
 // ---- QoS 0 publish, 64 B, node 0 -> a subscriber on node 1 ------------------------------------
 // range(0): the handler on the worker pool (0) or inline (1).
 void MaculaAllocsPublish(benchmark::State& state) {
-  macula::testing::LocalMesh mesh(mesh_options(2));
+  macula::testing::LocalMesh mesh(mesh_options(2, 2));
   std::atomic<std::uint64_t> got{0};
   macula::SubscribeOptions options{1 << 16};
   options.inline_handler = state.range(0) == 1;
@@ -152,12 +140,7 @@ void NatsAllocsPublish(benchmark::State& state) {
   natsConnection* pc = peer.connect();
   natsConnection* sc = peer.connect();
   std::atomic<std::uint64_t> got{0};
-  natsSubscription* sub = nullptr;
-  natsConnection_Subscribe(&sub, sc, "bench.x", [](natsConnection*, natsSubscription*, natsMsg* m, void* c) {
-      static_cast<std::atomic<std::uint64_t>*>(c)->fetch_add(1, std::memory_order_relaxed);
-      natsMsg_Destroy(m);
-    }, &got);
-  natsSubscription_SetPendingLimits(sub, -1, -1);
+  natsSubscription* sub = nats_counter(sc, "bench.x", &got);
   natsConnection_Flush(sc);
   const std::string payload(64, 'x');
   count_per_unit(state, 200'000, [&](std::size_t n) {
@@ -181,7 +164,7 @@ void NatsAllocsPublish(benchmark::State& state) {
 
 // ---- RPC, 64 B echo, 100 in flight, node 0 -> a procedure on node 1 ---------------------------
 void MaculaAllocsRpc(benchmark::State& state) {
-  macula::testing::LocalMesh mesh(mesh_options(1));
+  macula::testing::LocalMesh mesh(mesh_options(2, 1));
   macula::AdvertiseOptions o;
   o.inline_handler = state.range(0) == 1;
   auto echo = mesh[1].advertise("bench.echo", [](macula::Bytes a, macula::RpcResponder r) { r.reply(std::move(a)); }, o);
@@ -211,19 +194,9 @@ void NatsAllocsRpc(benchmark::State& state) {
   if (!peer.ok()) return state.SkipWithError("nats-server unavailable");
   natsConnection* server = peer.connect();
   natsConnection* client = peer.connect();
-  natsSubscription* responder = nullptr;
-  natsConnection_Subscribe(&responder, server, "bench.echo", [](natsConnection* nc, natsSubscription*, natsMsg* m, void*) {
-      natsConnection_Publish(nc, natsMsg_GetReply(m), natsMsg_GetData(m), natsMsg_GetDataLength(m));
-      natsMsg_Destroy(m);
-    }, nullptr);
-  natsSubscription_SetPendingLimits(responder, -1, -1);
+  natsSubscription* responder = nats_echo(server, "bench.echo");
   std::atomic<std::uint64_t> done{0};
-  natsSubscription* inbox = nullptr;
-  natsConnection_Subscribe(&inbox, client, "_INBOX.bench", [](natsConnection*, natsSubscription*, natsMsg* m, void* c) {
-      static_cast<std::atomic<std::uint64_t>*>(c)->fetch_add(1, std::memory_order_relaxed);
-      natsMsg_Destroy(m);
-    }, &done);
-  natsSubscription_SetPendingLimits(inbox, -1, -1);
+  natsSubscription* inbox = nats_counter(client, "_INBOX.bench", &done);
   natsConnection_Flush(server);
   natsConnection_Flush(client);
   const std::string payload(64, 'x');

@@ -24,12 +24,18 @@
 #include "macula/testing/local_mesh.hpp"
 #include "dht/dht_discovery.hpp"
 #include "nats_peer.hpp"
+#include "node_workloads.hpp"
 #include "node/node_core.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using macula::bench::Clock;
+using macula::bench::mesh_options;
+using macula::bench::nats_counter;
+using macula::bench::nats_echo;
 using macula::bench::NatsPeer;
+using macula::bench::seconds_since;
+using macula::bench::wait_until;
 
 std::size_t scaled(std::size_t n) {
   const char* s = std::getenv("MACULA_BENCH_SCALE");
@@ -37,53 +43,13 @@ std::size_t scaled(std::size_t n) {
   return std::max<std::size_t>(100, static_cast<std::size_t>(static_cast<double>(n) * f));
 }
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-template <class Pred>
-bool wait_until(Pred p, std::chrono::seconds limit = std::chrono::seconds(30)) {
-  const auto until = Clock::now() + limit;
-  while (!p()) {
-    if (Clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::microseconds(20));
-  }
-  return true;
-}
 
 struct alignas(128) PaddedCounter {
   std::atomic<std::uint64_t> n{0};
 };
 
-// NATS subscriptions the workloads share: one counting what arrives, one echoing requests.
-natsSubscription* nats_counter(natsConnection* conn, const char* subject, std::atomic<std::uint64_t>* counter) {
-  natsSubscription* sub = nullptr;
-  natsConnection_Subscribe(&sub, conn, subject, [](natsConnection*, natsSubscription*, natsMsg* m, void* c) {
-      static_cast<std::atomic<std::uint64_t>*>(c)->fetch_add(1, std::memory_order_relaxed);
-      natsMsg_Destroy(m);
-    }, counter);
-  natsSubscription_SetPendingLimits(sub, -1, -1);
-  return sub;
-}
-natsSubscription* nats_echo(natsConnection* conn, const char* subject) {
-  natsSubscription* sub = nullptr;
-  natsConnection_Subscribe(&sub, conn, subject, [](natsConnection* nc, natsSubscription*, natsMsg* m, void*) {
-      natsConnection_Publish(nc, natsMsg_GetReply(m), natsMsg_GetData(m), natsMsg_GetDataLength(m));
-      natsMsg_Destroy(m);
-    }, nullptr);
-  natsSubscription_SetPendingLimits(sub, -1, -1);
-  return sub;
-}
 
-// io_threads: pub/sub runs each node's strand on its own thread (2); RPC round trips are
-// faster with both nodes on one io thread (1): fewer wake-ups on a 2-core machine (measured;
-// MACULA_BENCH_IO / MACULA_BENCH_WORKERS override both for experiments).
-macula::testing::LocalMeshOptions mesh_options(std::size_t nodes, std::size_t io_threads = 2) {
-  macula::testing::LocalMeshOptions o;
-  o.size = nodes;
-  o.io_threads = std::getenv("MACULA_BENCH_IO") ? std::strtoul(std::getenv("MACULA_BENCH_IO"), nullptr, 10) : io_threads;
-  o.node.realm = "bench.realm";
-  o.node.worker_threads = std::getenv("MACULA_BENCH_WORKERS") ? std::strtoul(std::getenv("MACULA_BENCH_WORKERS"), nullptr, 10) : 2;
-  return o;
-}
 
 // ---- 1 publisher -> 1 subscriber on another node, 64 B -------------------------------------
 // Both sides pace by what arrived (a window of 20,000), so neither system's drop policy

@@ -33,6 +33,12 @@ LocalMeshOptions small_links() {
   return o;
 }
 
+SubscribeOptions big_queue() {
+  SubscribeOptions o;
+  o.queue_capacity = 1 << 16;  // never the bottleneck: drops here are the links'
+  return o;
+}
+
 struct Count {
   std::atomic<std::uint64_t> all{0}, markers{0};
 };
@@ -73,9 +79,7 @@ std::uint64_t flood_until_edge_drops(Node& node, Publisher& pub, const std::stri
 TEST_CASE("edge drops: the verdict ends when the link has room again", "[flow][edge]") {
   LocalMesh mesh(small_links());
   auto remote = std::make_shared<Count>();
-  SubscribeOptions big;
-  big.queue_capacity = 1 << 16;
-  Subscriber sub(mesh[1], "edge.#", counting(remote), big);
+  Subscriber sub(mesh[1], "edge.#", counting(remote), big_queue());
   mesh.settle();
   Publisher pub(mesh[0]);
   std::uint64_t sent = 0;
@@ -96,9 +100,7 @@ TEST_CASE("edge drops: the verdict ends when the link has room again", "[flow][e
 TEST_CASE("edge drops: a subscription made before publishing is never hidden by the verdict", "[flow][edge]") {
   LocalMesh mesh(small_links());
   auto remote = std::make_shared<Count>();
-  SubscribeOptions big;
-  big.queue_capacity = 1 << 16;
-  Subscriber far(mesh[1], "edge.#", counting(remote), big);
+  Subscriber far(mesh[1], "edge.#", counting(remote), big_queue());
   mesh.settle();
   Publisher pub(mesh[0]);
   for (int round = 0; round < 10; ++round) {
@@ -119,10 +121,8 @@ TEST_CASE("edge drops: counted on the publisher and on the node alike, once per 
   o.size = 3;
   LocalMesh mesh(o);
   auto one = std::make_shared<Count>(), two = std::make_shared<Count>();
-  SubscribeOptions big;
-  big.queue_capacity = 1 << 16;
-  Subscriber sub1(mesh[1], "edge.#", counting(one), big);
-  Subscriber sub2(mesh[2], "edge.#", counting(two), big);
+  Subscriber sub1(mesh[1], "edge.#", counting(one), big_queue());
+  Subscriber sub2(mesh[2], "edge.#", counting(two), big_queue());
   mesh.settle();
   Publisher pub(mesh[0]);
   const std::uint64_t published = flood_until_edge_drops(mesh[0], pub, "edge.count");
